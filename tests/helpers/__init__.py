@@ -1,0 +1,1 @@
+"""Test helpers: real server processes and a raw XML client."""

@@ -1,0 +1,140 @@
+"""The admin command line (xmppd ctl), shutdown, timeouts and shaping."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from conftest import run
+from helpers.procs import XmppdServer
+from helpers.raw import RawClient
+
+from xmppd.shaper import TokenBucket
+
+MakeServer = Callable[..., XmppdServer]
+
+
+def test_account_commands_offline_then_live(make_server: MakeServer, tmp_path: Path) -> None:
+    srv = make_server()
+    assert "successfully registered" in srv.ctl("register", "alice", "localhost", "pw").stdout
+    dup = srv.ctl("register", "alice", "localhost", "pw", check=False)
+    assert dup.returncode == 1 and "already registered" in dup.stderr
+    bad = srv.ctl("register", "alice", "elsewhere.org", "pw", check=False)
+    assert bad.returncode == 1 and "unknown host" in bad.stderr
+    usage = srv.ctl("register", "alice", check=False)
+    assert usage.returncode == 2 and "usage: register USER HOST PASSWORD" in usage.stderr
+    assert srv.ctl("status", check=False).returncode == 3  # not running
+    srv.start()
+    assert "started" in srv.ctl("status").stdout
+    srv.ctl("register", "bob", "localhost", "pw")
+    assert srv.ctl("registered_users", "localhost").stdout.split() == ["alice", "bob"]
+    srv.ctl("change_password", "bob", "localhost", "new")
+
+    async def main() -> None:
+        c = RawClient(srv.c2s_tls, tls=True)
+        await c.login("bob", "new", "r1")
+        assert srv.ctl("connected_users").stdout.split() == ["bob@localhost/r1"]
+        assert srv.ctl("connected_users_number").stdout.strip() == "1"
+        srv.ctl("kick_session", "bob", "localhost", "r1", "bye bye")
+        assert await c.stream_error() == "policy-violation"
+        c = RawClient(srv.c2s_tls, tls=True)
+        await c.login("alice", "pw", "r2")
+        srv.ctl("unregister", "alice", "localhost")
+        assert await c.stream_error() == "not-authorized"
+    run(main())
+    assert srv.ctl("registered_users", "localhost").stdout.split() == ["bob"]
+    srv.stop()
+    assert srv.ctl("registered_users", "localhost").stdout.split() == ["bob"]
+    missing = srv.ctl("unregister", "nobody", "localhost", check=False)
+    assert missing.returncode == 1
+
+
+def test_register_bulk(make_server: MakeServer, tmp_path: Path) -> None:
+    srv = make_server()
+    f = tmp_path / "users.txt"
+    f.write_text("# migrated accounts\n" + "".join(f"user{i} pass{i}\n" for i in range(300)))
+    out = srv.ctl("register_bulk", str(f), "localhost").stdout
+    assert "300 accounts registered, 0 skipped" in out
+    srv.start()
+
+    async def main() -> None:
+        assert await RawClient(srv.c2s_tls, tls=True).login("user299", "pass299")
+    run(main())
+
+
+def test_sigterm_closes_streams_with_system_shutdown(make_server: MakeServer) -> None:
+    srv = make_server()
+    srv.register("alice", "pw")
+    srv.register("bob", "pw")
+    srv.start()
+
+    async def main() -> None:
+        a = RawClient(srv.c2s_tls, tls=True)
+        b = RawClient(srv.c2s, tls=False)
+        await a.login("alice", "pw")
+        await b.login("bob", "pw")
+        srv.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        assert await a.stream_error() == "system-shutdown"
+        assert await b.stream_error() == "system-shutdown"
+        assert await a.closed()
+    run(main())
+    assert srv.stop() == 0
+
+
+def test_negotiation_and_idle_timeouts(make_server: MakeServer) -> None:
+    srv = make_server(config={"negotiation_timeout": 1.5},
+                      listen_extra={"idle_timeout": 3})
+    srv.register("alice", "pw")
+    srv.start()
+
+    async def main() -> None:
+        slow = await RawClient(srv.c2s).connect()
+        await slow.open()
+        assert await slow.stream_error(timeout=10) == "connection-timeout"
+        idle = RawClient(srv.c2s_tls, tls=True)
+        await idle.login("alice", "pw")
+        busy = RawClient(srv.c2s_tls, tls=True)
+        await busy.login("alice", "pw", "busy")
+        for _ in range(6):  # whitespace keepalives keep a quiet client alive
+            await busy.send(" ")
+            await asyncio.sleep(0.5)
+        assert await idle.stream_error(timeout=10) == "connection-timeout"
+        await busy.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        el = await busy.recv_until(lambda e: e.get("id") == "p")
+        assert el.get("type") == "result"
+    run(main())
+
+
+def test_token_bucket() -> None:
+    b = TokenBucket(1000, 2000)
+    assert b.consume(1500) == 0
+    delay = b.consume(1500)
+    assert 0.9 < delay < 1.1
+
+
+def test_shaper_slows_reading_without_dropping(make_server: MakeServer) -> None:
+    srv = make_server(config={"shaper": {"slow": {"rate": 2000, "burst_size": 2000}}},
+                      listen_extra={"shaper": "slow"})
+    srv.register("alice", "pw")
+    srv.register("bob", "pw")
+    srv.start()
+
+    async def main() -> Any:
+        a = RawClient(srv.c2s_tls, tls=True)
+        b = RawClient(srv.c2s_tls, tls=True)
+        await a.login("alice", "pw")
+        await b.login("bob", "pw")
+        body = "x" * 900
+        t0 = time.monotonic()
+        for i in range(8):
+            await a.send(f"<message to='bob@localhost' id='m{i}'><body>{body}</body></message>")
+        got = []
+        while len(got) < 8:
+            el = await b.recv_until(lambda e: e.tag == "{jabber:client}message", timeout=15)
+            got.append(el.get("id"))
+        return got, time.monotonic() - t0
+    got, _elapsed = run(main())
+    assert got == [f"m{i}" for i in range(8)]  # all delivered, in order

@@ -1,0 +1,70 @@
+"""Storage on both backends: migrations and accounts (SCRAM keys only)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+from sqlalchemy import text
+
+from xmppd.c2s.scram import check_password
+from xmppd.storage import Database, migrate_sync
+from xmppd.storage.accounts import AccountError, AccountStore
+
+
+@pytest.fixture(params=["sqlite", "pgsql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        d = Database.sqlite(tmp_path / "x.db")
+    else:
+        pg = request.getfixturevalue("postgres")
+        d = Database.postgresql(host="127.0.0.1", port=pg.port, database=pg.create_database(),
+                                username="postgres", password="", pool_size=2)
+    yield d
+    d.close()
+
+
+def test_migrations_apply_once(db: Database) -> None:
+    first = migrate_sync(db)
+    assert any(a.startswith("accounts v1") for a in first)
+    assert migrate_sync(db) == []
+    versions = db.run_sync(lambda c: dict(c.execute(text(
+        "SELECT component, version FROM schema_versions")).all()))
+    assert versions["accounts"] >= 1
+
+
+def test_accounts_store_only_scram_keys(db: Database) -> None:
+    migrate_sync(db)
+    store = AccountStore(db, iterations=4096)
+    assert store.create_sync("localhost", "Alice", "s3cret-pässword")
+    assert not store.create_sync("localhost", "alice", "other")  # same user after nodeprep
+    row = db.run_sync(lambda c: c.execute(text("SELECT * FROM users")).mappings().one())
+    blob = b"".join(v if isinstance(v, bytes) else str(v).encode() for v in row.values())
+    assert b"s3cret" not in blob and "s3cret-pässword".encode() not in blob
+    creds = store.get_sync("localhost", "ALICE")
+    assert creds is not None
+    assert check_password("s3cret-pässword", creds.sha1, "sha1")
+    assert check_password("s3cret-pässword", creds.sha256, "sha256")
+    assert not check_password("wrong", creds.sha256, "sha256")
+    assert store.set_password_sync("localhost", "alice", "new")
+    creds = store.get_sync("localhost", "alice")
+    assert creds is not None and check_password("new", creds.sha256, "sha256")
+    assert store.list_sync("localhost") == ["alice"]
+    assert store.list_sync("other.host") == []
+    assert store.delete_sync("localhost", "alice")
+    assert store.get_sync("localhost", "alice") is None
+    with pytest.raises(AccountError):
+        store.create_sync("localhost", "bad user", "x")
+
+
+def test_bulk_create(db: Database) -> None:
+    migrate_sync(db)
+    store = AccountStore(db, iterations=4096)
+    store.create_sync("localhost", "u0", "existing")
+    pairs = [(f"u{i}", f"p{i}") for i in range(200)] + [("bad user", "x")]
+    created, skipped = store.create_bulk_sync("localhost", pairs)
+    assert (created, skipped) == (199, 2)
+    assert store.count_sync("localhost") == 200
+    creds = store.get_sync("localhost", "u150")
+    assert creds is not None and check_password("p150", creds.sha1, "sha1")

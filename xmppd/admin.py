@@ -1,0 +1,166 @@
+"""Core admin commands, modelled on ejabberdctl.
+
+Account commands work on the database alone (so they also run while the
+server is stopped); the running server wraps them to add live effects such as
+kicking the sessions of an unregistered account.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .commands import CommandError
+from .jid import JID, JIDError
+from .storage.accounts import AccountError, AccountStore
+
+if TYPE_CHECKING:
+    from .server import Server
+
+
+def _host(hosts: tuple[str, ...] | list[str], host: str) -> str:
+    h = host.lower()
+    if h not in hosts:
+        raise CommandError(f"unknown host {host!r} (served: {', '.join(hosts)})")
+    return h
+
+
+def read_bulk_file(path: str) -> list[tuple[str, str]]:
+    """``user password`` per line; blank lines and #comments are skipped."""
+    pairs = []
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise CommandError(f"cannot read {path}: {e.strerror}") from None
+    for n, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split(None, 1)
+        if len(parts) != 2:
+            raise CommandError(f"{path}:{n}: expected 'user password'")
+        pairs.append((parts[0], parts[1]))
+    return pairs
+
+
+def account_commands(store: AccountStore, hosts: tuple[str, ...]) -> dict[str, Callable[..., str]]:
+    """The account commands as synchronous functions over a store."""
+
+    def register(user: str, host: str, password: str) -> str:
+        h = _host(hosts, host)
+        try:
+            created = store.create_sync(h, user, password)
+        except AccountError as e:
+            raise CommandError(str(e)) from None
+        if not created:
+            raise CommandError(f"user {user}@{h} already registered")
+        return f"User {user}@{h} successfully registered"
+
+    def unregister(user: str, host: str) -> str:
+        h = _host(hosts, host)
+        try:
+            if not store.delete_sync(h, user):
+                raise CommandError(f"user {user}@{h} does not exist")
+        except AccountError as e:
+            raise CommandError(str(e)) from None
+        return ""
+
+    def change_password(user: str, host: str, password: str) -> str:
+        h = _host(hosts, host)
+        try:
+            if not store.set_password_sync(h, user, password):
+                raise CommandError(f"user {user}@{h} does not exist")
+        except AccountError as e:
+            raise CommandError(str(e)) from None
+        return ""
+
+    def registered_users(host: str) -> str:
+        return "\n".join(store.list_sync(_host(hosts, host)))
+
+    def register_bulk(path: str, host: str) -> str:
+        h = _host(hosts, host)
+        pairs = read_bulk_file(path)
+        created, skipped = store.create_bulk_sync(h, pairs)
+        return f"{created} accounts registered, {skipped} skipped"
+
+    return {"register": register, "unregister": unregister, "change_password": change_password,
+            "registered_users": registered_users, "register_bulk": register_bulk}
+
+
+HELP = {
+    "register": "register USER HOST PASSWORD: create an account",
+    "unregister": "unregister USER HOST: delete an account (and end its sessions)",
+    "change_password": "change_password USER HOST PASSWORD",
+    "registered_users": "registered_users HOST: list accounts",
+    "register_bulk": "register_bulk FILE HOST: create accounts from 'user password' lines",
+    "connected_users": "connected_users: list full JIDs of sessions",
+    "connected_users_number": "connected_users_number: count sessions",
+    "kick_session": "kick_session USER HOST RESOURCE REASON: end one session",
+    "status": "status: is the server running, and how is it doing",
+}
+
+
+def install(server: Server) -> None:
+    cmds = server.commands
+    sync = account_commands(server.accounts, server.config.hosts)
+
+    def in_thread(fn: Callable[..., str]) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        async def run(*args: str) -> str:
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+        return run
+
+    for name, fn in sync.items():
+        cmds.register(name, in_thread(fn), HELP[name])
+
+    async def unregister(user: str, host: str) -> str:
+        out = await in_thread(sync["unregister"])(user, host)
+        try:
+            bare = JID(user, host)
+        except JIDError:
+            return out
+        for s in server.sessions.local_resources(bare):
+            s.stream_error("not-authorized", "account deleted")
+            s.ended("unregistered")
+        return out
+    cmds.register("unregister", unregister, HELP["unregister"])
+
+    def connected_users() -> str:
+        return "\n".join(sorted(str(s.jid) for s in server.sessions.all_local()))
+
+    def connected_users_number() -> str:
+        return str(server.sessions.count())
+
+    def kick_session(user: str, host: str, resource: str, reason: str) -> str:
+        try:
+            full = JID(user, host, resource)
+        except JIDError as e:
+            raise CommandError(str(e)) from None
+        s = server.sessions.get_local(full)
+        if s is None:
+            raise CommandError(f"no session {full}")
+        s.stream_error("policy-violation", reason)
+        s.ended("kicked")
+        return ""
+
+    def status() -> str:
+        lines = [
+            f"The node {server.node} is started with status: started",
+            f"xmppd is running in that node (pid {os.getpid()})",
+            f"hosts: {', '.join(server.config.hosts)}",
+            f"uptime: {int(server.uptime())} s",
+            f"sessions: {server.sessions.count()}, connections: {len(server.connections)}",
+            f"load: {'overloaded (shedding non-critical work)' if server.overload else 'normal'}",
+        ]
+        for extra in server.hooks.fire_all("admin/status", server):
+            lines.append(str(extra))
+        return "\n".join(lines)
+
+    cmds.register("connected_users", connected_users, HELP["connected_users"])
+    cmds.register("connected_users_number", connected_users_number, HELP["connected_users_number"])
+    cmds.register("kick_session", kick_session, HELP["kick_session"])
+    cmds.register("status", status, HELP["status"])

@@ -1,0 +1,1 @@
+"""Client-to-server streams: stream machine, SASL, bind, TCP and TLS transport."""

@@ -1,0 +1,171 @@
+"""TCP transport for client streams: moves bytes, owns TLS, shaping and
+back-pressure. Everything XMPP happens in :class:`~xmppd.c2s.stream.C2SStream`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from typing import TYPE_CHECKING, Any, Optional
+
+from ..shaper import TokenBucket
+from ..xmlstream import TCPFraming
+from .stream import C2SStream
+
+if TYPE_CHECKING:
+    from ..config import ListenConfig
+    from ..server import Server
+
+log = logging.getLogger(__name__)
+
+
+class C2SConnection(asyncio.Protocol):
+    __slots__ = ("server", "listen", "transport", "stream", "framing", "secure", "peer_ip",
+                 "bucket", "_paused", "_shaped", "_write_paused", "_tls_host")
+
+    def __init__(self, server: Server, listen: ListenConfig, direct_tls: bool) -> None:
+        self.server = server
+        self.listen = listen
+        self.transport: Optional[asyncio.Transport] = None
+        self.secure = direct_tls
+        self.peer_ip = ""
+        max_size = listen.max_stanza_size
+        self.framing = TCPFraming(int(max_size) if max_size != float("inf") else 1 << 62)
+        shaper = server.shaper_for(listen.shaper)
+        self.bucket = TokenBucket(*shaper) if shaper else None
+        self._paused = False
+        self._shaped = False
+        self._write_paused = False
+        self.stream = C2SStream(server, self, listen)
+
+    # -- asyncio.Protocol ----------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.peer_ip = peer[0] if peer else ""
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
+        self.server.connections.add(self)
+        if not self.server.admit_connection(self):
+            self.stream.stream_error("policy-violation", "too many connections")
+
+    def data_received(self, data: bytes) -> None:
+        bucket = self.bucket
+        if bucket is not None:
+            delay = bucket.consume(len(data))
+            if delay > 0:
+                # ejabberd shaper semantics: stop reading for a while, drop nothing
+                self._shaped = True
+                self._pause()
+                asyncio.get_running_loop().call_later(delay, self._unshape)
+        self.stream.feed(data)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.server.connections.discard(self)
+        self.server.release_connection(self)
+        self.stream.connection_lost()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        transport = self.transport
+        if transport is not None and transport.get_write_buffer_size() > \
+                self.server.config["c2s_queue_limit"]:
+            log.info("closing slow reader %s", self.stream)
+            self.stream.stream_error("policy-violation", "send queue overflow")
+            transport.abort()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+
+    # -- Connection interface used by C2SStream -------------------------------
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            transport.write(data)
+            if self._write_paused and transport.get_write_buffer_size() > \
+                    self.server.config["c2s_queue_limit"]:
+                self.pause_writing()
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def pause_reading(self) -> None:
+        self._paused = True
+        self._apply_reading()
+
+    def resume_reading(self) -> None:
+        self._paused = False
+        self._apply_reading()
+
+    def _pause(self) -> None:
+        self._apply_reading()
+
+    def _unshape(self) -> None:
+        self._shaped = False
+        self._apply_reading()
+
+    def _apply_reading(self) -> None:
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        try:
+            if self._paused or self._shaped:
+                t.pause_reading()
+            else:
+                t.resume_reading()
+        except (RuntimeError, AttributeError):
+            pass
+
+    async def start_tls(self, ctx: ssl.SSLContext) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.transport is not None
+        new = await loop.start_tls(self.transport, self, ctx, server_side=True,
+                                   ssl_handshake_timeout=30)
+        if new is None:
+            raise ConnectionError("TLS handshake failed")
+        self.transport = new  # type: ignore[assignment]
+        self.secure = True
+
+    def channel_binding(self, cb_type: str) -> Optional[bytes]:
+        if not self.secure or self.transport is None:
+            return None
+        if cb_type == "tls-server-end-point":
+            certs = self.server.certs
+            return certs.server_end_point(self.stream.host) if certs else None
+        if cb_type == "tls-unique":
+            sslobj: Any = self.transport.get_extra_info("ssl_object")
+            if sslobj is None or sslobj.version() != "TLSv1.2":
+                return None  # tls-unique is not defined for TLS 1.3 (RFC 9266)
+            data = sslobj.get_channel_binding("tls-unique")
+            return data if isinstance(data, bytes) else None
+        return None
+
+    @property
+    def idle_seconds(self) -> float:
+        return time.monotonic() - self.stream.last_recv
+
+
+async def start_listener(server: Server, listen: ListenConfig) -> asyncio.AbstractServer:
+    loop = asyncio.get_running_loop()
+    ctx: Optional[ssl.SSLContext] = None
+    if listen.tls:
+        assert server.certs is not None
+        ctx = server.certs.sni_context(next(iter(server.hosts)), ["xmpp-client"])
+    direct = ctx is not None
+    return await loop.create_server(
+        lambda: C2SConnection(server, listen, direct), host=listen.ip if listen.ip != "::" else None,
+        port=listen.port, ssl=ctx, backlog=listen.backlog, reuse_address=True,
+        reuse_port=server.reuse_port, ssl_handshake_timeout=30 if ctx else None,
+    )

@@ -1,0 +1,200 @@
+"""SASL for client streams (RFC 6120 section 6): SCRAM-SHA-1/256 (+PLUS) and
+PLAIN (only inside TLS). Credentials come from the account store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+from typing import TYPE_CHECKING, Optional
+
+from ..jid import JID, JIDError, nodeprep
+from ..storage.accounts import Credentials
+from ..xml import Element, escape_text
+from .scram import SaslFailure, ScramServer, check_password
+
+if TYPE_CHECKING:
+    from .stream import C2SStream
+
+log = logging.getLogger(__name__)
+
+SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
+SASL_CB_NS = "urn:xmpp:sasl-cb:0"
+MAX_FAILURES = 3
+SCRAM = {
+    "SCRAM-SHA-256-PLUS": ("SHA-256", True), "SCRAM-SHA-1-PLUS": ("SHA-1", True),
+    "SCRAM-SHA-256": ("SHA-256", False), "SCRAM-SHA-1": ("SHA-1", False),
+}
+
+
+def channel_binding_types(stream: C2SStream) -> tuple[str, ...]:
+    if not stream.conn.secure:
+        return ()
+    types = ["tls-server-end-point"]
+    if stream.conn.channel_binding("tls-unique") is not None:
+        types.insert(0, "tls-unique")
+    return tuple(types)
+
+
+def mechanisms(stream: C2SStream) -> list[str]:
+    mechs = []
+    if channel_binding_types(stream):
+        mechs += ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"]
+    mechs += ["SCRAM-SHA-256", "SCRAM-SHA-1"]
+    if stream.conn.secure:
+        mechs.append("PLAIN")
+    return mechs
+
+
+def features(stream: C2SStream) -> bytes:
+    mechs = "".join("<mechanism>%s</mechanism>" % m for m in mechanisms(stream))
+    out = "<mechanisms xmlns='%s'>%s</mechanisms>" % (SASL_NS, mechs)
+    cbs = channel_binding_types(stream)
+    if cbs:
+        out += "<sasl-channel-binding xmlns='%s'>%s</sasl-channel-binding>" % (
+            SASL_CB_NS, "".join("<channel-binding type='%s'/>" % t for t in cbs))
+    return out.encode()
+
+
+def _b64(el: Element) -> Optional[bytes]:
+    text = el.text.strip()
+    if text == "=":
+        return b""
+    if not text:
+        return None
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise SaslFailure("incorrect-encoding") from None
+
+
+class SaslExchange:
+    """The SASL state of one stream (between <auth/> and <success/>)."""
+
+    def __init__(self, stream: C2SStream) -> None:
+        self.stream = stream
+        self.scram: Optional[ScramServer] = None
+        self.failures = 0
+
+    def send(self, tag: str, data: Optional[bytes] = None) -> None:
+        body = "" if data is None else (base64.b64encode(data).decode() if data else "=")
+        self.stream.conn.write(("<%s xmlns='%s'>%s</%s>" % (tag, SASL_NS, body, tag)).encode())
+
+    def fail(self, condition: str, text: Optional[str] = None) -> None:
+        self.scram = None
+        self.failures += 1
+        inner = "<%s/>" % condition
+        if text:
+            inner += "<text xml:lang='en'>%s</text>" % escape_text(text)
+        self.stream.conn.write(("<failure xmlns='%s'>%s</failure>" % (SASL_NS, inner)).encode())
+        if self.failures >= MAX_FAILURES:
+            self.stream.stream_error("policy-violation", "too many failed authentications")
+
+    async def handle(self, el: Element) -> None:
+        try:
+            await self._handle(el)
+        except SaslFailure as e:
+            log.info("SASL failure from %s: %s", self.stream.conn.peer_ip, e.condition)
+            self.stream.server.hooks.fire_all("c2s/auth-failed", self.stream, e.condition)
+            self.fail(e.condition, e.text)
+
+    async def _handle(self, el: Element) -> None:
+        name = el.tag[len(SASL_NS) + 2:]
+        stream = self.stream
+        if name == "abort":
+            raise SaslFailure("aborted")
+        if name == "auth":
+            self.scram = None
+            mech = el.attrs.get("mechanism", "")
+            if mech not in mechanisms(stream):
+                if mech == "PLAIN" and not stream.conn.secure:
+                    raise SaslFailure("encryption-required")
+                raise SaslFailure("invalid-mechanism")
+            data = _b64(el)
+            if mech == "PLAIN":
+                if data is None:
+                    self.send("challenge", b"")
+                    self.scram = None
+                    stream.sasl_pending = "PLAIN"
+                    return
+                await self._plain(data)
+                return
+            hash_label, plus = SCRAM[mech]
+            self.scram = ScramServer(
+                hash_label, plus, channel_binding_types(stream), stream.conn.channel_binding,
+                plus_offered=bool(channel_binding_types(stream)),
+                iterations=stream.server.config["scram_iterations"])
+            if data is None:
+                self.send("challenge", b"")
+                return
+            await self._scram_first(data)
+            return
+        if name == "response":
+            data = _b64(el) or b""
+            if stream.sasl_pending == "PLAIN":
+                stream.sasl_pending = None
+                await self._plain(data)
+                return
+            scram = self.scram
+            if scram is None:
+                raise SaslFailure("malformed-request", "no exchange in progress")
+            if not scram.username:
+                await self._scram_first(data)
+                return
+            final = scram.final(data)
+            self.scram = None
+            await self._success(scram.username, scram.authzid, final)
+            return
+        raise SaslFailure("malformed-request")
+
+    async def _lookup(self, username: str) -> tuple[str, Optional[Credentials]]:
+        try:
+            user = nodeprep(username)
+        except JIDError:
+            return username, None
+        creds = await self.stream.server.accounts.get(self.stream.host, user)
+        return user, creds
+
+    async def _scram_first(self, data: bytes) -> None:
+        scram = self.scram
+        assert scram is not None
+        username = scram.first(data)
+        user, creds = await self._lookup(username)
+        scram.username = user
+        keys = creds.for_hash(scram.hashname) if creds is not None else None
+        self.send("challenge", scram.challenge(keys))
+
+    async def _plain(self, data: bytes) -> None:
+        if not self.stream.conn.secure:
+            raise SaslFailure("encryption-required")
+        try:
+            authzid, authcid, password = data.decode("utf-8").split("\0")
+        except (UnicodeDecodeError, ValueError):
+            raise SaslFailure("malformed-request") from None
+        user, creds = await self._lookup(authcid)
+        if creds is None:
+            raise SaslFailure("not-authorized")
+        ok = await asyncio.get_running_loop().run_in_executor(
+            None, check_password, password, creds.sha256, "sha256")
+        if not ok:
+            raise SaslFailure("not-authorized")
+        await self._success(user, authzid or None, None)
+
+    async def _success(self, user: str, authzid: Optional[str], data: Optional[bytes]) -> None:
+        stream = self.stream
+        jid = JID(user, stream.host, None, prepped=True)
+        if authzid:
+            try:
+                if JID.parse(authzid) != jid:
+                    raise SaslFailure("invalid-authzid")
+            except JIDError:
+                raise SaslFailure("invalid-authzid") from None
+        if not stream.server.access.access(stream.listen.access, jid, stream.conn.peer_ip):
+            raise SaslFailure("not-authorized", "access denied by service policy")
+        veto = stream.server.hooks.fire("c2s/auth-check", stream, jid)
+        if veto is not None:
+            raise SaslFailure(str(veto))
+        self.send("success", data)
+        stream.authenticated(jid)

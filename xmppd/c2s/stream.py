@@ -1,0 +1,388 @@
+"""The client stream (RFC 6120): header, STARTTLS, SASL, bind, then stanzas.
+
+``C2SStream`` is independent of the transport: it is fed bytes, writes bytes
+through ``conn`` (TCP, WebSocket or BOSH adapters provide the same small
+interface and their own framing) and hands stanzas to the router. The few
+steps that must wait (credential lookup, TLS handshake) run as tasks while
+the stream holds further input back, so stanza order is kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Optional, Protocol
+
+from ..jid import JID, JIDError, resourceprep
+from ..stanza import IQ, StanzaError, error_reply, iq_result
+from ..xml import Element, serialize
+from ..xmlstream import Event, StreamClose, StreamError, StreamOpen
+from . import sasl
+
+if TYPE_CHECKING:
+    import ssl
+
+    from ..config import ListenConfig
+    from ..server import Server, VirtualHost
+
+log = logging.getLogger(__name__)
+
+TLS_NS = "urn:ietf:params:xml:ns:xmpp-tls"
+BIND_NS = "urn:ietf:params:xml:ns:xmpp-bind"
+SESSION_NS = "urn:ietf:params:xml:ns:xmpp-session"
+BIND_TAG = "{%s}bind" % BIND_NS
+SESSION_TAG = "{%s}session" % SESSION_NS
+STARTTLS_TAG = "{%s}starttls" % TLS_NS
+SASL_PREFIX = "{%s}" % sasl.SASL_NS
+
+
+class Framing(Protocol):
+    def feed(self, data: bytes) -> list[Event]: ...
+    def reset(self) -> None: ...
+    def header(self, attrs: dict[str, str]) -> bytes: ...
+    def footer(self) -> bytes: ...
+    def error(self, condition: str, text: Optional[str] = None) -> bytes: ...
+    def features(self, children: bytes) -> bytes: ...
+
+
+class Connection(Protocol):
+    """What a transport offers to the stream machine."""
+
+    secure: bool
+    peer_ip: str
+
+    @property
+    def framing(self) -> Framing: ...
+
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def pause_reading(self) -> None: ...
+    def resume_reading(self) -> None: ...
+    def start_tls(self, ctx: ssl.SSLContext) -> Awaitable[None]: ...
+    def channel_binding(self, cb_type: str) -> Optional[bytes]: ...
+
+
+# stream states
+HEADER, NEGOTIATE, BIND, BOUND, CLOSED = range(5)
+
+
+class C2SStream:
+    __slots__ = (
+        "server", "conn", "listen", "state", "vhost", "host", "stream_id", "jid", "jid_str",
+        "priority", "available", "presence", "node", "sasl", "sasl_pending", "last_recv",
+        "busy", "queue", "data", "sm", "closing", "auth_jid", "created", "__weakref__",
+    )
+
+    def __init__(self, server: Server, conn: Connection, listen: ListenConfig) -> None:
+        self.server = server
+        self.conn = conn
+        self.listen = listen
+        self.state = HEADER
+        self.vhost: Optional[VirtualHost] = None
+        self.host = ""
+        self.stream_id = ""
+        self.jid: JID = None  # type: ignore[assignment]  # set at bind
+        self.jid_str = ""
+        self.priority = 0
+        self.available = False
+        self.presence: Optional[Element] = None
+        self.node = server.sessions.node
+        self.sasl: Optional[sasl.SaslExchange] = None
+        self.sasl_pending: Optional[str] = None
+        self.last_recv = time.monotonic()
+        self.created = self.last_recv
+        self.busy = False
+        self.queue: list[Event] = []
+        self.data: dict[str, Any] = {}
+        self.sm: Any = None
+        self.closing = False
+        self.auth_jid: Optional[JID] = None
+
+    # -- input ------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        self.last_recv = time.monotonic()
+        if self.state == CLOSED:
+            return
+        try:
+            events = self.conn.framing.feed(data)
+        except StreamError as e:
+            self.stream_error(e.condition, e.text)
+            return
+        if self.busy:
+            self.queue.extend(events)
+            return
+        self._process(events)
+
+    def _process(self, events: list[Event]) -> None:
+        for i, ev in enumerate(events):
+            if self.state == CLOSED:
+                return
+            try:
+                pending = self._handle(ev)
+            except StreamError as e:
+                self.stream_error(e.condition, e.text)
+                return
+            if pending is not None:
+                self.busy = True
+                self.queue[:0] = events[i + 1:]
+                self.conn.pause_reading()
+                asyncio.ensure_future(self._wait(pending))
+                return
+
+    async def _wait(self, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except StreamError as e:
+            self.stream_error(e.condition, e.text)
+        except Exception:
+            log.exception("stream %s failed", self.stream_id)
+            self.stream_error("internal-server-error")
+        self.busy = False
+        if self.state == CLOSED:
+            return
+        queued, self.queue = self.queue, []
+        self.conn.resume_reading()
+        if queued:
+            self._process(queued)
+
+    def _handle(self, ev: Event) -> Optional[Awaitable[None]]:
+        state = self.state
+        if isinstance(ev, Element):
+            if state == BOUND:
+                if ev.tag == IQ and self._bind_iq(ev):
+                    return None
+                if ev.tag[1:14] == "jabber:client":
+                    self.server.router.from_client(self, ev)
+                    return None
+                return self._stream_element(ev)
+            if state == NEGOTIATE:
+                return self._negotiate(ev)
+            if state == BIND:
+                if ev.tag == IQ and self._bind_iq(ev):
+                    return None
+                if ev.tag[1:14] == "jabber:client":
+                    raise StreamError("not-authorized", "bind a resource first")
+                return self._stream_element(ev)
+            raise StreamError("not-authorized")
+        if isinstance(ev, StreamOpen):
+            self._open(ev)
+            return None
+        if isinstance(ev, StreamClose):
+            self.close()
+        return None
+
+    # -- stream header and features ---------------------------------------
+    def _open(self, ev: StreamOpen) -> None:
+        server = self.server
+        to = ev.attrs.get("to", "")
+        host = to.lower()
+        if self.host and host != self.host:
+            host = ""  # a restart must keep the host
+        vhost = server.hosts.get(host)
+        self.stream_id = secrets.token_urlsafe(12)
+        attrs = {"id": self.stream_id, "from": vhost.name if vhost else
+                 (self.host or next(iter(server.hosts))), "version": "1.0", "xml:lang": "en"}
+        if self.state == HEADER or self.vhost is None:
+            self.state = NEGOTIATE
+        self.conn.write(self.conn.framing.header(attrs))
+        if ev.default_ns != "jabber:client":
+            raise StreamError("invalid-namespace", "the content namespace must be jabber:client")
+        if vhost is None:
+            raise StreamError("host-unknown", f"this server does not serve {to!r}")
+        version = ev.attrs.get("version", "")
+        try:
+            major = int(version.split(".")[0])
+        except ValueError:
+            major = 0
+        if major < 1:
+            raise StreamError("unsupported-version", "XMPP 1.0 streams only")
+        self.vhost = vhost
+        self.host = vhost.name
+        self.conn.write(self.conn.framing.features(self._features()))
+
+    def _features(self) -> bytes:
+        vhost = self.vhost
+        assert vhost is not None
+        parts: list[bytes] = []
+        stage = "pre-auth"
+        if self.state == NEGOTIATE:
+            tls_needed = not self.conn.secure and self.listen.starttls_required
+            if not self.conn.secure and (self.listen.starttls or self.listen.starttls_required) \
+                    and self.server.certs is not None:
+                parts.append(b"<starttls xmlns='%s'>%s</starttls>" % (
+                    TLS_NS.encode(), b"<required/>" if tls_needed else b""))
+            if not tls_needed:
+                parts.append(sasl.features(self))
+        else:
+            stage = "post-auth"
+            parts.append(b"<bind xmlns='%s'/>" % BIND_NS.encode())
+            parts.append(b"<session xmlns='%s'><optional/></session>" % SESSION_NS.encode())
+        for factory in vhost.stream_features[stage]:
+            el = factory(self)
+            if el is not None:
+                parts.append(serialize(el, ""))
+        return b"".join(parts)
+
+    # -- negotiation -------------------------------------------------------
+    def _negotiate(self, el: Element) -> Optional[Awaitable[None]]:
+        tag = el.tag
+        if tag == STARTTLS_TAG:
+            if self.conn.secure or self.server.certs is None or not (
+                    self.listen.starttls or self.listen.starttls_required):
+                self.conn.write(b"<failure xmlns='%s'/>" % TLS_NS.encode())
+                self.close()
+                return None
+            return self._starttls()
+        if tag.startswith(SASL_PREFIX):
+            if not self.conn.secure and self.listen.starttls_required:
+                raise StreamError("policy-violation", "STARTTLS is required first")
+            if self.sasl is None:
+                self.sasl = sasl.SaslExchange(self)
+            return self.sasl.handle(el)
+        if not self.conn.secure and self.listen.starttls_required:
+            raise StreamError("policy-violation", "STARTTLS is required first")
+        raise StreamError("not-authorized", "authenticate first")
+
+    async def _starttls(self) -> None:
+        certs = self.server.certs
+        assert certs is not None
+        self.conn.write(b"<proceed xmlns='%s'/>" % TLS_NS.encode())
+        try:
+            await self.conn.start_tls(certs.context(self.host))
+        except (OSError, ConnectionError) as e:
+            log.info("TLS handshake with %s failed: %s", self.conn.peer_ip, e)
+            self.state = CLOSED
+            self.conn.close()
+            return
+        self.conn.framing.reset()
+        self.state = HEADER
+
+    def authenticated(self, jid: JID) -> None:
+        """SASL succeeded: the client restarts the stream."""
+        self.auth_jid = jid
+        self.sasl = None
+        self.state = BIND
+        self.conn.framing.reset()
+
+    # -- resource binding (RFC 6120 7) -------------------------------------
+    def _bind_iq(self, iq: Element) -> bool:
+        child = iq.first_child()
+        if child is None or iq.attrs.get("type") != "set" or iq.attrs.get("to") not in (
+                None, self.host):
+            return False
+        if child.tag == SESSION_TAG and self.state == BOUND:
+            self.send(iq_result(_strip(iq)))
+            return True
+        if child.tag != BIND_TAG:
+            return False
+        if self.state != BIND:
+            self.send(error_reply(iq, StanzaError("not-allowed", text="already bound")))
+            return True
+        requested = child.findtext("{%s}resource" % BIND_NS)
+        try:
+            resource = resourceprep(requested.strip()) if requested and requested.strip() \
+                else secrets.token_hex(6)
+        except JIDError:
+            self.send(error_reply(iq, StanzaError("bad-request", text="invalid resource")))
+            return True
+        auth = self.auth_jid
+        assert auth is not None
+        limit = self.server.access.shaper_value("max_user_sessions", auth, self.conn.peer_ip)
+        if isinstance(limit, (int, float)) and not isinstance(limit, bool):
+            others = [s for s in self.server.sessions.resources(auth)
+                      if s.jid.resource != resource]
+            if len(others) >= limit:
+                self.send(error_reply(iq, StanzaError(
+                    "resource-constraint", "wait", "too many sessions for this account")))
+                return True
+        self.jid = JID(auth.local, auth.domain, resource, prepped=True)
+        self.jid_str = str(self.jid)
+        self.state = BOUND
+        old = self.server.sessions.add(self)
+        if old is not None and old is not self:
+            old.replaced()
+        result = iq_result(_strip(iq), Element(BIND_TAG, {}, [
+            Element("{%s}jid" % BIND_NS, {}, [self.jid_str])]))
+        self.send(result)
+        self.server.hooks.fire_all("c2s/bound", self)
+        return True
+
+    def _stream_element(self, el: Element) -> Optional[Awaitable[None]]:
+        vhost = self.vhost
+        handler = vhost.stream_handlers.get(el.tag) if vhost is not None else None
+        if handler is None:
+            raise StreamError("unsupported-stanza-type", f"unexpected {el.tag}")
+        result = handler(self, el)
+        if asyncio.iscoroutine(result):
+            return result  # type: ignore[no-any-return]
+        return None
+
+    # -- output ------------------------------------------------------------
+    def send(self, stanza: Element) -> None:
+        """Write a stanza to the client (stream management may keep a copy)."""
+        sm = self.sm
+        if sm is not None:
+            sm.on_send(self, stanza)
+        if self.state != CLOSED:
+            self.conn.write(stanza.to_bytes())
+
+    def write_raw(self, data: bytes) -> None:
+        if self.state != CLOSED:
+            self.conn.write(data)
+
+    # -- closing -------------------------------------------------------------
+    def stream_error(self, condition: str, text: Optional[str] = None) -> None:
+        if self.state == CLOSED:
+            return
+        log.info("stream error %s to %s (%s): %s", condition, self.jid_str or self.conn.peer_ip,
+                 self.stream_id, text or "")
+        if self.state == HEADER:
+            self.conn.write(self.conn.framing.header(
+                {"id": secrets.token_urlsafe(8), "from": self.host or next(iter(self.server.hosts)),
+                 "version": "1.0"}))
+        self.conn.write(self.conn.framing.error(condition, text))
+        self.close()
+
+    def close(self) -> None:
+        """Close the stream (a footer, then the transport)."""
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        try:
+            self.conn.write(self.conn.framing.footer())
+        finally:
+            self.conn.close()
+
+    def replaced(self) -> None:
+        """Another connection bound the same full JID (RFC 6120 7.7.2.2)."""
+        self.stream_error("conflict", "replaced by a new connection")
+        self.ended("replaced")
+
+    def connection_lost(self) -> None:
+        """The transport is gone; tear down unless something keeps the session."""
+        self.state = CLOSED
+        if self.jid is None:
+            return
+        if self.server.sessions.get_local(self.jid) is not self:
+            return
+        if self.server.hooks.fire("c2s/disconnected", self) is not None:
+            return  # e.g. stream management keeps it for resumption
+        self.ended("disconnected")
+
+    def ended(self, reason: str) -> None:
+        """The session is over: unregister and let modules clean up."""
+        if self.jid is None:
+            return
+        if self.server.sessions.remove(self) or reason == "replaced":
+            self.server.hooks.fire_all("c2s/ended", self, reason)
+
+    def __repr__(self) -> str:
+        return f"<C2SStream {self.jid_str or self.conn.peer_ip} {self.stream_id}>"
+
+
+def _strip(iq: Element) -> Element:
+    """An iq as seen by the router-less bind path: reply goes to the client."""
+    return Element(iq.tag, {k: v for k, v in iq.attrs.items() if k in ("id", "type")})

@@ -1,0 +1,52 @@
+"""The cluster seam: a handful of functions that every backend provides.
+
+A backend knows which node holds which session (beyond this process) and
+carries stanzas to other nodes. Lookups are synchronous reads of a local view
+so that routing never waits on the network; changes are published
+asynchronously. The in-process backend (:mod:`xmppd.cluster.memory`) is the
+default; a Redis backend serves several processes or machines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Optional, Protocol
+
+from ..jid import JID
+
+
+@dataclass
+class SessionEntry:
+    """A session as the cluster sees it."""
+
+    jid: JID
+    node: str
+    priority: int = 0
+    available: bool = False
+
+
+class ClusterBackend(Protocol):
+    node: str
+
+    async def start(self, deliver: Callable[[bytes], None]) -> None:
+        """Start; ``deliver(payload)`` receives payloads sent to this node."""
+
+    async def stop(self) -> None: ...
+
+    def publish(self, entry: SessionEntry) -> None:
+        """A local session was bound or changed priority/availability."""
+
+    def unpublish(self, jid: JID) -> None:
+        """A local session ended."""
+
+    def remote_sessions(self, bare: JID) -> list[SessionEntry]:
+        """Sessions of ``bare`` on other nodes (local view, no I/O)."""
+
+    def remote_session(self, full: JID) -> Optional[SessionEntry]: ...
+
+    def send(self, node: str, payload: bytes) -> None:
+        """Hand ``payload`` to ``node``."""
+
+    def nodes(self) -> list[str]:
+        """Live nodes, this one included."""

@@ -1,0 +1,1 @@
+"""The HTTP server: WebSocket, BOSH, upload, host-meta, admin."""

@@ -1,0 +1,1 @@
+"""Roster, subscriptions, presence broadcast, last activity, blocking."""

@@ -1,0 +1,1 @@
+"""Delivery guarantees: offline storage, receipts, markers, carbons."""

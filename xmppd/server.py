@@ -1,0 +1,282 @@
+"""Composition root: hosts, listeners, router, sessions, storage and modules."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, Optional
+
+from . import delivery
+from .acl import AccessControl
+from .commands import Commands
+from .config import Config, ConfigError
+from .hooks import HookBus
+from .iqtracker import IqTracker
+from .moduleapi import Module, ModuleAPI
+from .router import Router
+from .sessions import SessionRegistry
+from .storage import Database, database_from_config, migrate_sync
+from .storage.accounts import AccountStore
+from .tls import CertStore
+from .xml import Element
+
+log = logging.getLogger("xmppd")
+
+SWEEP_INTERVAL = 5.0
+
+
+class VirtualHost:
+    """One served domain and what its modules registered for it."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.features: list[str] = []
+        self.identities: list[tuple[str, str, Optional[str]]] = []
+        self.items: list[tuple[str, Optional[str], Optional[str]]] = []
+        self.extensions: list[Callable[[], Element]] = []
+        self.stream_features: dict[str, list[Callable[[Any], Optional[Element]]]] = {
+            "pre-auth": [], "post-auth": []}
+        self.stream_handlers: dict[str, Callable[[Any, Element], Any]] = {}
+        self.modules: dict[str, Module] = {}
+        self.apis: dict[str, ModuleAPI] = {}
+
+
+def check_modules(config: Config) -> tuple[dict[str, dict[str, tuple[type[Module], dict[str, Any]]]],
+                                           list[str]]:
+    """Validate module options of every host; return the load plan and warnings."""
+    from .modules import registry
+
+    known = registry()
+    warnings: list[str] = []
+    plan: dict[str, dict[str, tuple[type[Module], dict[str, Any]]]] = {}
+    for host in config.hosts:
+        mods: dict[str, tuple[type[Module], dict[str, Any]]] = {}
+        for name, raw in config.modules_for(host).items():
+            path = f"modules.{name}"
+            cls = known.get(name)
+            if cls is None:
+                if host == config.hosts[0]:
+                    warnings.append(f"{path}: module not available in xmppd, ignored")
+                continue
+            opts = cls.validate(raw, path, warnings if host == config.hosts[0] else [])
+            mods[name] = (cls, opts)
+        # dependencies load with default options when not configured
+        changed = True
+        while changed:
+            changed = False
+            for cls, _ in list(mods.values()):
+                for dep in cls.depends:
+                    if dep.name not in mods:
+                        mods[dep.name] = (dep, dep.validate({}, f"modules.{dep.name}", []))
+                        changed = True
+        plan[host] = mods
+    return plan, warnings
+
+
+class Server:
+    def __init__(self, config: Config, *, node: Optional[str] = None,
+                 backend: Any = None) -> None:
+        from .cluster import MemoryBackend
+
+        self.config = config
+        self.hosts: dict[str, VirtualHost] = {h: VirtualHost(h) for h in config.hosts}
+        self.hooks = HookBus()
+        self.router = Router(self)
+        self.node = node or config["node_name"] or "xmppd@localhost"
+        self.sessions = SessionRegistry(backend or MemoryBackend(self.node))
+        self.access = AccessControl(config.acl, config.access_rules, config.shaper_rules,
+                                    config.hosts)
+        self.commands = Commands()
+        self.iq_tracker = IqTracker(self)
+        self.certs: Optional[CertStore] = None
+        self.db: Optional[Database] = None
+        self.accounts: AccountStore = None  # type: ignore[assignment]
+        self.connections: set[Any] = set()
+        self.listeners: list[Any] = []
+        self.started_at = time.time()
+        self.reuse_port = False
+        self.warnings: list[str] = list(config.warnings)
+        self.overload = False
+        self._per_ip: dict[str, int] = {}
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._stopping = False
+        self.instance_id = secrets.token_hex(4)
+        delivery.install(self)
+
+    # -- start / stop --------------------------------------------------------
+    async def start(self, *, listen: bool = True) -> None:
+        cfg = self.config
+        plan, warnings = check_modules(cfg)
+        self.warnings.extend(warnings)
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        self.certs = await asyncio.get_running_loop().run_in_executor(
+            None, lambda: CertStore(cfg.hosts, cfg.certfiles, cfg.data_dir, cfg.base_dir))
+        self.warnings.extend(self.certs.warnings)
+        for w in self.warnings:
+            log.warning("config: %s", w)
+        self.db = database_from_config(cfg)
+        applied = await asyncio.get_running_loop().run_in_executor(None, migrate_sync, self.db)
+        for a in applied:
+            log.info("schema: applied %s", a)
+        self.accounts = AccountStore(self.db, cfg["scram_iterations"])
+        from . import admin
+        admin.install(self)
+        await self.sessions.backend.start(self._remote_delivery)
+        for host, mods in plan.items():
+            await self._load_host_modules(self.hosts[host], mods)
+        self._tasks.append(asyncio.ensure_future(self._sweep()))
+        if listen:
+            await self._start_listeners()
+        from . import ctl
+        self._tasks.append(asyncio.ensure_future(ctl.serve(self)))
+        self.hooks.fire_all("server/started", self)
+        log.info("xmppd started: hosts %s, node %s", ", ".join(cfg.hosts), self.node)
+
+    async def _load_host_modules(self, vhost: VirtualHost,
+                                 mods: dict[str, tuple[type[Module], dict[str, Any]]]) -> None:
+        loaded: set[str] = set()
+
+        async def load(name: str, stack: tuple[str, ...] = ()) -> None:
+            if name in loaded:
+                return
+            if name in stack:
+                raise ConfigError(f"modules.{name}", "modules without circular dependencies",
+                                  list(stack), show_got=False)
+            cls, opts = mods[name]
+            for dep in cls.depends:
+                await load(dep.name, stack + (name,))
+            api = ModuleAPI(self, vhost, name)
+            inst = cls(api, opts)
+            inst.start()
+            await inst.start_async()
+            vhost.modules[name] = inst
+            vhost.apis[name] = api
+            loaded.add(name)
+
+        for name in mods:
+            await load(name)
+
+    def unload_module(self, host: str, name: str) -> None:
+        vhost = self.hosts[host]
+        inst = vhost.modules.pop(name, None)
+        api = vhost.apis.pop(name, None)
+        if inst is not None:
+            inst.stop()
+        if api is not None:
+            api.unload()
+
+    async def _start_listeners(self) -> None:
+        from .c2s.listener import start_listener as c2s_listener
+        from .http.server import start_listener as http_listener
+        from .s2s.listener import start_listener as s2s_listener
+
+        starters = {"ejabberd_c2s": c2s_listener, "ejabberd_s2s_in": s2s_listener,
+                    "ejabberd_http": http_listener}
+        for lconf in self.config.listen:
+            try:
+                srv = await starters[lconf.module](self, lconf)
+            except OSError as e:
+                raise ConfigError(f"{lconf.path}.port",
+                                  f"a free port (port {lconf.port}: {e.strerror})",
+                                  lconf.port, show_got=False) from None
+            self.listeners.append(srv)
+            log.info("listening on %s port %d (%s%s)", lconf.ip, lconf.port, lconf.module,
+                     ", tls" if lconf.tls else "")
+
+    async def stop(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("shutting down")
+        self.hooks.fire_all("server/stopping", self)
+        for srv in self.listeners:
+            srv.close()
+        for conn in list(self.connections):
+            stream = getattr(conn, "stream", None)
+            if stream is not None:
+                stream.stream_error("system-shutdown", "the server is shutting down")
+                stream.ended("shutdown")
+            else:
+                conn.close()
+        deadline = time.monotonic() + self.config["shutdown_timeout"]
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for conn in list(self.connections):
+            abort = getattr(conn, "abort", None)
+            if abort:
+                abort()
+        for vhost in self.hosts.values():
+            for name in reversed(list(vhost.modules)):
+                self.unload_module(vhost.name, name)
+        for t in self._tasks:
+            t.cancel()
+        await self.sessions.backend.stop()
+        for srv in self.listeners:
+            try:
+                await asyncio.wait_for(srv.wait_closed(), 2)
+            except (TimeoutError, Exception):
+                pass
+        if self.db is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.db.close)
+        log.info("stopped")
+
+    # -- connections ---------------------------------------------------------
+    def shaper_for(self, name: str) -> Optional[tuple[float, float]]:
+        value = self.access.shaper_value(name, None) if name in self.config.shaper_rules else name
+        spec = self.config.shaper.get(str(value)) if value not in (None, "none") else None
+        if spec is None or spec["rate"] == float("inf"):
+            return None
+        return spec["rate"], spec["burst_size"]
+
+    def admit_connection(self, conn: Any) -> bool:
+        ip = conn.peer_ip
+        n = self._per_ip.get(ip, 0) + 1
+        self._per_ip[ip] = n
+        limit = conn.listen.max_sessions_per_ip
+        return n <= limit
+
+    def release_connection(self, conn: Any) -> None:
+        ip = conn.peer_ip
+        n = self._per_ip.get(ip, 0) - 1
+        if n <= 0:
+            self._per_ip.pop(ip, None)
+        else:
+            self._per_ip[ip] = n
+
+    async def _sweep(self) -> None:
+        """Close streams idle past their timeout and negotiations that drag on."""
+        from .c2s.stream import BOUND, CLOSED
+        negotiation = self.config["negotiation_timeout"]
+        shortest = min([negotiation] + [lc.idle_timeout for lc in self.config.listen])
+        interval = max(0.5, min(SWEEP_INTERVAL, shortest / 2))
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for conn in list(self.connections):
+                stream = getattr(conn, "stream", None)
+                if stream is None:
+                    continue
+                idle = now - stream.last_recv
+                if stream.state != BOUND and stream.state != CLOSED and \
+                        now - stream.created > negotiation:
+                    stream.stream_error("connection-timeout", "negotiation took too long")
+                elif idle > conn.listen.idle_timeout:
+                    stream.stream_error("connection-timeout", "idle for too long")
+
+    def _remote_delivery(self, payload: bytes) -> None:
+        from .cluster.envelope import unpack
+        from .jid import JID
+        to, data = unpack(payload)
+        session = self.sessions.get_local(JID.parse(to))
+        if session is not None:
+            session.write_raw(data)
+
+    # -- helpers for modules -----------------------------------------------------
+    def is_local(self, domain: str) -> bool:
+        return domain in self.hosts
+
+    def uptime(self) -> float:
+        return time.time() - self.started_at

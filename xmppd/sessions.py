@@ -1,0 +1,125 @@
+"""The session registry: which session holds a full JID, locally or on a node.
+
+Local sessions live in two dictionaries (full JID, bare JID). Sessions on
+other nodes come from the cluster backend's local view; the router treats
+both alike through :class:`Session`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol
+
+from .cluster.base import ClusterBackend, SessionEntry
+from .jid import JID
+from .xml import Element
+
+
+class Session(Protocol):
+    jid: JID
+    priority: int
+    available: bool
+    node: str
+
+    def send(self, stanza: Element) -> None: ...
+
+
+class RemoteSession:
+    """A session on another node; stanzas go through the cluster backend."""
+
+    __slots__ = ("entry", "backend")
+
+    def __init__(self, entry: SessionEntry, backend: ClusterBackend) -> None:
+        self.entry = entry
+        self.backend = backend
+
+    @property
+    def jid(self) -> JID:
+        return self.entry.jid
+
+    @property
+    def priority(self) -> int:
+        return self.entry.priority
+
+    @property
+    def available(self) -> bool:
+        return self.entry.available
+
+    @property
+    def node(self) -> str:
+        return self.entry.node
+
+    def send(self, stanza: Element) -> None:
+        from .cluster.envelope import pack
+        self.backend.send(self.entry.node, pack(self.entry.jid, stanza))
+
+
+class SessionRegistry:
+    def __init__(self, backend: ClusterBackend) -> None:
+        self.backend = backend
+        self.local: dict[JID, Any] = {}
+        self.by_bare: dict[JID, list[Any]] = {}
+
+    @property
+    def node(self) -> str:
+        return self.backend.node
+
+    def add(self, session: Any) -> Any:
+        """Register a bound session; return the local session it replaces."""
+        jid = session.jid
+        old = self.local.get(jid)
+        if old is not None:
+            self.remove(old)
+        self.local[jid] = session
+        self.by_bare.setdefault(jid.bare, []).append(session)
+        self.backend.publish(SessionEntry(jid, self.node, session.priority, session.available))
+        return old
+
+    def remove(self, session: Any) -> bool:
+        jid = session.jid
+        if self.local.get(jid) is not session:
+            return False
+        del self.local[jid]
+        lst = self.by_bare.get(jid.bare)
+        if lst is not None:
+            lst.remove(session)
+            if not lst:
+                del self.by_bare[jid.bare]
+        self.backend.unpublish(jid)
+        return True
+
+    def changed(self, session: Any) -> None:
+        """Priority or availability changed."""
+        jid, prio, avail = session.jid, session.priority, session.available
+        if self.local.get(jid) is session:
+            self.backend.publish(SessionEntry(jid, self.node, prio, avail))
+
+    def get(self, full: JID) -> Optional[Any]:
+        s = self.local.get(full)
+        if s is not None:
+            return s
+        entry = self.backend.remote_session(full)
+        if entry is not None:
+            return RemoteSession(entry, self.backend)
+        return None
+
+    def get_local(self, full: JID) -> Optional[Any]:
+        return self.local.get(full)
+
+    def resources(self, bare: JID) -> list[Any]:
+        """All sessions of a bare JID, local first."""
+        local = self.by_bare.get(bare)
+        remote = self.backend.remote_sessions(bare)
+        if not remote:
+            return list(local) if local else []
+        out: list[Any] = list(local) if local else []
+        out.extend(RemoteSession(e, self.backend) for e in remote)
+        return out
+
+    def local_resources(self, bare: JID) -> list[Any]:
+        return list(self.by_bare.get(bare, ()))
+
+    def count(self) -> int:
+        return len(self.local)
+
+    def all_local(self) -> list[Any]:
+        return list(self.local.values())

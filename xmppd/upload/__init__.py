@@ -1,0 +1,1 @@
+"""XEP-0363 HTTP file upload."""
