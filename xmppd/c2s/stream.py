@@ -13,7 +13,7 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from ..jid import JID, JIDError, resourceprep
@@ -73,7 +73,8 @@ class C2SStream:
     __slots__ = (
         "server", "conn", "listen", "state", "vhost", "host", "stream_id", "jid", "jid_str",
         "priority", "available", "presence", "node", "sasl", "sasl_pending", "last_recv",
-        "busy", "queue", "data", "sm", "closing", "auth_jid", "created", "__weakref__",
+        "busy", "queue", "data", "sm", "filters", "closing", "auth_jid", "created",
+        "__weakref__",
     )
 
     def __init__(self, server: Server, conn: Connection, listen: ListenConfig) -> None:
@@ -98,6 +99,7 @@ class C2SStream:
         self.queue: list[Event] = []
         self.data: dict[str, Any] = {}
         self.sm: Any = None
+        self.filters: tuple[Callable[[Any, Element], Optional[Element]], ...] = ()
         self.closing = False
         self.auth_jid: Optional[JID] = None
 
@@ -322,7 +324,16 @@ class C2SStream:
 
     # -- output ------------------------------------------------------------
     def send(self, stanza: Element) -> None:
-        """Write a stanza to the client (stream management may keep a copy)."""
+        """Write a stanza to the client.
+
+        ``filters`` (e.g. client state indication) may hold a stanza back (return
+        None) or replace it; stream management (``sm``) may keep a copy.
+        """
+        for f in self.filters:
+            out = f(self, stanza)
+            if out is None:
+                return
+            stanza = out
         sm = self.sm
         if sm is not None:
             sm.on_send(self, stanza)
