@@ -102,6 +102,7 @@ HELP = {
     "kick_session": "kick_session USER HOST RESOURCE REASON: end one session",
     "status": "status: is the server running, and how is it doing",
     "cluster_nodes": "cluster_nodes: the nodes of the cluster with their sessions",
+    "set_load": "set_load LEVEL|auto: force a load-shedding level (0-4) or measure again",
 }
 
 
@@ -174,7 +175,7 @@ def install(server: Server) -> None:
             f"hosts: {', '.join(server.config.hosts)}",
             f"uptime: {int(server.uptime())} s",
             f"sessions: {server.sessions.count()}, connections: {len(server.connections)}",
-            f"load: {'overloaded (shedding non-critical work)' if server.overload else 'normal'}",
+            f"load: {server.load.description}",
         ]
         for extra in server.hooks.fire_all("admin/status", server):
             lines.append(str(extra))
@@ -185,4 +186,19 @@ def install(server: Server) -> None:
     cmds.register("kick_session", kick_session, HELP["kick_session"])
     cmds.register("status", status, HELP["status"])
     cmds.register("cluster_nodes", cluster_nodes, HELP["cluster_nodes"])
+
+    def set_load(level: str) -> str:
+        """Force a load level (0-4) for drills, or 'auto' to measure again."""
+        if level == "auto":
+            server.load.force(None)
+        else:
+            try:
+                n = int(level)
+            except ValueError:
+                raise CommandError("usage: set_load 0-4|auto") from None
+            if not 0 <= n <= 4:
+                raise CommandError("usage: set_load 0-4|auto")
+            server.load.force(n)
+        return server.load.description
+    cmds.register("set_load", set_load, HELP["set_load"])
     cmds.register("list_cluster", cluster_nodes, HELP["cluster_nodes"])

@@ -97,6 +97,8 @@ LISTEN_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "idle_timeout": (v_timeout("second", allow_infinity=True), 600.0),
     "allowed_origins": (v_list(v_str), []),
     "max_sessions_per_ip": (v_pos_int_or_infinity, INFINITY),
+    "max_connection_rate": (v_pos_int_or_infinity, INFINITY),
+    "max_stanza_rate": (v_pos_int_or_infinity, INFINITY),
 }
 # options ejabberd knows for listeners that xmppd accepts and ignores quietly
 _LISTEN_IGNORED = ("zlib", "protocol_options", "ciphers", "dhfile", "tls_compression", "transport")
@@ -120,6 +122,8 @@ class ListenConfig:
     send_timeout: float = 15.0
     allowed_origins: tuple[str, ...] = ()
     max_sessions_per_ip: float = INFINITY
+    max_connection_rate: float = INFINITY
+    max_stanza_rate: float = INFINITY
     path: str = ""
 
 
@@ -166,6 +170,10 @@ TOP_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "s2s_timeout": (v_timeout("second"), 600.0),
     "shutdown_timeout": (v_timeout("second"), 5.0),
     "negotiation_timeout": (v_timeout("second"), 60.0),
+    "overload_lag_high": (v_timeout("second"), 0.25),
+    "overload_lag_low": (v_timeout("second"), 0.05),
+    "overload_max_memory": (v_pos_int_or_infinity, INFINITY),
+    "overload_max_send_queue": (v_pos_int_or_infinity, INFINITY),
     "ctl_socket": (v_str, None),
 }
 
@@ -286,7 +294,9 @@ def _parse_listen(raw: Any, warnings: list[str]) -> tuple[ListenConfig, ...]:
             backlog=vals["backlog"], certfile=vals["certfile"],
             idle_timeout=vals["idle_timeout"], send_timeout=vals["send_timeout"],
             allowed_origins=tuple(vals["allowed_origins"]),
-            max_sessions_per_ip=vals["max_sessions_per_ip"], path=path,
+            max_sessions_per_ip=vals["max_sessions_per_ip"],
+            max_connection_rate=vals["max_connection_rate"],
+            max_stanza_rate=vals["max_stanza_rate"], path=path,
         ))
     return tuple(out)
 

@@ -19,6 +19,7 @@ from .iqtracker import IqTracker
 from .moduleapi import Module, ModuleAPI
 from .router import Router
 from .sessions import SessionRegistry
+from .shaper import TokenBucket
 from .storage import Database, database_from_config, migrate_sync
 from .storage.accounts import AccountStore
 from .tls import CertStore
@@ -103,7 +104,10 @@ class Server:
         self.reuse_port = False
         self.warnings: list[str] = list(config.warnings)
         self.overload = False
+        from .overload import install as install_load
+        self.load = install_load(self)
         self._per_ip: dict[str, int] = {}
+        self._ip_rate: dict[str, Any] = {}
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self.instance_id = secrets.token_hex(4)
@@ -133,6 +137,7 @@ class Server:
         for host, mods in plan.items():
             await self._load_host_modules(self.hosts[host], mods)
         self._tasks.append(asyncio.ensure_future(self._sweep()))
+        self._tasks.append(asyncio.ensure_future(self.load.run()))
         if listen:
             await self._start_listeners()
         if self.serve_ctl:
@@ -237,12 +242,25 @@ class Server:
             return None
         return spec["rate"], spec["burst_size"]
 
-    def admit_connection(self, conn: Any) -> bool:
+    def admit_connection(self, conn: Any) -> Optional[str]:
+        """None to accept a new connection, else why it is refused."""
         ip = conn.peer_ip
         n = self._per_ip.get(ip, 0) + 1
         self._per_ip[ip] = n
-        limit = conn.listen.max_sessions_per_ip
-        return n <= limit
+        listen = conn.listen
+        if n > listen.max_sessions_per_ip:
+            return "too many connections from your address"
+        rate = listen.max_connection_rate
+        if rate != float("inf"):
+            bucket = self._ip_rate.get(ip)
+            if bucket is None:
+                if len(self._ip_rate) > 100_000:
+                    self._ip_rate.clear()
+                bucket = self._ip_rate[ip] = TokenBucket(rate, max(rate, 1.0))
+            if bucket.consume(1) > 0:
+                return "connecting too often"
+        veto = self.hooks.fire("c2s/connect", conn)
+        return str(veto) if veto is not None else None
 
     def release_connection(self, conn: Any) -> None:
         ip = conn.peer_ip

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from ..jid import JID, JIDError, resourceprep
+from ..shaper import TokenBucket
 from ..stanza import IQ, StanzaError, error_reply, iq_result
 from ..xml import Element, serialize
 from ..xmlstream import Event, StreamClose, StreamError, StreamOpen
@@ -73,7 +74,7 @@ class C2SStream:
     __slots__ = (
         "server", "conn", "listen", "state", "vhost", "host", "stream_id", "jid", "jid_str",
         "priority", "available", "presence", "node", "sasl", "sasl_pending", "last_recv",
-        "busy", "queue", "data", "sm", "filters", "closing", "auth_jid", "created",
+        "busy", "queue", "data", "sm", "filters", "closing", "auth_jid", "created", "rate",
         "__weakref__",
     )
 
@@ -102,6 +103,8 @@ class C2SStream:
         self.filters: tuple[Callable[[Any, Element], Optional[Element]], ...] = ()
         self.closing = False
         self.auth_jid: Optional[JID] = None
+        limit = listen.max_stanza_rate
+        self.rate = TokenBucket(limit, max(limit, 1.0)) if limit != float("inf") else None
 
     # -- input ------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -113,6 +116,14 @@ class C2SStream:
         except StreamError as e:
             self.stream_error(e.condition, e.text)
             return
+        rate = self.rate
+        if rate is not None and self.state == BOUND and events:
+            delay = rate.consume(sum(1 for e in events if isinstance(e, Element)))
+            if delay > 0:
+                # too many stanzas: read more slowly (TCP pushes back); drop nothing
+                throttle = getattr(self.conn, "throttle", None)
+                if throttle is not None:
+                    throttle(delay)
         if self.busy:
             self.queue.extend(events)
             return
