@@ -105,7 +105,10 @@ def validate_room_options(value: Any, path: str, warnings: Optional[list[str]] =
 
 def _field(form: Element, var: str, type_: str, label: str, values: list[str],
            options: Optional[list[tuple[str, str]]] = None) -> None:
-    f = form.add(q(DATA, "field"), {"var": var, "type": type_, "label": label})
+    attrs = {"var": var, "type": type_}
+    if label:
+        attrs["label"] = label
+    f = form.add(q(DATA, "field"), attrs)
     for value, olabel in options or ():
         o = f.add(q(DATA, "option"), {"label": olabel})
         o.add(q(DATA, "value"), None, value)
@@ -263,7 +266,7 @@ def apply_form(cfg: RoomConfig, values: dict[str, list[str]], max_users: int) ->
         except ValueError:
             raise StanzaError("bad-request", "modify",
                               "muc#roomconfig_voicerequestmininterval: a number") from None
-    if values.get("muc#roomconfig_roomsecret", [""])[0] and \
+    if (values.get("muc#roomconfig_roomsecret") or [""])[0] and \
             "muc#roomconfig_passwordprotectedroom" not in values:
         new.password_protected = True  # a password alone protects the room
     if new.password_protected and not new.password:
