@@ -520,6 +520,11 @@ class MucService(Module):
                 del self.rooms[jid]
                 del self.idle_since[jid]
 
+    async def stop_async(self) -> None:
+        """Let every room's pending store writes reach the database."""
+        for w in list(self.writers.values()):
+            await w.flush()
+
     def stop(self) -> None:
         for t in list(self._tasks):
             t.cancel()
