@@ -220,6 +220,12 @@ class Server:
             if abort:
                 abort()
         for vhost in self.hosts.values():
+            for inst in reversed(list(vhost.modules.values())):
+                try:
+                    await asyncio.wait_for(inst.stop_async(), self.config["shutdown_timeout"])
+                except Exception:
+                    log.exception("stopping module %s", inst.name)
+        for vhost in self.hosts.values():
             for name in reversed(list(vhost.modules)):
                 self.unload_module(vhost.name, name)
         for t in self._tasks:
