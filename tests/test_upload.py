@@ -307,3 +307,59 @@ def test_files_go_with_the_account(server: XmppdServer) -> None:
         file_id = urlsplit(url).path.split("/")[3]
         assert not (docroot(server) / file_id[:2] / file_id).exists()
     run(main())
+
+
+async def raw_put(url: str, head_extra: str, body: bytes = b"", *, wait_continue: bool = False,
+                  close_early: bool = False) -> bytes:
+    """A PUT over a bare socket, to control Expect and to break off an upload."""
+    parts = urlsplit(url)
+    reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+    writer.write(f"PUT {parts.path}?{parts.query} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
+                 f"{head_extra}\r\n".encode())
+    await writer.drain()
+    if wait_continue:
+        line = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        if not line.startswith(b"HTTP/1.1 100"):
+            writer.close()
+            return line
+    writer.write(body)
+    await writer.drain()
+    if close_early:
+        writer.close()
+        await writer.wait_closed()
+        return b""
+    data = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    writer.close()
+    return data
+
+
+def test_expect_continue_refuses_before_the_body(server: XmppdServer) -> None:
+    async def main() -> None:
+        romeo = await client(server, "romeo")
+        put, get = await slot(romeo, "big.bin", 1000)
+        head = "Expect: 100-continue\r\nContent-Type: application/octet-stream\r\n"
+        answer = await raw_put(put, head + "Content-Length: 2000\r\n", wait_continue=True)
+        assert answer.startswith(b"HTTP/1.1 413")  # no body was sent
+        answer = await raw_put(put, head + "Content-Length: 1000\r\n", b"z" * 1000,
+                               wait_continue=True)
+        assert answer.startswith(b"HTTP/1.1 201")
+        assert (await http("GET", get))[2] == b"z" * 1000
+        await romeo.logout()
+    run(main())
+
+
+def test_broken_upload_leaves_nothing(server: XmppdServer) -> None:
+    async def main() -> None:
+        romeo = await client(server, "romeo")
+        put, get = await slot(romeo, "broken.bin", 100000)
+        before = set(stored_files(server))
+        await raw_put(put, "Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n",
+                      b"q" * 5000, close_early=True)
+        deadline = time.monotonic() + 10
+        while set(stored_files(server)) != before and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        assert set(stored_files(server)) == before  # no half file, no .part left
+        assert (await http("GET", get))[0] == 404
+        assert (await http("PUT", put, b"q" * 100000))[0] == 409  # the slot is used up
+        await romeo.logout()
+    run(main())

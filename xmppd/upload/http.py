@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from urllib.parse import quote
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from ..http.server import HANDLERS
 from .fs import SizeMismatch
@@ -71,7 +72,8 @@ class UploadHttp:
             return svc, None
         return owner_svc, row
 
-    async def put(self, request: web.Request) -> web.StreamResponse:
+    async def _check_put(self, request: web.Request) -> tuple[HttpUpload, FileRow] | web.Response:
+        """Everything that can be checked before the body arrives."""
         svc, row = await self._find(request)
         token = request.query.get("token", "")
         if svc is None or row is None or not token:
@@ -93,6 +95,25 @@ class UploadHttp:
         if normalize_type(ct) != normalize_type(row.content_type):
             return _error(svc, 415, f"Content-Type {ct} does not match the slot's "
                                     f"{row.content_type}")
+        return svc, row
+
+    async def expect(self, request: web.Request) -> Optional[web.StreamResponse]:
+        """``Expect: 100-continue``: refuse a bad upload before its body is sent."""
+        checked = await self._check_put(request)
+        if isinstance(checked, web.Response):
+            return checked
+        if request.headers.get("Expect", "").lower() != "100-continue":
+            return _error(checked[0], 417, "only Expect: 100-continue is understood")
+        if request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+        return None
+
+    async def put(self, request: web.Request) -> web.StreamResponse:
+        checked = await self._check_put(request)
+        if isinstance(checked, web.Response):
+            return checked
+        svc, row = checked
         if not await svc.store.claim(row.id):
             return _error(svc, 409, "this upload slot was already used")
         ok = False
@@ -101,6 +122,9 @@ class UploadHttp:
             ok = True
         except SizeMismatch as e:
             return _error(svc, 400, str(e))
+        except (ConnectionError, HttpProcessingError) as e:
+            log.info("upload: %s broke off the upload of %s: %s", row.owner, row.id, e)
+            return _error(svc, 400, "the upload broke off")
         finally:
             await svc.store.finish(row.id, ok)
         log.info("upload: %s stored %s (%d bytes)", row.owner, row.id, row.size)
@@ -144,7 +168,7 @@ class UploadHttp:
 def add_routes(server: Server, listen: ListenConfig, path: str, app: web.Application) -> Any:
     h = UploadHttp(server)
     base = path.rstrip("/") + "/{uh}/{id}/{name}"
-    app.router.add_route("PUT", base, h.put)
+    app.router.add_route("PUT", base, h.put, expect_handler=h.expect)
     app.router.add_get(base, h.get, allow_head=True)
     app.router.add_route("OPTIONS", base, h.options)
 
