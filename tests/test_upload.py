@@ -266,6 +266,17 @@ def test_https_listener(tmp_path: Path) -> None:
         run(main())
     finally:
         srv.stop()
+    assert "mod_http_upload" not in "\n".join(
+        line for line in srv.log.splitlines() if "WARNING" in line)
+
+
+def test_missing_http_handler_is_reported(tmp_path: Path) -> None:
+    srv = upload_server(tmp_path / "nohandler")
+    srv.config["listen"][3]["request_handlers"] = {}
+    srv.write_config()
+    srv.start()
+    srv.stop()
+    assert "no ejabberd_http listener has a request handler mod_http_upload" in srv.log
 
 
 def test_expiry_and_cleanup(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Optional
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from ..confval import INFINITY, ConfigError
 from ..jid import JID
@@ -96,8 +96,29 @@ class HttpUpload(Module):
             self.api.add_item(d, opts["name"])
         self.api.hook("http-upload/service", self._service, host_only=False)
         self.api.hook("account/removed", self._account_removed, host_only=False)
+        self._check_listeners()
         self.api.add_timer(opts["cleanup_interval"], self.clean)
         self.api.add_task(self.clean())
+
+    def _check_listeners(self) -> None:
+        """Warn when no HTTP listener would receive the URLs this service hands out."""
+        if self.opts["storage"] == "s3" and not self.opts["s3_get_redirect"]:
+            return
+        paths = [p.rstrip("/") for lc in self.server.config.listen
+                 for p, h in lc.request_handlers.items() if h == "mod_http_upload"]
+        want = urlsplit(self.opts["put_url"] if self.s3 is None else self.get_base).path
+        if not paths:
+            msg = ("modules.mod_http_upload: no ejabberd_http listener has a request handler "
+                   "mod_http_upload; uploads cannot be received")
+        elif want.rstrip("/") not in paths:
+            msg = (f"modules.mod_http_upload: the URL path {want} is not a mod_http_upload "
+                   f"request handler path ({', '.join(paths)}); fine only behind a proxy "
+                   f"that rewrites it")
+        else:
+            return
+        if msg not in self.server.warnings:
+            self.server.warnings.append(msg)
+            log.warning("config: %s", msg)
 
     def _service(self, host: Optional[str]) -> Optional[HttpUpload]:
         return self if host is None or host == self.host else None
