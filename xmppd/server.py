@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable
@@ -79,14 +80,16 @@ def check_modules(config: Config) -> tuple[dict[str, dict[str, tuple[type[Module
 class Server:
     def __init__(self, config: Config, *, node: Optional[str] = None,
                  backend: Any = None) -> None:
-        from .cluster import MemoryBackend
+        from .cluster import backend_from_config, default_node_name
 
         self.config = config
         self.hosts: dict[str, VirtualHost] = {h: VirtualHost(h) for h in config.hosts}
         self.hooks = HookBus()
         self.router = Router(self)
-        self.node = node or config["node_name"] or "xmppd@localhost"
-        self.sessions = SessionRegistry(backend or MemoryBackend(self.node))
+        self.node = node or os.environ.get("XMPPD_NODE") or config["node_name"] \
+            or default_node_name()
+        self.sessions = SessionRegistry(backend or backend_from_config(config, self.node))
+        self.serve_ctl = True
         self.access = AccessControl(config.acl, config.access_rules, config.shaper_rules,
                                     config.hosts)
         self.commands = Commands()
@@ -124,14 +127,17 @@ class Server:
         self.accounts = AccountStore(self.db, cfg["scram_iterations"])
         from . import admin
         admin.install(self)
+        from .cluster.node import attach
+        attach(self)
         await self.sessions.backend.start(self._remote_delivery)
         for host, mods in plan.items():
             await self._load_host_modules(self.hosts[host], mods)
         self._tasks.append(asyncio.ensure_future(self._sweep()))
         if listen:
             await self._start_listeners()
-        from . import ctl
-        self._tasks.append(asyncio.ensure_future(ctl.serve(self)))
+        if self.serve_ctl:
+            from . import ctl
+            self._tasks.append(asyncio.ensure_future(ctl.serve(self)))
         self.hooks.fire_all("server/started", self)
         log.info("xmppd started: hosts %s, node %s", ", ".join(cfg.hosts), self.node)
 
@@ -267,12 +273,8 @@ class Server:
                     stream.stream_error("connection-timeout", "idle for too long")
 
     def _remote_delivery(self, payload: bytes) -> None:
-        from .cluster.envelope import unpack
-        from .jid import JID
-        to, data = unpack(payload)
-        session = self.sessions.get_local(JID.parse(to))
-        if session is not None:
-            session.write_raw(data)
+        from .cluster.node import handle_payload
+        handle_payload(self, payload)
 
     # -- helpers for modules -----------------------------------------------------
     def is_local(self, domain: str) -> bool:

@@ -3,6 +3,7 @@
 set -e
 need=""
 ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || need="$need postgresql"
+command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
 if [ -n "$need" ]; then
   echo "installing test services:$need"
   export DEBIAN_FRONTEND=noninteractive
