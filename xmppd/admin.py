@@ -128,6 +128,7 @@ def install(server: Server) -> None:
         for s in server.sessions.local_resources(bare):
             s.stream_error("not-authorized", "account deleted")
             s.ended("unregistered")
+        server.hooks.fire_all("account/removed", bare)  # modules drop the user's data
         return out
     cmds.register("unregister", unregister, HELP["unregister"])
 
