@@ -182,3 +182,93 @@ def test_example_cluster_config_is_valid() -> None:
     c = load_config(Path(__file__).resolve().parents[1] / "config" / "cluster.example.yml")
     assert c["sm_db_type"] == "redis" and c["sql_type"] == "pgsql"
     assert c.warnings == () and check_modules(c)[1] == []
+
+
+MUC = "http://jabber.org/protocol/muc"
+
+
+async def _join(c: RawClient, room: str, nick: str) -> None:
+    await c.send(f"<presence to='{room}/{nick}'><x xmlns='{MUC}'/></presence>")
+    while True:
+        el = await c.recv_until(lambda e: e.tag == C + "presence", timeout=10)
+        codes = {s.get("code") for s in el.iter(f"{{{MUC}#user}}status")}
+        if "110" in codes:
+            if "201" in codes:  # a new room: accept the default configuration
+                await c.send(f"<iq type='set' id='cfg' to='{room}'><query xmlns='{MUC}#owner'>"
+                             "<x xmlns='jabber:x:data' type='submit'/></query></iq>")
+                await c.recv_until(lambda e: e.get("id") == "cfg", timeout=10)
+            return
+
+
+def _room_owned_by(node: str, nodes: list[str]) -> str:
+    from xmppd.cluster.placement import owner
+    for i in range(1000):
+        room = f"room{i}@conference.localhost"
+        if owner(room, nodes) == node:
+            return room
+    raise AssertionError("no room name found")
+
+
+def test_rooms_are_sharded_and_survive_their_node(make_server: MakeServer, redis_server: RedisServer,
+                                                   tmp_path: Path) -> None:
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True,
+                   capture_output=True)
+    shared_db = str(tmp_path / "shared.db")
+    nodes = []
+    for i in range(3):
+        nodes.append(make_server(config={
+            "sm_db_type": "redis", "redis_server": "127.0.0.1", "redis_port": redis_server.port,
+            "node_name": f"node{i}@test", "sql_database": shared_db},
+            modules={"mod_muc": {"default_room_options": {"persistent": True}}, "mod_ping": {}}))
+    for u in ("alice", "bob", "carol"):
+        nodes[0].register(u, "pw")
+    for n in nodes:
+        n.start()
+    names = [f"node{i}@test" for i in range(3)]
+    room = _room_owned_by("node2@test", names)
+
+    async def main() -> None:
+        a = RawClient(nodes[0].c2s_tls, tls=True)
+        b = RawClient(nodes[1].c2s_tls, tls=True)
+        c = RawClient(nodes[2].c2s_tls, tls=True)
+        await a.login("alice", "pw", "a")
+        await b.login("bob", "pw", "b")
+        await c.login("carol", "pw", "c")
+        await _settle()
+        for client, nick in ((a, "Alice"), (b, "Bob"), (c, "Carol")):
+            await _join(client, room, nick)
+        # the room lives on exactly one node: its owner
+        held = [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes]
+        assert held == [[], [], [room]]
+        # several senders on several nodes: everyone sees one order
+        for i in range(10):
+            await a.send(f"<message to='{room}' type='groupchat'><body>a{i}</body></message>")
+            await b.send(f"<message to='{room}' type='groupchat'><body>b{i}</body></message>")
+
+        async def bodies(cl: RawClient) -> list[str]:
+            out: list[str] = []
+            while len(out) < 20:
+                m = await cl.recv_until(lambda e: e.tag == C + "message" and
+                                        e.find(C + "body") is not None, timeout=10)
+                out.append(m.findtext(C + "body") or "")
+            return out
+        seen = [await bodies(x) for x in (a, b, c)]
+        assert seen[0] == seen[1] == seen[2]
+        assert [x for x in seen[0] if x[0] == "a"] == [f"a{i}" for i in range(10)]
+        # the owner dies: another node serves the (persistent) room
+        nodes[2].kill()
+        for _ in range(100):
+            if all("node2@test" not in n.ctl("cluster_nodes").stdout for n in nodes[:2]):
+                break
+            await asyncio.sleep(0.2)
+        await _settle()
+        for client, nick in ((a, "Alice"), (b, "Bob")):
+            await _join(client, room, nick)
+        await a.send(f"<message to='{room}' type='groupchat'><body>after</body></message>")
+        for cl in (a, b):
+            m = await cl.recv_until(lambda e: e.tag == C + "message" and
+                                    e.findtext(C + "body") == "after", timeout=10)
+            assert m.get("from") == f"{room}/Alice"
+        held = [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes[:2]]
+        assert sorted(held, key=len) == [[], [room]]
+    run(main(), timeout=120)

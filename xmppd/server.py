@@ -301,6 +301,27 @@ class Server:
         handle_payload(self, payload)
 
     # -- helpers for modules -----------------------------------------------------
+    def owner_of(self, key: str) -> str:
+        """The node that owns ``key`` (a room JID): rendezvous hashing over live nodes."""
+        nodes = self.sessions.backend.nodes()
+        if len(nodes) <= 1:
+            return self.node
+        from .cluster.placement import owner
+        return owner(key, nodes)
+
+    def forward_to_owner(self, key: str, stanza: Element) -> bool:
+        """Hand ``stanza`` to the node owning ``key``; False if this node owns it."""
+        node = self.owner_of(key)
+        if node == self.node:
+            return False
+        backend: Any = self.sessions.backend
+        from .cluster.envelope import MAX_HOPS, route
+        hops = getattr(backend, "hops", 0)
+        if hops >= MAX_HOPS:
+            return False  # views disagree for now: serve it here rather than loop
+        backend.send(node, route(stanza, hops))
+        return True
+
     def is_local(self, domain: str) -> bool:
         return domain in self.hosts
 

@@ -49,7 +49,7 @@ def _decode(node: str, full: str, value: str) -> Optional[SessionEntry]:
 class RedisBackend:
     def __init__(self, node: str, *, host: str = "localhost", port: int = 6379, db: int = 0,
                  password: str = "", unix_socket: Optional[str] = None,
-                 heartbeat: float = 2.0, ttl: float = 10.0) -> None:
+                 heartbeat: float = 1.0, ttl: float = 5.0) -> None:
         self.node = node
         self._conn_args: dict[str, Any] = {"db": db, "password": password or None,
                                            "decode_responses": False}
@@ -349,11 +349,25 @@ class RedisBackend:
                 await self._take_over(node)
 
     async def _take_over(self, node: str) -> None:
-        """One survivor routes what a dead node left in its queue."""
+        """One survivor routes what a dead node left in its queue.
+
+        Nodes whose view of the cluster lags may still hand stanzas to the dead
+        node for a moment, so the survivor keeps draining its queue for a while.
+        """
         r = self._r
-        if not await r.set(PREFIX + "takeover:" + node, self.node, nx=True, ex=60):
+        if not await r.set(PREFIX + "takeover:" + node, self.node, nx=True,
+                           ex=int(self.ttl * 6) + 1):
             return
         await r.srem(PREFIX + "nodes", node)
         await r.delete(self._dir_key(node))
         self.on_node_down(node)
-        await self._consume(node)
+        task = asyncio.ensure_future(self._drain_dead(node))
+        self._tasks.append(task)
+
+    async def _drain_dead(self, node: str) -> None:
+        deadline = time.monotonic() + self.ttl * 5
+        while True:
+            await self._consume(node)
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(self.heartbeat)

@@ -119,6 +119,8 @@ class MucService(Module):
         self.idle_since: dict[JID, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.api.add_component(self.domain, self.route_in)
+        self.api.add_command("muc_online_rooms", self._cmd_online_rooms,
+                             "muc_online_rooms SERVICE|global: rooms held in memory on this node")
         if o["public"]:
             self.api.add_item(self.domain, o["name"])
         if self.archive_expiry != float("inf"):
@@ -148,6 +150,8 @@ class MucService(Module):
             self._service_stanza(ev)
             return True
         room_jid = to.bare
+        if self.server.forward_to_owner(str(room_jid), ev.stanza):
+            return True  # another node of the cluster holds this room
         room = self.rooms.get(room_jid)
         if room is not None:
             self._enqueue(room, ev)
@@ -391,6 +395,50 @@ class MucService(Module):
             for occ, full in room.sessions():
                 route(room._presence_el(occ, str(full), "unavailable", [], True, (110, 332),
                                         full=full, role="none"))
+
+    @hook("cluster/nodes-changed")
+    def _rebalance(self, server: Any) -> None:
+        """Nodes joined or left: rooms this node no longer owns move to their new owner.
+
+        Pending writes are flushed, occupants are told the room is going away here
+        (status 332) so their clients rejoin, and the new owner loads the room from
+        the database when the first stanza reaches it.
+        """
+        gone = [jid for jid in self.rooms if self.server.owner_of(str(jid)) != self.server.node]
+        for jid in gone:
+            self._hand_over(jid)
+
+    def _hand_over(self, jid: JID) -> None:
+        room = self.rooms.pop(jid, None)
+        if room is None:
+            return
+        route = self.server.router.route
+        for occ, full in list(room.sessions()):
+            route(room._presence_el(occ, str(full), "unavailable", [], True, (110, 332),
+                                    full=full, role="none"))
+            rooms = self.joined.get(full)
+            if rooms is not None:
+                rooms.discard(jid)
+                if not rooms:
+                    del self.joined[full]
+            counter = self.user_rooms.get(full.bare)
+            if counter is not None:
+                counter.pop(jid, None)
+                if not counter:
+                    del self.user_rooms[full.bare]
+        self.idle_since.pop(jid, None)
+        writer = self.writers.pop(jid, None)
+        if writer is not None:
+            self._spawn(writer.flush())
+        log.info("%s: room %s handed over to %s", self.domain, jid, self.server.owner_of(str(jid)))
+
+    def _cmd_online_rooms(self, service: str) -> str:
+        rooms: list[str] = []
+        for vhost in self.server.hosts.values():
+            muc = vhost.modules.get(self.name)
+            if isinstance(muc, MucService) and service in ("global", muc.domain):
+                rooms.extend(str(j) for j in muc.rooms)
+        return "\n".join(sorted(rooms))
 
     # -- the service's own JID -----------------------------------------------------------
     def _service_stanza(self, ev: StanzaEvent) -> None:
