@@ -380,7 +380,7 @@ def parse_config(data: Any, *, base_dir: Optional[Path] = None,
     base = base_dir or Path.cwd()
     data_dir = Path(opts["data_dir"])
     if not data_dir.is_absolute():
-        data_dir = base / data_dir
+        data_dir = Path(os.path.normpath(base / data_dir))
     return Config(
         hosts=tuple(opts["hosts"]), loglevel=opts["loglevel"],
         certfiles=tuple(opts["certfiles"]), listen=listen, options=opts, modules=mods,
