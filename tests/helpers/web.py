@@ -224,3 +224,24 @@ class BoshClient(RawClient):
     async def close(self) -> None:
         if self.http is not None:
             await self.http.close()
+
+
+HANDLERS = {"/ws": "ejabberd_http_ws", "/bosh": "mod_bosh",
+            "/.well-known/host-meta": "mod_host_meta"}
+
+
+def web_listeners(srv: Any, *, tls: bool = False, **opts: Any) -> Any:
+    """Mount the web handlers on the server's HTTP listener (``srv.http``) and,
+    with ``tls``, on an extra HTTPS listener (``srv.https``); ``opts`` are
+    listener options for both. Call before ``srv.start()``."""
+    from .procs import free_port
+
+    http = srv.config["listen"][3]
+    http.update({"request_handlers": dict(HANDLERS), **opts})
+    if tls:
+        srv.https = free_port()
+        srv.config["listen"].append({"port": srv.https, "ip": "127.0.0.1",
+                                     "module": "ejabberd_http", "tls": True,
+                                     "request_handlers": dict(HANDLERS), **opts})
+    srv.write_config()
+    return srv

@@ -94,6 +94,8 @@ class WebSocketFraming:
             m = _XML_DECL.match(data)
             if m is not None:
                 data = data[m.end():]
+        if data[:2] == b"<!":  # a DTD or a comment heading the message
+            raise StreamError("restricted-xml")
         if data[:14] == b"<stream:stream":
             raise StreamError("invalid-namespace", "open the stream with <open xmlns='%s'/> "
                               "(RFC 7395)" % FRAMING_NS)
