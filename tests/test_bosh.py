@@ -18,10 +18,14 @@ PING = "<iq xmlns='jabber:client' type='get' id='{id}' to='localhost'><ping xmln
 
 
 @pytest.fixture
+def bare(make_server: Any) -> Any:
+    return web_listeners(make_server()).start()
+
+
+@pytest.fixture
 def server(make_server: Any) -> Any:
     srv = web_listeners(make_server(), tls=True)
     srv.register("alice", "alice-pw")
-    srv.register("bob", "bob-pw")
     return srv.start()
 
 
@@ -30,6 +34,8 @@ def url(srv: Any) -> str:
 
 
 def test_session_login_chat_and_terminate(server: Any) -> None:
+    server.register("bob", "bob-pw")
+
     async def main() -> None:
         c = BoshClient(url(server), wait=3)
         created = await c.create(ack="1")
@@ -92,9 +98,9 @@ def test_wait_expires_with_an_empty_body(server: Any) -> None:
     run(main())
 
 
-def test_unknown_sid_and_rid_out_of_window(server: Any) -> None:
+def test_unknown_sid_and_rid_out_of_window(bare: Any) -> None:
     async def main() -> None:
-        c = BoshClient(url(server))
+        c = BoshClient(url(bare))
         await c.create()
         sid = c.sid
         c.sid = "no-such-session"
@@ -113,7 +119,7 @@ def test_unknown_sid_and_rid_out_of_window(server: Any) -> None:
 def test_repeated_rid_gets_the_same_response(server: Any) -> None:
     async def main() -> None:
         c = BoshClient(url(server))
-        await c.login("alice", "alice-pw")
+        await c.login("alice", "alice-pw", presence=False)
         c.pending.clear()
         rid = c.next_rid()
         first = await c.post(PING.format(id="r1"), rid=rid)
@@ -127,7 +133,7 @@ def test_repeated_rid_gets_the_same_response(server: Any) -> None:
 def test_requests_are_processed_in_rid_order(server: Any) -> None:
     async def main() -> None:
         c = BoshClient(url(server))
-        await c.login("alice", "alice-pw")
+        await c.login("alice", "alice-pw", presence=False)
         c.pending.clear()
         first, second = c.rid + 1, c.rid + 2
         c.rid = second
@@ -141,9 +147,9 @@ def test_requests_are_processed_in_rid_order(server: Any) -> None:
     run(main())
 
 
-def test_polling_too_often_is_a_policy_violation(server: Any) -> None:
+def test_polling_too_often_is_a_policy_violation(bare: Any) -> None:
     async def main() -> None:
-        c = BoshClient(url(server), hold=0)
+        c = BoshClient(url(bare), hold=0)
         created = await c.create()
         assert created.get("hold") == "0" and created.get("requests") == "1"
         await c.post()
@@ -156,7 +162,7 @@ def test_polling_too_often_is_a_policy_violation(server: Any) -> None:
 def test_pause(server: Any) -> None:
     async def main() -> None:
         c = BoshClient(url(server), wait=10)
-        await c.login("alice", "alice-pw")
+        await c.login("alice", "alice-pw", presence=False)
         t = time.monotonic()
         resp = await c.post(pause="60")  # answered at once, session kept
         assert resp.get("type") is None and time.monotonic() - t < 5
@@ -198,18 +204,18 @@ def test_inactivity_ends_the_session(make_server: Any) -> None:
     ("<!DOCTYPE body [<!ENTITY x 'y'>]><body xmlns='%s' rid='1' to='localhost'/>" % BOSH,
      "bad-request"),
 ], ids=["incomplete", "root", "no-rid", "host", "dtd"])
-def test_bad_session_requests(server: Any, data: str, condition: str) -> None:
+def test_bad_session_requests(bare: Any, data: str, condition: str) -> None:
     async def main() -> None:
-        c = BoshClient(url(server))
+        c = BoshClient(url(bare))
         resp = await c.post_raw(data)
         assert resp.get("type") == "terminate" and resp.get("condition") == condition
         await c.close()
     run(main())
 
 
-def test_bad_body_ends_its_session(server: Any) -> None:
+def test_bad_body_ends_its_session(bare: Any) -> None:
     async def main() -> None:
-        c = BoshClient(url(server))
+        c = BoshClient(url(bare))
         await c.create()
         resp = await c.post_raw(f"<body xmlns='{BOSH}' sid='{c.sid}' rid='{c.next_rid()}'>"
                                 "<message xmlns='jabber:client'><body>cut</message></body>")
@@ -220,9 +226,9 @@ def test_bad_body_ends_its_session(server: Any) -> None:
     run(main())
 
 
-def test_stream_errors_are_remote_stream_errors(server: Any) -> None:
+def test_stream_errors_are_remote_stream_errors(bare: Any) -> None:
     async def main() -> None:
-        c = BoshClient(url(server))
+        c = BoshClient(url(bare))
         await c.open()
         resp = await c.post("<message xmlns='jabber:client' to='bob@localhost'><body>x</body>"
                             "</message>")
@@ -299,6 +305,8 @@ def test_cors_and_origin(make_server: Any) -> None:
 
 
 def test_https_listener_is_secure(server: Any) -> None:
+    server.register("bob", "bob-pw")
+
     async def main() -> None:
         c = BoshClient(f"https://127.0.0.1:{server.https}/bosh", ssl=no_verify())
         created = await c.create()

@@ -34,11 +34,12 @@ async def stream_error(ws: WSClient) -> str:
 def server(make_server: Any) -> Any:
     srv = web_listeners(make_server(), tls=True)
     srv.register("alice", "alice-pw")
-    srv.register("bob", "bob-pw")
     return srv.start()
 
 
 def test_login_chat_and_close(server: Any) -> None:
+    server.register("bob", "bob-pw")
+
     async def main() -> None:
         ws = WSClient(f"ws://127.0.0.1:{server.http}/ws")
         await ws.connect()
@@ -94,6 +95,8 @@ def test_login_chat_and_close(server: Any) -> None:
 
 
 def test_wss_offers_plain_and_channel_binding(server: Any) -> None:
+    server.register("bob", "bob-pw")
+
     async def main() -> None:
         ws = WSClient(f"wss://127.0.0.1:{server.https}/ws", ssl=no_verify())
         await ws.connect()

@@ -105,7 +105,10 @@ class WSClient(RawClient):
 
 
 class BoshClient(RawClient):
-    """A sequential BOSH client: one request at a time, children collected."""
+    """A BOSH client. ``post`` sends one body and waits for its response;
+    ``send`` leaves its request pending, as real clients do with ``hold=1``
+    (the server answers it when output comes or the next request arrives);
+    ``recv`` returns the next child of any response, polling when needed."""
 
     def __init__(self, url: str, *, host: str = "localhost", wait: int = 5, hold: int = 1,
                  origin: Optional[str] = None, ssl: Any = None, rid: int = 1000) -> None:
@@ -119,6 +122,7 @@ class BoshClient(RawClient):
         self.sid: Optional[str] = None
         self.http: Optional[aiohttp.ClientSession] = None
         self.last: Optional[ET.Element] = None  # the last response body
+        self.outstanding: list[asyncio.Task[ET.Element]] = []
 
     async def connect(self) -> "BoshClient":
         self.http = aiohttp.ClientSession()
@@ -176,7 +180,9 @@ class BoshClient(RawClient):
         return el
 
     async def send(self, data: Union[str, bytes]) -> None:
-        await self.post(data.decode() if isinstance(data, bytes) else data)
+        payload = self.wrap(data.decode() if isinstance(data, bytes) else data)
+        self.outstanding.append(asyncio.ensure_future(self.post_raw(payload)))
+        await asyncio.sleep(0)  # let it leave before the next request
 
     async def recv(self, timeout: float = 15.0) -> ET.Element:
         loop = asyncio.get_running_loop()
@@ -187,7 +193,10 @@ class BoshClient(RawClient):
             left = deadline - loop.time()
             if left <= 0:
                 raise asyncio.TimeoutError()
-            await self.post(timeout=max(left, 1) + self.wait)
+            if self.outstanding:
+                await asyncio.wait_for(self.outstanding.pop(0), max(left, 1) + self.wait)
+            else:
+                await self.post(timeout=max(left, 1) + self.wait)
         return self.pending.pop(0)
 
     async def open(self, to: Optional[str] = None, extra: str = "") -> ET.Element:
@@ -222,6 +231,8 @@ class BoshClient(RawClient):
         return jid.text
 
     async def close(self) -> None:
+        for t in self.outstanding:
+            t.cancel()
         if self.http is not None:
             await self.http.close()
 
