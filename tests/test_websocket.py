@@ -326,3 +326,43 @@ def test_auth_failure_over_websocket(server: Any) -> None:
         assert local(res.tag) == "failure"
         await ws.close()
     run(main())
+
+
+def test_server_pings_and_drops_a_silent_peer(make_server: Any) -> None:
+    srv = web_listeners(make_server(config={"websocket_ping_interval": 1}))
+    srv.start()
+
+    async def main() -> None:
+        async with aiohttp.ClientSession() as http:
+            ws = await http.ws_connect(f"ws://127.0.0.1:{srv.http}/ws", protocols=("xmpp",),
+                                       autoping=False)
+            msg = await ws.receive(5)
+            assert msg.type == aiohttp.WSMsgType.PING
+            # no pong: the server gives up on us
+            while msg.type not in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                msg = await ws.receive(10)
+            await ws.close()
+    run(main())
+
+
+def test_listener_shaper_slows_reading_down(make_server: Any) -> None:
+    srv = web_listeners(make_server(config={"shaper": {"slow": {"rate": 2000,
+                                                                "burst_size": 2000}}}),
+                        shaper="slow")
+    srv.register("alice", "alice-pw")
+    srv.start()
+
+    async def main() -> None:
+        ws = WSClient(f"ws://127.0.0.1:{srv.http}/ws")
+        await ws.login("alice", "alice-pw", "s")
+        loop = asyncio.get_running_loop()
+        t = loop.time()
+        for i in range(6):  # 6 x ~1000 bytes at 2000 bytes/s, after the burst
+            await ws.send(f"<iq xmlns='jabber:client' type='get' id='s{i}' to='localhost'>"
+                          f"<ping xmlns='urn:xmpp:ping'/></iq>")
+            await ws.send("<message xmlns='jabber:client' to='nobody@localhost'><body>"
+                          + "z" * 900 + "</body></message>")
+        await ws.recv_until(lambda e: e.get("id") == "s5", timeout=15)
+        assert loop.time() - t > 1.0  # shaped: nothing was dropped, reading paused
+        await ws.close()
+    run(main())

@@ -279,7 +279,9 @@ class BoshSession:
                  "requests": str(self.requests), "inactivity": str(int(self.inactivity)),
                  "maxpause": str(int(self.max_pause)), "polling": str(POLLING), "ver": "1.11",
                  "from": sa.get("from", self.stream.host), "authid": sa.get("id", ""),
-                 "secure": "true" if self.secure else "false", "xmpp:version": "1.0",
+                 # the link from this connection manager to the XMPP server is
+                 # in-process (XEP-0124 7.1): secure, whatever the client's link
+                 "secure": "true", "xmpp:version": "1.0",
                  "xmpp:restartlogic": "true"}
         if self.acks:
             attrs["ack"] = str(rid)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from aiohttp import WSMsgType, web
 
 from ..c2s.stream import C2SStream
+from ..shaper import TokenBucket
 from .framing import WebSocketFraming, add_client_ns
 from .policy import PLAIN_REFUSED, Peer, origin_allowed
 from .server import HANDLERS
@@ -62,7 +63,7 @@ class WebSocketConnection:
     """
 
     __slots__ = ("server", "listen", "ws", "transport", "framing", "secure", "peer_ip",
-                 "stream", "_resume", "_closed", "_limit", "_overflow")
+                 "stream", "bucket", "_resume", "_closed", "_limit", "_overflow")
 
     def __init__(self, server: Server, listen: ListenConfig, ws: web.WebSocketResponse,
                  transport: Optional[asyncio.Transport], peer: Peer) -> None:
@@ -79,11 +80,16 @@ class WebSocketConnection:
         self._closed = False
         self._overflow = False
         self._limit = server.config["c2s_queue_limit"]
+        shaper = server.shaper_for(listen.shaper)
+        self.bucket = TokenBucket(*shaper) if shaper else None
         self.stream = C2SStream(server, self, listen)
 
     async def run(self) -> None:
-        """Feed every text message to the stream until the WebSocket closes."""
-        ws, stream, resume = self.ws, self.stream, self._resume
+        """Feed every text message to the stream until the WebSocket closes.
+
+        The listener's ``shaper`` applies as on TCP: reading pauses, nothing
+        is dropped."""
+        ws, stream, resume, bucket = self.ws, self.stream, self._resume, self.bucket
         while True:
             if not resume.is_set():
                 await resume.wait()
@@ -91,7 +97,13 @@ class WebSocketConnection:
             kind = msg.type
             if kind is WSMsgType.TEXT:
                 data = msg.data
-                stream.feed(data if isinstance(data, bytes) else data.encode())
+                if not isinstance(data, bytes):
+                    data = data.encode()
+                stream.feed(data)
+                if bucket is not None:
+                    delay = bucket.consume(len(data))
+                    if delay > 0:
+                        await asyncio.sleep(delay)
             elif kind is WSMsgType.BINARY:
                 stream.stream_error("unsupported-encoding",
                                     "XMPP over WebSocket uses text messages (RFC 7395)")
