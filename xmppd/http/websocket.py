@@ -56,14 +56,15 @@ def _text_frame(data: bytes) -> bytes:
 class WebSocketConnection:
     """The ``Connection`` the c2s stream machine writes to, over one WebSocket.
 
-    Writes go straight to the transport as complete text frames (compression
-    is not negotiated), so a stanza is on its way when ``write`` returns,
-    exactly as on TCP; a peer that stops reading is disconnected once its
-    backlog passes ``c2s_queue_limit``.
+    Each write becomes one complete text frame (compression is not
+    negotiated); the frames written during one turn of the event loop go to
+    the transport together, at the end of that turn. A peer that stops
+    reading is disconnected once its backlog passes ``c2s_queue_limit``.
     """
 
     __slots__ = ("server", "listen", "ws", "transport", "framing", "secure", "peer_ip",
-                 "stream", "bucket", "_resume", "_closed", "_limit", "_overflow")
+                 "stream", "bucket", "_resume", "_closed", "_limit", "_overflow", "_out",
+                 "_loop")
 
     def __init__(self, server: Server, listen: ListenConfig, ws: web.WebSocketResponse,
                  transport: Optional[asyncio.Transport], peer: Peer) -> None:
@@ -80,6 +81,8 @@ class WebSocketConnection:
         self._closed = False
         self._overflow = False
         self._limit = server.config["c2s_queue_limit"]
+        self._out: list[bytes] = []
+        self._loop = asyncio.get_running_loop()
         shaper = server.shaper_for(listen.shaper)
         self.bucket = TokenBucket(*shaper) if shaper else None
         self.stream = C2SStream(server, self, listen)
@@ -115,15 +118,21 @@ class WebSocketConnection:
 
     # -- Connection interface used by C2SStream -------------------------------
     def write(self, data: bytes) -> None:
-        t = self.transport
-        if self._closed or not data or t is None or t.is_closing():
+        if self._closed or not data:
             return
         data = add_client_ns(data)
-        if len(data) < 16384:
-            t.write(_text_frame(data) + data)
-        else:
-            t.write(_text_frame(data))
-            t.write(data)
+        out = self._out
+        if not out:
+            self._loop.call_soon(self._flush)
+        out.append(_text_frame(data))
+        out.append(data)
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        t = self.transport
+        if t is None or t.is_closing():
+            return
+        t.write(b"".join(out))
         if t.get_write_buffer_size() > self._limit and not self._overflow:
             self._overflow = True
             log.info("closing slow reader %s", self.stream)
@@ -134,6 +143,8 @@ class WebSocketConnection:
         if self._closed:
             return
         self._closed = True
+        if self._out:
+            self._flush()  # what the stream wrote last (an error, <close/>) goes first
         self._resume.set()
         asyncio.ensure_future(self._close())
 
