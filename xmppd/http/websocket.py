@@ -130,7 +130,7 @@ class WebSocketConnection:
     def _flush(self) -> None:
         out, self._out = self._out, []
         t = self.transport
-        if t is None or t.is_closing():
+        if not out or t is None or t.is_closing():
             return
         t.write(b"".join(out))
         if t.get_write_buffer_size() > self._limit and not self._overflow:
