@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,7 @@ def test_strophe_in_chromium_chats_with_a_tcp_client(make_server: Any, tmp_path:
         proc = await asyncio.create_subprocess_exec(
             "node", "run.mjs", url, str(shot), "60000", cwd=str(BROWSER_DIR),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-            env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "CHROMIUM": CHROMIUM})
+            env={**os.environ, "HOME": str(tmp_path), "CHROMIUM": CHROMIUM})
         browser = asyncio.ensure_future(proc.communicate())
         got = asyncio.ensure_future(bob.messages.get())
         try:
