@@ -28,6 +28,7 @@ from .confval import (
     v_enum,
     v_int,
     v_ip,
+    v_ip_network,
     v_list,
     v_nonempty_str,
     v_port,
@@ -72,6 +73,24 @@ def _v_shaper_def(value: Any, path: str) -> dict[str, float]:
     raise ConfigError(path, "a rate in bytes/second or {rate, burst_size}", value)
 
 
+def _v_origins(value: Any, path: str) -> tuple[str, ...]:
+    """``ignore`` (no check) or a list of origins such as https://chat.example.org."""
+    if value == "ignore":
+        return ()
+    out = []
+    for i, origin in enumerate(v_list(v_nonempty_str)(value, path)):
+        if origin != "*" and "://" not in origin:
+            raise ConfigError(join(path, i), "an origin such as https://chat.example.org", origin)
+        out.append(origin.rstrip("/").lower())
+    return tuple(out)
+
+
+def _v_trusted_proxies(value: Any, path: str) -> Any:
+    if value == "all":
+        return ("0.0.0.0/0", "::/0")
+    return tuple(v_list(v_ip_network)(value, path))
+
+
 LISTEN_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "port": (v_port, None),
     "ip": (v_ip, "::"),
@@ -95,7 +114,7 @@ LISTEN_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "send_timeout": (v_timeout("millisecond", allow_infinity=True), 15.0),
     "timeout": (v_timeout("second"), 600.0),
     "idle_timeout": (v_timeout("second", allow_infinity=True), 600.0),
-    "allowed_origins": (v_list(v_str), []),
+    "allowed_origins": (_v_origins, ()),
     "max_sessions_per_ip": (v_pos_int_or_infinity, INFINITY),
     "max_connection_rate": (v_pos_int_or_infinity, INFINITY),
     "max_stanza_rate": (v_pos_int_or_infinity, INFINITY),
@@ -175,6 +194,11 @@ TOP_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "overload_max_memory": (v_pos_int_or_infinity, INFINITY),
     "overload_max_send_queue": (v_pos_int_or_infinity, INFINITY),
     "ctl_socket": (v_str, None),
+    # HTTP client transports (xmppd/http): as in ejabberd
+    "websocket_origin": (_v_origins, ()),
+    "websocket_ping_interval": (v_timeout("second"), 60.0),
+    "websocket_timeout": (v_timeout("second"), 300.0),
+    "trusted_proxies": (_v_trusted_proxies, ()),
 }
 
 # ejabberd options that xmppd accepts without a warning but does not act on
