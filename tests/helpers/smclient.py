@@ -27,6 +27,7 @@ class SMClient:
         self.password = password
         self.resource = resource
         self.ack_each = ack_each          # acknowledge every stanza right away
+        self.mute = False                 # send no acks at all (not even when asked)
         self.raw: Optional[RawClient] = None
         self.jid = ""
         self.sm_id: Optional[str] = None
@@ -82,12 +83,13 @@ class SMClient:
                 if el.tag in STANZAS:
                     self.h += 1
                     await self.inbox.put(el)
-                    if self.ack_each:
+                    if self.ack_each and not self.mute:
                         await raw.send(f"<a xmlns='{SM}' h='{self.h}'/>")
                 elif el.tag == f"{{{SM}}}a":
                     self._acked(int(el.get("h", "0")))
                 elif el.tag == f"{{{SM}}}r":
-                    await raw.send(f"<a xmlns='{SM}' h='{self.h}'/>")
+                    if not self.mute:
+                        await raw.send(f"<a xmlns='{SM}' h='{self.h}'/>")
                 else:
                     await self.nonzas.put(el)
         except (StreamClosed, ConnectionError, OSError, asyncio.CancelledError):
@@ -168,16 +170,14 @@ class SMClient:
 
     async def close(self) -> None:
         if self.raw is not None:
+            if self.reader is not None:
+                self.reader.cancel()  # no more acks once the stream is closed
+                await asyncio.gather(self.reader, return_exceptions=True)
             try:
                 await self.raw.send("</stream:stream>")
             except (ConnectionError, OSError):
                 pass
-            try:
-                await asyncio.wait_for(self.closed.wait(), 3)
-            except asyncio.TimeoutError:
-                pass
-            if self.reader is not None:
-                self.reader.cancel()
+            await self.raw.closed(3)
             await self.raw.close()
 
 

@@ -72,7 +72,7 @@ class SMState:
         self.holds: deque[tuple[int, asyncio.Future[Any]]] = deque()
         self.queue: deque[Element] = deque()  # sent, not acknowledged
         self.acked = 0                    # last h from the client (mod 2^32)
-        self.want_ack = -1                # an <r/> waits for holds up to this count
+        self.want_ack: deque[int] = deque()  # <r/>s waiting for holds up to these counts
         self.sent_h = -1                  # last h we reported
         self.r_scheduled = False
         self.r_out = False
@@ -104,20 +104,24 @@ class SMState:
             session.stream_error("internal-server-error", "could not store a stanza")
             session.ended("storage failure")
             return
-        if self.want_ack >= 0:
+        if self.want_ack:
             self.answer(session)
 
+    def request_received(self, session: C2SStream) -> None:
+        self.want_ack.append(self.received)
+        self.answer(session)
+
     def answer(self, session: C2SStream) -> None:
-        """Answer an <r/> with the durable count, now or when the holds are done."""
+        """Answer each <r/> with the durable count once it covers the request."""
         h = self.durable_count()
-        if h < self.want_ack:
-            return  # _hold_done calls again
-        self.want_ack = -1
-        if self.dead:
-            return
-        h = max(h, self.sent_h)
-        self.sent_h = h
-        session.write_raw(_nonza("a", {"h": str(h % MOD)}))
+        want = self.want_ack
+        while want and want[0] <= h:
+            want.popleft()
+            if self.dead:
+                continue
+            h = max(h, self.sent_h)
+            self.sent_h = h
+            session.write_raw(_nonza("a", {"h": str(h % MOD)}))
 
     async def wait_durable(self) -> int:
         futs = [f for _, f in self.holds if not f.done()]
@@ -253,8 +257,7 @@ class StreamMgmt(Module):
         if sm is None:
             session.write_raw(_failed("unexpected-request", text="stream management is off"))
             return
-        sm.want_ack = max(sm.want_ack, sm.received)
-        sm.answer(session)
+        sm.request_received(session)
 
     def _a(self, session: C2SStream, el: Element) -> None:
         sm = session.sm
@@ -268,6 +271,7 @@ class StreamMgmt(Module):
             self._too_high(session, e)
 
     def _too_high(self, session: C2SStream, e: _TooHigh) -> None:
+        log.info("%s acknowledged %d stanzas, only %d were sent", session, e.h, e.sent)
         sm = session.sm
         assert sm is not None
         sm.dead = True

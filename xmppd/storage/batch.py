@@ -86,6 +86,7 @@ class GroupCommit:
                             results.append(_Failed(e))
                 self.batches += 1
                 self.ops += len(ops)
+                log.debug("group commit %d: %d ops", self.batches, len(ops))
                 for (_, fut), res in zip(batch, results, strict=True):
                     if fut.done():
                         continue
