@@ -233,9 +233,10 @@ def test_retried_messages_are_delivered_once(server: XmppdServer) -> None:
         await a.send(chat("mike@localhost", "by id", "same-id"))     # same id
         await a.send(chat("mike@localhost/sm", "by id", "same-id"))  # to a full JID
         await a.send(chat("mike@localhost", "new", "x3"))
+        await a.send(chat("mike@localhost", "other text", "same-id"))  # an id used again
         await a.wait_acked()
-        got = await b.messages(3)
-        assert [body(m) for m in got] == ["once", "by id", "new"]
+        got = await b.messages(4)
+        assert [body(m) for m in got] == ["once", "by id", "new", "other text"]
         assert await b.quiet(0.5) == []
         # the same id towards someone else is another message
         c = await SMClient(server.c2s, "nina", "pw").connect()

@@ -5,8 +5,8 @@ Every chat or normal message a local client sends to a local user gets a
 such element the sender put there with the same ``by`` is removed first). The
 id is the message's key for the journal and offline storage.
 
-A retry of a message (same ``origin-id``, or same ``id`` when there is no
-origin-id, from the same bare JID to the same bare JID) routed within
+A retry of a message (same ``origin-id``, or same ``id`` and body when there
+is no origin-id, from the same bare JID to the same bare JID) routed within
 ``dedupe_window`` is dropped: the recipient gets it once. Every routed message
 is remembered (also those the journal routes again after a restart), the
 check happens only on what clients send.
@@ -24,7 +24,7 @@ from typing import Optional
 from ..confval import v_int, v_timeout
 from ..jid import JID
 from ..moduleapi import Module, Option, hook
-from ..stanza import StanzaEvent
+from ..stanza import BODY, StanzaEvent
 from ..xml import CLIENT_NS, Element, serialize
 
 log = logging.getLogger(__name__)
@@ -54,17 +54,21 @@ def any_stanza_id(el: Element) -> Optional[tuple[str, str]]:
 
 
 def retry_key(el: Element, frm: JID, to: JID) -> Optional[str]:
-    """What identifies a retry: sender, recipient and origin-id (or id)."""
-    oid = None
+    """What identifies a retry: sender, recipient and origin-id (or id and body).
+
+    origin-id is unique by definition (XEP-0359); a plain ``id`` is not (some
+    clients count from 1 in every session), so with it the body must match too.
+    """
     for c in el.children:
         if isinstance(c, Element) and c.tag == ORIGIN_ID:
             oid = c.attrs.get("id")
+            if oid:
+                return f"{frm.bare}\0{to.bare}\0o\0{oid}"
             break
-    if not oid:
-        oid = el.attrs.get("id")
-        if not oid:
-            return None
-    return f"{frm.bare}\0{to.bare}\0{oid}"
+    mid = el.attrs.get("id")
+    if not mid:
+        return None
+    return f"{frm.bare}\0{to.bare}\0i\0{mid}\0{el.findtext(BODY) or ''}"
 
 
 def with_child(el: Element, child: Element) -> Element:

@@ -38,6 +38,7 @@ class GroupCommit:
         self._pending: list[tuple[Op, asyncio.Future[Any]]] = []
         self._timer: Optional[asyncio.TimerHandle] = None
         self._running: Optional[asyncio.Task[None]] = None
+        self._last: Optional[asyncio.Future[Any]] = None
         self.batches = 0
         self.ops = 0
 
@@ -46,6 +47,7 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         self._pending.append((op, fut))
+        self._last = fut
         if self._running is None:
             if len(self._pending) >= self.max_ops:
                 self._start()
@@ -54,11 +56,10 @@ class GroupCommit:
         return fut
 
     async def flush(self) -> None:
-        """Wait until everything submitted so far is committed."""
-        if self._pending:
-            await asyncio.wait([f for _, f in self._pending])
-        while self._running is not None:
-            await asyncio.shield(self._running)
+        """Wait until everything submitted so far is committed (or failed)."""
+        last = self._last
+        if last is not None and not last.done():
+            await asyncio.wait([last])  # batches commit in order: the last one is enough
 
     def _start(self) -> None:
         if self._timer is not None:
