@@ -157,7 +157,6 @@ def test_crash_during_2000_messages_loses_no_acknowledged_message(
     print(f"crash test ({db}): killed after {len(acked)} acknowledged messages; olga got "
           f"{len(olga_bodies)}, ron {len(ron_before)} before and {len(ron_after)} after the "
           f"restart, {len(again)} of them again")
-    assert len(again) <= 200, f"too many redelivered copies: {len(again)}"
 
 
 def number(text: str) -> int:

@@ -142,7 +142,7 @@ def test_receipts_and_markers_to_online_and_offline_sender(server: XmppdServer) 
         await g.close()
         (m,) = await h.messages(1)
         assert body(m) == "bye"
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(1)
         await h.send(f"<message to='grace@localhost/mobile' id='rc2'>"
                      f"<received xmlns='{RECEIPTS}' id='r2'/></message>")
         await h.send(f"<message to='grace@localhost/mobile' type='chat' id='mk2'>"
@@ -289,6 +289,7 @@ def test_resumption_after_dropped_connection_loses_and_duplicates_nothing(
 def test_resumption_timeout_sends_unacked_to_offline_storage(server: XmppdServer) -> None:
     async def main() -> None:
         a = SMClient(server.c2s, "alice", "pw", "flaky", ack_each=False)
+        a.mute = True  # never acknowledges: the message stays in the session's queue
         raw = a.raw = await a._authenticate()
         a.jid = await raw.bind("flaky")
         await raw.send(f"<enable xmlns='{SM}' resume='true' max='1'/>")

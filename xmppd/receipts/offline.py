@@ -83,6 +83,9 @@ class Offline(Module):
             store.hash_retry_key(retry_key(el, ev.from_jid, bare)), int(now * 1e6),
             to_text(el), self.limit(ev)))
         fut.add_done_callback(lambda f: self._stored(f, ev))
+        sm = getattr(ev.origin, "sm", None)
+        if sm is not None and sm.durable:
+            sm.hold(fut, ev.origin)  # the sender's ack waits for the stored copy
         return True
 
     def new_key(self) -> str:
