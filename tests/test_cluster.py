@@ -272,3 +272,114 @@ def test_rooms_are_sharded_and_survive_their_node(make_server: MakeServer, redis
         held = [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes[:2]]
         assert sorted(held, key=len) == [[], [room]]
     run(main(), timeout=120)
+
+
+def test_no_acknowledged_message_is_lost_when_a_node_dies(
+        make_server: MakeServer, redis_server: RedisServer, tmp_path: Path) -> None:
+    """Messages flow to users on node2; node2 is killed; every message the sender saw
+    acknowledged reaches the recipients when they log in again elsewhere, once each."""
+    from helpers.smclient import SMClient, body, stanza_id
+
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True,
+                   capture_output=True)
+    shared_db = str(tmp_path / "shared.db")
+    nodes = []
+    for i in range(3):
+        nodes.append(make_server(config={
+            "sm_db_type": "redis", "redis_server": "127.0.0.1", "redis_port": redis_server.port,
+            "node_name": f"node{i}@test", "sql_database": shared_db},
+            modules={"mod_stream_mgmt": {"resume_timeout": 60}, "mod_ping": {}}))
+    for u in ("sender", "r1", "r2"):
+        nodes[0].register(u, "pw")
+    for n in nodes:
+        n.start()
+    n = 150
+
+    async def main() -> None:
+        sender = await SMClient(nodes[0].c2s, "sender", "pw", "s").connect()
+        r1 = SMClient(nodes[2].c2s, "r1", "pw", "a")
+        r2 = SMClient(nodes[2].c2s, "r2", "pw", "b")
+        for r in (r1, r2):
+            r.mute = True  # they receive, but never acknowledge
+            await r.connect()
+        await _settle()
+        for i in range(n):
+            to = "r1" if i % 2 == 0 else "r2"
+            await sender.send(f"<message to='{to}@localhost' type='chat' id='m{i}'>"
+                              f"<body>{i}</body></message>")
+        await sender.wait_acked(timeout=30)
+        acked = [str(i) for i in range(n)]
+        # the recipients' node dies with everything they did not acknowledge
+        await r1.messages(1, timeout=10)
+        nodes[2].kill()
+        for _ in range(100):
+            if all("node2@test" not in s.ctl("cluster_nodes").stdout for s in nodes[:2]):
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(1.0)
+        got: dict[str, list[str]] = {}
+        for name, parity in (("r1", 0), ("r2", 1)):
+            again = await SMClient(nodes[1].c2s, name, "pw", "again").connect()
+            want = [x for x in acked if int(x) % 2 == parity]
+            msgs = await again.messages(len(want), timeout=30)
+            extra = [m for m in await again.quiet(1.0) if m.tag == C + "message"]
+            ids = [stanza_id(m) for m in msgs + extra]
+            assert len(ids) == len(set(ids)), "a message arrived twice"
+            got[name] = [body(m) or "" for m in msgs + extra]
+            assert got[name] == want, f"{name}: {got[name]} != {want}"
+            await again.close()
+        await sender.close()
+    run(main(), timeout=240)
+
+
+def test_carbons_receipts_and_markers_across_nodes(
+        make_server: MakeServer, redis_server: RedisServer, tmp_path: Path) -> None:
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True,
+                   capture_output=True)
+    shared_db = str(tmp_path / "shared.db")
+    nodes = []
+    for i in range(3):
+        nodes.append(make_server(config={
+            "sm_db_type": "redis", "redis_server": "127.0.0.1", "redis_port": redis_server.port,
+            "node_name": f"node{i}@test", "sql_database": shared_db},
+            modules={"mod_carboncopy": {}, "mod_receipts": {}, "mod_offline": {},
+                     "mod_stanza_id": {}, "mod_ping": {}}))
+    for u in ("alice", "bob"):
+        nodes[0].register(u, "pw")
+    for n in nodes:
+        n.start()
+    carbons = "urn:xmpp:carbons:2"
+    fwd = "{urn:xmpp:forward:0}forwarded"
+
+    async def main() -> None:
+        a1 = RawClient(nodes[0].c2s_tls, tls=True)
+        a2 = RawClient(nodes[1].c2s_tls, tls=True)
+        bob = RawClient(nodes[2].c2s_tls, tls=True)
+        await a1.login("alice", "pw", "phone")
+        await a2.login("alice", "pw", "laptop")
+        await bob.login("bob", "pw", "b")
+        for c in (a1, a2):
+            await c.send(f"<iq type='set' id='cc'><enable xmlns='{carbons}'/></iq>")
+            await c.recv_until(lambda e: e.get("id") == "cc")
+        await _settle()
+        # alice writes from her phone: bob gets it, her laptop gets a sent carbon
+        await a1.send("<message to='bob@localhost' type='chat' id='m1'><body>hi</body>"
+                      "<request xmlns='urn:xmpp:receipts'/><markable xmlns='urn:xmpp:chat-markers:0'/>"
+                      "</message>")
+        m = await bob.recv_until(lambda e: e.tag == C + "message")
+        assert m.findtext(C + "body") == "hi"
+        sent = await a2.recv_until(lambda e: e.find(f"{{{carbons}}}sent") is not None)
+        assert sent.find(f"{{{carbons}}}sent/{fwd}/{C}message/{C}body").text == "hi"  # type: ignore[union-attr]
+        # bob's receipt goes to the phone, and his read marker is carbon-copied to the laptop
+        await bob.send("<message to='alice@localhost/phone' id='r1'>"
+                       "<received xmlns='urn:xmpp:receipts' id='m1'/></message>")
+        r = await a1.recv_until(lambda e: e.find("{urn:xmpp:receipts}received") is not None)
+        assert r.get("from") == "bob@localhost/b"
+        await bob.send("<message to='alice@localhost/phone' type='chat' id='d1'>"
+                       "<displayed xmlns='urn:xmpp:chat-markers:0' id='m1'/></message>")
+        d = await a1.recv_until(lambda e: e.find("{urn:xmpp:chat-markers:0}displayed") is not None)
+        assert d.get("from") == "bob@localhost/b"
+        marker = f"{{{carbons}}}received/{fwd}/{C}message/{{urn:xmpp:chat-markers:0}}displayed"
+        rc = await a2.recv_until(lambda e: e.find(marker) is not None)
+        assert rc.get("from") == "alice@localhost"
+    run(main(), timeout=120)

@@ -302,9 +302,9 @@ class Server:
                 elif idle > conn.listen.idle_timeout:
                     stream.stream_error("connection-timeout", "idle for too long")
 
-    def _remote_delivery(self, payload: bytes) -> None:
+    def _remote_delivery(self, payload: bytes) -> Any:
         from .cluster.node import handle_payload
-        handle_payload(self, payload)
+        return handle_payload(self, payload)
 
     # -- helpers for modules -----------------------------------------------------
     def owner_of(self, key: str) -> str:

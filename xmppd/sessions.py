@@ -48,10 +48,32 @@ class RemoteSession:
     def node(self) -> str:
         return self.entry.node
 
+    @property
+    def flags(self) -> frozenset[str]:
+        return self.entry.flags
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, RemoteSession) and other.entry.jid == self.entry.jid
+
+    def __hash__(self) -> int:
+        return hash(self.entry.jid)
+
     def send(self, stanza: Element) -> None:
         from .cluster.envelope import deliver
-        hops = getattr(self.backend, "hops", 0)
-        self.backend.send(self.entry.node, deliver(self.entry.jid, stanza, hops))
+        backend = self.backend
+        hops = getattr(backend, "hops", 0)
+        fut = backend.send(self.entry.node, deliver(self.entry.jid, stanza, hops))
+        handing = getattr(backend, "on_handing", None)
+        if fut is not None and handing is not None:
+            handing(stanza, fut)  # the journal keeps its copy until the node has it
+
+
+def flags_of(session: Any) -> frozenset[str]:
+    """What a session (local or on another node) enabled, e.g. ``carbons``."""
+    if isinstance(session, RemoteSession):
+        return session.entry.flags
+    data = getattr(session, "data", None)
+    return frozenset(data.get("flags", ())) if data else frozenset()
 
 
 class SessionRegistry:
@@ -77,7 +99,8 @@ class SessionRegistry:
             self.backend.send(remote.node, kick(jid, "conflict"))
         self.local[jid] = session
         self.by_bare.setdefault(jid.bare, []).append(session)
-        self.backend.publish(SessionEntry(jid, self.node, session.priority, session.available))
+        self.backend.publish(SessionEntry(jid, self.node, session.priority, session.available,
+                                          flags=flags_of(session)))
         return old
 
     def remove(self, session: Any) -> bool:
@@ -97,7 +120,19 @@ class SessionRegistry:
         """Priority or availability changed."""
         jid, prio, avail = session.jid, session.priority, session.available
         if self.local.get(jid) is session:
-            self.backend.publish(SessionEntry(jid, self.node, prio, avail))
+            self.backend.publish(SessionEntry(jid, self.node, prio, avail,
+                                              flags=flags_of(session)))
+
+    def set_flag(self, session: Any, flag: str, on: bool = True) -> None:
+        """Turn a session flag on or off, and tell the other nodes."""
+        flags = session.data.setdefault("flags", set())
+        if (flag in flags) == on:
+            return
+        if on:
+            flags.add(flag)
+        else:
+            flags.discard(flag)
+        self.changed(session)
 
     def get(self, full: JID) -> Optional[Any]:
         s = self.local.get(full)

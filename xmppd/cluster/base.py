@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import Any, Optional, Protocol
 
 from ..jid import JID
 
@@ -25,13 +25,15 @@ class SessionEntry:
     priority: int = 0
     available: bool = False
     since: float = 0.0  # when the session was bound (the newer login wins a conflict)
+    flags: frozenset[str] = frozenset()  # what the session enabled (e.g. "carbons")
 
 
 class ClusterBackend(Protocol):
     node: str
 
-    async def start(self, deliver: Callable[[bytes], None]) -> None:
-        """Start; ``deliver(payload)`` receives payloads sent to this node."""
+    async def start(self, deliver: Callable[[bytes], Any]) -> None:
+        """Start; ``deliver(payload)`` receives payloads sent to this node (it may
+        return an awaitable: the payload counts as handled when it completes)."""
 
     async def stop(self) -> None: ...
 
@@ -46,8 +48,8 @@ class ClusterBackend(Protocol):
 
     def remote_session(self, full: JID) -> Optional[SessionEntry]: ...
 
-    def send(self, node: str, payload: bytes) -> None:
-        """Hand ``payload`` to ``node``."""
+    def send(self, node: str, payload: bytes) -> Any:
+        """Hand ``payload`` to ``node``; may return a future of whether it was taken."""
 
     def nodes(self) -> list[str]:
         """Live nodes, this one included."""

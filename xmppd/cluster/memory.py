@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Optional
+from typing import Any, Optional
 
 from ..jid import JID
 from .base import SessionEntry
@@ -13,7 +13,7 @@ class MemoryBackend:
     def __init__(self, node: str = "local") -> None:
         self.node = node
 
-    async def start(self, deliver: Callable[[bytes], None]) -> None:
+    async def start(self, deliver: Callable[[bytes], Any]) -> None:
         return None
 
     async def stop(self) -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..jid import JID, JIDError
 from ..stanza import MESSAGE, StanzaError, StanzaEvent
+from ..xml import Element
 from ..xmlstream import StreamError, parse_stanza
 from .base import SessionEntry
 from .envelope import MAX_HOPS, unpack
@@ -28,8 +31,9 @@ def attach(server: Server) -> None:
         if s is not None:
             s.replaced()
 
-    def node_down(node: str) -> None:
-        server.hooks.fire_all("cluster/node-down", node)
+    def node_down(node: str) -> Optional[Awaitable[Any]]:
+        waits = server.hooks.fire_all("cluster/node-down", node)
+        return asyncio.gather(*waits, return_exceptions=True) if waits else None
 
     def nodes_changed() -> None:
         server.hooks.fire_all("cluster/nodes-changed", server)
@@ -52,6 +56,10 @@ def attach(server: Server) -> None:
                                                  "the cluster could not hand the stanza over"),
                                  el.tag.split("}")[-1], el.attrs.get("type"))
 
+    def handing(stanza: Element, fut: Any) -> None:
+        server.hooks.fire_all("cluster/handing", stanza, fut)
+
+    backend.on_handing = handing
     backend.on_conflict = conflict
     backend.on_node_down = node_down
     backend.on_nodes_changed = nodes_changed
@@ -68,13 +76,14 @@ def _reroute(server: Server, el: object, hops: int) -> None:
         backend.hops = prev
 
 
-def handle_payload(server: Server, payload: bytes) -> None:
+def handle_payload(server: Server, payload: bytes) -> Optional[Awaitable[Any]]:
+    """Handle a payload from another node; an awaitable means: not done until it is."""
     env = unpack(payload)
     if env.kind == "K":
         try:
             s = server.sessions.get_local(JID.parse(env.target))
         except JIDError:
-            return
+            return None
         if s is not None:
             reason = env.body.decode(errors="replace")
             if reason == "conflict":
@@ -82,23 +91,27 @@ def handle_payload(server: Server, payload: bytes) -> None:
             else:
                 s.stream_error("policy-violation", reason)
                 s.ended("kicked")
-        return
+        return None
     try:
         el = parse_stanza(env.body)
     except StreamError as e:
         log.warning("cluster: dropping an unreadable payload: %s", e)
-        return
+        return None
     if env.kind == "R":
         _reroute(server, el, env.hops + 1)
-        return
+        return None
     try:
         full = JID.parse(env.target)
     except JIDError:
-        return
+        return None
     session = server.sessions.get_local(full)
     if session is not None:
+        # the journal keeps a copy until the client acknowledges it (if it can)
+        keep = server.hooks.fire_all("cluster/arrived", session, el)
         session.send(el)
-        return
+        if keep:
+            return asyncio.gather(*keep)
+        return None
     # the session moved or ended while the stanza travelled
     if env.hops < MAX_HOPS:
         _reroute(server, el, env.hops + 1)
@@ -106,7 +119,8 @@ def handle_payload(server: Server, payload: bytes) -> None:
         try:
             frm = JID.parse(el.attrs.get("from", ""))
         except JIDError:
-            return
+            return None
         ev = StanzaEvent(server, el, None, frm, full, "message",
                          el.attrs.get("type", "normal"), full.domain)
         server.hooks.fire("message/offline", ev)
+    return None

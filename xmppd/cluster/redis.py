@@ -35,13 +35,15 @@ MAX_PENDING = 100_000
 
 
 def _encode(e: SessionEntry) -> str:
-    return "%d|%d|%.6f" % (e.priority, 1 if e.available else 0, e.since)
+    return "%d|%d|%.6f|%s" % (e.priority, 1 if e.available else 0, e.since,
+                              ",".join(sorted(e.flags)))
 
 
 def _decode(node: str, full: str, value: str) -> Optional[SessionEntry]:
     try:
-        prio, avail, since = value.split("|")
-        return SessionEntry(JID.parse(full), node, int(prio), avail == "1", float(since))
+        prio, avail, since, flags = value.split("|")
+        return SessionEntry(JID.parse(full), node, int(prio), avail == "1", float(since),
+                            frozenset(f for f in flags.split(",") if f))
     except (ValueError, JIDError):
         return None
 
@@ -67,14 +69,14 @@ class RedisBackend:
         self._alive: set[str] = {node}
         self._ops: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
-        self._deliver: Callable[[bytes], None] = lambda p: None
+        self._deliver: Callable[[bytes], Any] = lambda p: None
         self.on_conflict: Callable[[SessionEntry], None] = lambda e: None
-        self.on_node_down: Callable[[str], None] = lambda n: None
+        self.on_node_down: Callable[[str], Any] = lambda n: None
         self.on_send_failed: Callable[[str, bytes], None] = lambda n, p: None
         self.on_nodes_changed: Callable[[], None] = lambda: None
 
     # -- lifecycle -------------------------------------------------------------
-    async def start(self, deliver: Callable[[bytes], None]) -> None:
+    async def start(self, deliver: Callable[[bytes], Any]) -> None:
         import redis.asyncio as aioredis
 
         self._deliver = deliver
@@ -131,11 +133,14 @@ class RedisBackend:
     def remote_session(self, full: JID) -> Optional[SessionEntry]:
         return self._by_full.get(full)
 
-    def send(self, node: str, payload: bytes) -> None:
+    def send(self, node: str, payload: bytes) -> Optional[asyncio.Future[bool]]:
+        """Queue ``payload`` for ``node``; the future says whether Redis took it."""
         if node not in self._alive:
             self.on_send_failed(node, payload)
-            return
-        self._enqueue(("xadd", node, payload, 0))
+            return None
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._enqueue(("xadd", node, payload, 0, fut))
+        return fut
 
     def nodes(self) -> list[str]:
         return sorted(self._alive)
@@ -149,9 +154,15 @@ class RedisBackend:
 
     def _enqueue(self, op: tuple[Any, ...]) -> None:
         if self._ops.qsize() >= MAX_PENDING and op[0] == "xadd":
-            self.on_send_failed(op[1], op[2])
+            self._give_up(op)
             return
         self._ops.put_nowait(op)
+
+    def _give_up(self, op: tuple[Any, ...]) -> None:
+        fut = op[4]
+        if not fut.done():
+            fut.set_result(False)
+        self.on_send_failed(op[1], op[2])
 
     async def _publish_change(self, op: str, full: str, entry: Optional[SessionEntry]) -> None:
         value = _encode(entry) if entry is not None else ""
@@ -251,12 +262,16 @@ class RedisBackend:
                 if op[0] == "xadd":
                     attempt = op[3] + 1
                     if attempt > RETRIES:
-                        self.on_send_failed(op[1], op[2])
+                        self._give_up(op)
                         continue
                     asyncio.get_running_loop().call_later(
-                        0.05 * 2 ** attempt, self._enqueue, ("xadd", op[1], op[2], attempt))
+                        0.05 * 2 ** attempt, self._enqueue, ("xadd", op[1], op[2], attempt, op[4]))
                 else:
                     asyncio.get_running_loop().call_later(0.5, self._enqueue, op)
+            return
+        for op in batch:
+            if op[0] == "xadd" and not op[4].done():
+                op[4].set_result(True)
 
     async def _listen(self) -> None:
         while True:
@@ -310,6 +325,7 @@ class RedisBackend:
                     return
                 continue
             ids = []
+            pending = []
             for _key, entries in res:
                 for entry_id, fields in entries:
                     ids.append(entry_id)
@@ -318,9 +334,17 @@ class RedisBackend:
                     if payload is None:
                         continue
                     try:
-                        self._deliver(payload)
+                        wait = self._deliver(payload)
                     except Exception:
                         log.exception("cluster: handling a payload failed")
+                        continue
+                    if wait is not None:
+                        pending.append(wait)
+            if pending:
+                # what must be stored here first (the journal) is, before Redis forgets it
+                for res_ in await asyncio.gather(*pending, return_exceptions=True):
+                    if isinstance(res_, Exception):
+                        log.warning("cluster: storing a handed-over stanza failed: %s", res_)
             if ids:
                 await r.xdel(key, *ids)
 
@@ -360,7 +384,9 @@ class RedisBackend:
             return
         await r.srem(PREFIX + "nodes", node)
         await r.delete(self._dir_key(node))
-        self.on_node_down(node)
+        wait = self.on_node_down(node)
+        if wait is not None:
+            await wait  # the dead node's journal first: it holds the older messages
         task = asyncio.ensure_future(self._drain_dead(node))
         self._tasks.append(task)
 

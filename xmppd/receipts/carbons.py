@@ -14,6 +14,7 @@ from typing import Any
 from ..delivery import best_resources
 from ..jid import JID
 from ..moduleapi import Module, hook, iq_handler
+from ..sessions import flags_of
 from ..stanza import BODY, MESSAGE, StanzaEvent
 from ..xml import Element
 from .common import CHATSTATES_NS, MARKERS_NS, RECEIPTS_NS, hint
@@ -61,20 +62,22 @@ class Carbons(Module):
     @iq_handler("set", NS, "enable", dest="self")
     def enable(self, ev: StanzaEvent) -> None:
         if ev.origin is not None and hasattr(ev.origin, "data"):
-            ev.origin.data[KEY] = True
+            self.server.sessions.set_flag(ev.origin, KEY, True)
         return None
 
     @iq_handler("set", NS, "disable", dest="self")
     def disable(self, ev: StanzaEvent) -> None:
         if ev.origin is not None and hasattr(ev.origin, "data"):
-            ev.origin.data.pop(KEY, None)
+            self.server.sessions.set_flag(ev.origin, KEY, False)
         return None
 
     def _copies(self, user: JID, skip: list[Any], direction: str, el: Element) -> None:
-        for s in self.server.sessions.local_resources(user):
-            if s in skip or not s.data.get(KEY) or not s.available:
+        """Copies for the user's other resources that enabled carbons, on any node."""
+        skipped = {s.jid for s in skip}
+        for s in self.server.sessions.resources(user):
+            if s.jid in skipped or KEY not in flags_of(s) or not s.available:
                 continue
-            s.send(wrap(direction, el, user, s.jid_str))
+            s.send(wrap(direction, el, user, str(s.jid)))
 
     @hook("pre-message/bare", 95)
     @hook("pre-message/full", 95)

@@ -35,6 +35,7 @@ from sqlalchemy import (
     delete,
     insert,
     select,
+    text,
 )
 from sqlalchemy.engine import Connection
 
@@ -58,13 +59,30 @@ journal = Table(
     Column("msg_key", String(191), nullable=False),
     Column("created_at", BigInteger, nullable=False),  # microseconds since the epoch
     Column("xml", Text, nullable=False),
+    Column("node", String(255), nullable=False, server_default=""),
     Index("journal_key", "msg_key"),
 )
 
 
 @migration("journal", 1, "message_journal table")
 def _v1(conn: Connection) -> None:
-    meta.create_all(conn, tables=[journal])
+    v1 = Table(
+        "message_journal", MetaData(),
+        Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True,
+               autoincrement=True),
+        Column("server_host", String(255), nullable=False),
+        Column("msg_key", String(191), nullable=False),
+        Column("created_at", BigInteger, nullable=False),
+        Column("xml", Text, nullable=False),
+        Index("journal_key", "msg_key"),
+    )
+    v1.create(conn)
+
+
+@migration("journal", 2, "message_journal.node: which cluster node holds the copy")
+def _v2(conn: Connection) -> None:
+    conn.execute(text("ALTER TABLE message_journal ADD COLUMN node VARCHAR(255) "
+                      "NOT NULL DEFAULT ''"))
 
 
 class Journal(Module):
@@ -100,17 +118,61 @@ class Journal(Module):
         key = stanza_id(el, str(ev.to_jid.bare))
         if key is None:
             return None
+        sm.hold(self._keep(key, el), origin)
+        return None
+
+    def _keep(self, key: str, el: Element) -> asyncio.Future[Any]:
+        """Append a copy (group commit); the future is done when it is durable."""
         loop = asyncio.get_running_loop()
         self.live[key] = 0
-        self._rows.append({"server_host": self.host, "msg_key": key,
+        self._rows.append({"server_host": self.host, "msg_key": key, "node": self.server.node,
                            "created_at": int(time.time() * 1e6), "xml": to_text(el)})
         fut = self._rows_fut
         if fut is None:
             fut = self._rows_fut = loop.create_future()
             loop.call_soon(self._write)
-        sm.hold(fut, origin)
         loop.call_soon(self._settle, key)
+        return fut
+
+    # -- across cluster nodes ------------------------------------------------
+    @hook("cluster/handing", 0)
+    def handing(self, stanza: Element, fut: asyncio.Future[Any]) -> None:
+        """Our copy stays until the other node's Redis queue has the message."""
+        if not self.live:
+            return None
+        sid = any_stanza_id(stanza)
+        if sid is None or sid[1] not in self.live:
+            return None
+        key = sid[1]
+        self.live[key] += 1
+
+        def done(_f: asyncio.Future[Any]) -> None:
+            if key in self.live:
+                self.live[key] -= 1
+                self._settle(key)
+        fut.add_done_callback(done)
         return None
+
+    @hook("cluster/arrived", 0)
+    def arrived(self, session: Any, stanza: Element) -> Optional[asyncio.Future[Any]]:
+        """A message from another node for a local session: keep a copy here until
+        the client acknowledges it, so that it survives this node dying."""
+        if session.host != self.host or stanza.tag != "{jabber:client}message" \
+                or stanza.attrs.get("type") in SKIP_TYPES:
+            return None
+        sm = getattr(session, "sm", None)
+        if sm is None or not sm.durable:
+            return None
+        sid = any_stanza_id(stanza)
+        if sid is None or sid[1] in self.live:
+            return None
+        return self._keep(sid[1], stanza)
+
+    @hook("cluster/node-down", 0)
+    def node_down(self, node: str) -> Any:
+        """This node took over a dead node: route what its journal still holds (the
+        takeover waits for it, then routes what is left in the node's Redis queue)."""
+        return self.replay(node)
 
     def _write(self) -> None:
         rows, self._rows = self._rows, []
@@ -145,8 +207,11 @@ class Journal(Module):
     def _flush_deletes(self) -> None:
         keys, self._deletes = self._deletes, []
         if keys:
+            # only this node's copies: another node may hold the same message for
+            # its own recipient (a cluster hand-over)
+            mine = (self.server.node, "")
             self.db.batch.submit(lambda conn: conn.execute(
-                delete(journal).where(journal.c.msg_key.in_(keys))))
+                delete(journal).where(journal.c.msg_key.in_(keys), journal.c.node.in_(mine))))
 
     @hook("sm/queued", 0)
     def queued(self, session: Any, stanza: Element) -> None:
@@ -178,14 +243,16 @@ class Journal(Module):
 
     # -- after a crash --------------------------------------------------------
     async def _ready(self, server: Any) -> None:
-        await self.replay()
+        await self.replay(self.server.node)
 
-    async def replay(self) -> int:
-        """Route again what the last run left in the journal (to offline storage)."""
+    async def replay(self, node: str) -> int:
+        """Route again what ``node``'s last run left in the journal (to offline storage)."""
         host = self.host
+        nodes = (node, "") if node == self.server.node else (node,)
         rows = await self.db.run(lambda conn: [tuple(r) for r in conn.execute(
             select(journal.c.seq, journal.c.created_at, journal.c.xml)
-            .where(journal.c.server_host == host).order_by(journal.c.seq))])
+            .where(journal.c.server_host == host, journal.c.node.in_(nodes))
+            .order_by(journal.c.seq))])
         if not rows:
             return 0
         for _seq, created, xml in rows:
@@ -200,6 +267,6 @@ class Journal(Module):
         await self.db.batch.flush()
         last = rows[-1][0]
         await self.db.run(lambda conn: conn.execute(delete(journal).where(
-            journal.c.server_host == host, journal.c.seq <= last)))
+            journal.c.server_host == host, journal.c.node.in_(nodes), journal.c.seq <= last)))
         log.info("journal: routed again %d messages accepted before a crash", len(rows))
         return len(rows)
