@@ -183,7 +183,8 @@ class S2SManager:
             for s in list(self.incoming):
                 if not s.authed and now - s.created > self.negotiation_timeout:
                     s.stream_error("connection-timeout", "negotiation took too long")
-                elif now - s.last_recv > self.idle_timeout:
+                elif now - s.last_recv > 2 * self.idle_timeout:
+                    # the sending side closes first (after s2s_timeout): nothing in flight
                     s.stream_error("connection-timeout", "idle for too long")
             for out in list(self.outgoing.values()):
                 if out.state == ESTABLISHED and now - out.last_used > self.idle_timeout:
