@@ -21,9 +21,13 @@ FEATURE = b"<dialback xmlns='urn:xmpp:features:dialback'><errors/></dialback>"
 
 
 def make_key(secret: bytes, receiving: str, originating: str, stream_id: str) -> str:
-    """XEP-0185: HMAC-SHA256(SHA256(secret), receiving ' ' originating ' ' stream id)."""
+    """XEP-0185: HMAC-SHA256(SHA256(secret), receiving ' ' originating ' ' stream id).
+
+    The HMAC key is the hex form of SHA256(secret), as in the XEP's examples.
+    """
     msg = f"{receiving} {originating} {stream_id}".encode()
-    return hmac.new(hashlib.sha256(secret).digest(), msg, hashlib.sha256).hexdigest()
+    return hmac.new(hashlib.sha256(secret).hexdigest().encode(), msg,
+                    hashlib.sha256).hexdigest()
 
 
 def key_matches(secret: bytes, receiving: str, originating: str, stream_id: str,
