@@ -74,6 +74,8 @@ def test_resolver_against_a_real_dns_server() -> None:
             assert await r.targets("missing.test") == [Target("missing.test", 5269)]
             with pytest.raises(NoService):
                 await r.targets("none.test")
+            with pytest.raises(NoService):  # RFC 6761: never looked up
+                await r.targets("x.invalid")
             # s2s_hosts wins without any query
             n = len(dns.queries)
             assert await r.targets("static.test") == [Target("127.0.0.9", 7000)]

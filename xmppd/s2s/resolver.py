@@ -82,6 +82,8 @@ class Resolver:
         static = self.overrides.get(domain)
         if static is not None:
             return [Target(static["host"], static["port"])]
+        if domain == "invalid" or domain.endswith(".invalid"):
+            raise NoService(f"{domain} is under .invalid, which never resolves (RFC 6761)")
         records = await self._srv(domain)
         if records is None:
             return [Target(domain, self.default_port)]
