@@ -138,6 +138,11 @@ class Server:
         await self.sessions.backend.start(self._remote_delivery)
         for host, mods in plan.items():
             await self._load_host_modules(self.hosts[host], mods)
+        # modules finish start-up work that needs every host loaded (the journal
+        # routes what a crash left behind) before the listeners open
+        for res in self.hooks.fire_all("server/ready", self):
+            if asyncio.iscoroutine(res) or isinstance(res, asyncio.Future):
+                await res
         self._tasks.append(asyncio.ensure_future(self._sweep()))
         self._tasks.append(asyncio.ensure_future(self.load.run()))
         if listen:
@@ -239,6 +244,7 @@ class Server:
             except (TimeoutError, Exception):
                 pass
         if self.db is not None:
+            await self.db.flush()
             await asyncio.get_running_loop().run_in_executor(None, self.db.close)
         log.info("stopped")
 

@@ -54,6 +54,7 @@ class Connection(Protocol):
 
     secure: bool
     peer_ip: str
+    stream: Any  # the C2SStream fed by this connection (replaced on resumption)
 
     @property
     def framing(self) -> Framing: ...
@@ -165,6 +166,9 @@ class C2SStream:
         state = self.state
         if isinstance(ev, Element):
             if state == BOUND:
+                sm = self.sm
+                if sm is not None and ev.tag[1:14] == "jabber:client":
+                    sm.on_receive(self)  # XEP-0198: count inbound stanzas
                 if ev.tag == IQ and self._bind_iq(ev):
                     return None
                 if ev.tag[1:14] == "jabber:client":
@@ -184,6 +188,7 @@ class C2SStream:
             self._open(ev)
             return None
         if isinstance(ev, StreamClose):
+            self.closing = True  # a clean close ends the session (no resumption)
             self.close()
         return None
 
@@ -354,6 +359,36 @@ class C2SStream:
     def write_raw(self, data: bytes) -> None:
         if self.state != CLOSED:
             self.conn.write(data)
+
+    def adopt(self, new: C2SStream) -> None:
+        """Stream resumption (XEP-0198): go on with this session on ``new``'s connection.
+
+        ``new`` authenticated on a fresh connection and asked to resume this
+        session; the session object (in the registry, with its presence and
+        module state) stays, only the transport changes. ``new`` is left
+        closed on this session's old connection, which is closed if it is
+        still open. Input that ``new`` had queued is processed here next.
+        """
+        old_conn, conn = self.conn, new.conn
+        queued, new.queue = new.queue, []
+        new.conn, conn.stream = old_conn, self
+        old_conn.stream = new
+        new.state = CLOSED
+        self.conn = conn
+        self.listen = new.listen
+        self.stream_id = new.stream_id
+        self.state = BOUND
+        self.closing = False
+        self.busy = False
+        self.last_recv = time.monotonic()
+        old_conn.close()
+
+        def go_on() -> None:
+            if self.conn is conn and self.state == BOUND:
+                conn.resume_reading()
+                if queued:
+                    self._process(queued)
+        asyncio.get_running_loop().call_soon(go_on)
 
     # -- closing -------------------------------------------------------------
     def stream_error(self, condition: str, text: Optional[str] = None) -> None:

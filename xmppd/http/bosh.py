@@ -399,11 +399,11 @@ class BoshManager:
         peer = Peer(self.server, self.listen, request)
         session = BoshSession(self, peer, rid, attrs, self.options(host))
         server = self.server
-        admitted = server.admit_connection(session)
-        if not admitted or not peer.may_login:
+        refused = server.admit_connection(session)
+        if refused is not None or not peer.may_login:
             server.release_connection(session)
             log.info("BOSH session refused to %s: %s", peer.ip,
-                     "too many sessions" if not admitted else "login over plain HTTP")
+                     refused if refused is not None else "login over plain HTTP")
             return terminate("policy-violation")
         self.sessions[session.sid] = session
         server.connections.add(session)

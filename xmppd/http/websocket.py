@@ -219,10 +219,10 @@ def add_websocket(server: Server, listen: ListenConfig, path: str, app: web.Appl
         peer = Peer(server, listen, request)
         conn = WebSocketConnection(server, view, ws, request.transport, peer)
         server.connections.add(conn)
-        admitted = server.admit_connection(conn)
+        refused = server.admit_connection(conn)
         try:
-            if not admitted:
-                conn.stream.stream_error("policy-violation", "too many connections")
+            if refused is not None:
+                conn.stream.stream_error("policy-violation", refused)
             elif not peer.may_login:
                 conn.stream.stream_error("policy-violation", PLAIN_REFUSED)
             await conn.run()
