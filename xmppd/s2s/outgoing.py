@@ -77,6 +77,7 @@ class S2SOut(S2SStream):
         self.stanzas_out = 0
         self.connected_to = ""
         self._timer: Optional[asyncio.TimerHandle] = None
+        self._out: list[bytes] = []
         self._task = asyncio.ensure_future(self._connect())
 
     # -- sending -----------------------------------------------------------
@@ -86,8 +87,11 @@ class S2SOut(S2SStream):
             return False
         self.last_used = time.monotonic()
         if self.state == ESTABLISHED:
-            assert self.conn is not None
-            self.conn.write(wire(el))
+            # stanzas of one event-loop turn go out in one write (one TLS record)
+            out = self._out
+            out.append(wire(el))
+            if len(out) == 1:
+                asyncio.get_running_loop().call_soon(self._flush)
             self.stanzas_out += 1
             return True
         if len(self.queue_out) >= self.manager.max_queue:
@@ -96,6 +100,15 @@ class S2SOut(S2SStream):
             return True
         self.queue_out.append(el)
         return True
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if out and self.conn is not None:
+            self.conn.write(b"".join(out))
+
+    def close(self) -> None:
+        self._flush()
+        super().close()
 
     def request_verify(self, stream_id: str, key: str) -> asyncio.Future[str]:
         """Ask the remote (authoritative) server whether it issued ``key``."""
