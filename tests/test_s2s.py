@@ -332,3 +332,47 @@ def test_config_errors_name_the_s2s_option() -> None:
         assert str(e.value).startswith(path + ":"), str(e.value)
     ok = parse_config({"s2s_hosts": {"B.Test": "10.1.2.3"}})
     assert ok["s2s_hosts"] == {"b.test": {"host": "10.1.2.3", "port": 5269}}
+
+
+def test_remote_user_in_a_group_chat(make_server: Callable[..., XmppdServer]) -> None:
+    """bob@b.test joins a room on conference.a.test: the room's domain federates too."""
+    from helpers.muc import MucSlix
+
+    a, b = federated_pair(make_server)
+    a.config["modules"]["mod_muc"] = {"host": "conference.@HOST@"}
+    a.write_config()
+    b.config["s2s_hosts"]["conference.a.test"] = {"host": "127.0.0.1", "port": a.s2s}
+    b.write_config()
+    a.register("alice", "pw", host="a.test")
+    b.register("bob", "pw", host="b.test")
+    a.start()
+    b.start()
+    room = "lobby@conference.a.test"
+
+    async def main() -> None:
+        alice = MucSlix("alice@a.test/m", "pw")
+        bob = MucSlix("bob@b.test/m", "pw")
+        await alice.login(a.c2s)
+        await bob.login(b.c2s)
+        await alice.join(room, "alice")
+        await alice.instant(room)
+        await bob.join(room, "bob")
+        await alice.presence_from(f"{room}/bob", timeout=20)
+        bob.send_message(mto=room, mbody="hello room", mtype="groupchat")
+        got = await alice.next_body(20)
+        assert got["body"] == "hello room" and str(got["from"]) == f"{room}/bob"
+        alice.send_message(mto=room, mbody="welcome", mtype="groupchat")
+        while True:
+            got = await bob.next_body(20)
+            if got["body"] == "welcome":
+                break
+        assert str(got["from"]) == f"{room}/alice"
+        await alice.logout()
+        await bob.logout()
+
+    run(main(), 120)
+    lines = s2s_connections(a)
+    assert any(line.startswith("out conference.a.test b.test tls dialback")
+               for line in lines), lines
+    assert any(line.startswith("in conference.a.test b.test tls dialback")
+               for line in lines), lines
