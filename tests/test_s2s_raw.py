@@ -206,3 +206,30 @@ def test_starttls_required(make_server: Callable[..., XmppdServer]) -> None:
         assert feats.find("{urn:xmpp:features:dialback}dialback") is not None
         await c.close()
     run(main())
+
+
+def test_connections_per_address(make_server: Callable[..., XmppdServer]) -> None:
+    srv = make_server(hosts=("a.test",))
+    srv.config["listen"][2].update({"max_sessions_per_ip": 2, "shaper": "fast"})
+    srv.config["shaper"] = {"fast": 50000}
+    srv.write_config()
+    srv.start()
+
+    async def main() -> None:
+        first = [await RawS2S(srv.s2s).connect() for _ in range(2)]
+        for c in first:
+            feats = await c.open_s2s("r.test", "a.test")
+            assert feats.tag == f"{{{STREAM}}}features"
+        third = await RawS2S(srv.s2s).connect()
+        await third.send("<stream:stream xmlns='jabber:server' xmlns:stream="
+                         f"'{STREAM}' from='q.test' to='a.test' version='1.0'>")
+        assert await third.stream_error() == "policy-violation"
+        await first[0].close()
+        for _ in range(50):  # once the server has seen the close, there is room again
+            again = await RawS2S(srv.s2s).connect()
+            el = await again.open_s2s("r.test", "a.test")
+            if el.tag == f"{{{STREAM}}}features":
+                break
+            await asyncio.sleep(0.1)
+        assert el.tag == f"{{{STREAM}}}features"
+    run(main())

@@ -38,9 +38,11 @@ AUTH_TAG = "{%s}auth" % SASL_NS
 
 
 class S2SIn(S2SStream):
-    def __init__(self, manager: S2SManager, conn: S2SConnection) -> None:
+    def __init__(self, manager: S2SManager, conn: S2SConnection,
+                 max_per_ip: float = float("inf")) -> None:
         super().__init__(manager, conn)
         self.conn: S2SConnection = conn
+        self.max_per_ip = max_per_ip
         self.local = ""                  # the domain in the header's 'to'
         self.remote = ""                 # the domain in the header's 'from'
         self.version1 = True
@@ -91,6 +93,9 @@ class S2SIn(S2SStream):
             attrs["to"] = frm
         self.header_sent = True
         self.conn.write(self.conn.framing.header(attrs))
+        if not self.local and not self.remote and \
+                self.manager.incoming_from(self.conn.peer_ip) > self.max_per_ip:
+            raise StreamError("policy-violation", "too many connections from your address")
         if ev.default_ns != "jabber:server":
             raise StreamError("invalid-namespace", "the content namespace must be jabber:server")
         if to and not manager.is_local(local):

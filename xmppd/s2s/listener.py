@@ -15,8 +15,8 @@ if TYPE_CHECKING:
 
 def _accept(server: Server, listen: ListenConfig) -> S2SConnection:
     manager = server.s2s
-    conn = S2SConnection(server, listen.max_stanza_size)
-    stream = S2SIn(manager, conn)
+    conn = S2SConnection(server, listen.max_stanza_size, server.shaper_for(listen.shaper))
+    stream = S2SIn(manager, conn, listen.max_sessions_per_ip)
     conn.stream = stream
     manager.incoming.add(stream)
     return conn

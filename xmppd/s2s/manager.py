@@ -156,6 +156,10 @@ class S2SManager:
     def incoming_authenticated(self, stream: S2SIn) -> None:
         pass
 
+    def incoming_from(self, ip: str) -> int:
+        """Incoming streams from one address (``max_sessions_per_ip``)."""
+        return sum(1 for s in self.incoming if s.conn.peer_ip == ip)
+
     def incoming_closed(self, stream: S2SIn) -> None:
         self.incoming.discard(stream)
 

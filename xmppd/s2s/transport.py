@@ -13,6 +13,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
+from ..shaper import TokenBucket
 from ..xmlstream import TCPFraming
 
 if TYPE_CHECKING:
@@ -31,8 +32,11 @@ class StreamMachine(Protocol):
 class S2SConnection(asyncio.Protocol):
     """One TCP connection carrying one s2s stream."""
 
-    def __init__(self, server: Server, max_stanza_size: float) -> None:
+    def __init__(self, server: Server, max_stanza_size: float,
+                 shaper: Optional[tuple[float, float]] = None) -> None:
         self.server = server
+        self.bucket = TokenBucket(*shaper) if shaper else None
+        self._shaped = False
         self.transport: Optional[asyncio.Transport] = None
         self.framing = TCPFraming(int(max_stanza_size) if max_stanza_size != float("inf")
                                   else 1 << 62, content_ns=SERVER_NS)
@@ -58,8 +62,20 @@ class S2SConnection(asyncio.Protocol):
             self.connected.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        bucket = self.bucket
+        if bucket is not None:
+            delay = bucket.consume(len(data))
+            if delay > 0 and not self._shaped:
+                # the listener's shaper: read more slowly, drop nothing
+                self._shaped = True
+                self._apply_reading()
+                asyncio.get_running_loop().call_later(delay, self._unshape)
         if self.stream is not None:
             self.stream.feed(data)
+
+    def _unshape(self) -> None:
+        self._shaped = False
+        self._apply_reading()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         if not self.connected.done():
@@ -99,20 +115,22 @@ class S2SConnection(asyncio.Protocol):
             self.transport.abort()
 
     def pause_reading(self) -> None:
-        self._set_reading(False)
+        self._paused = True
+        self._apply_reading()
 
     def resume_reading(self) -> None:
-        self._set_reading(True)
+        self._paused = False
+        self._apply_reading()
 
-    def _set_reading(self, on: bool) -> None:
+    def _apply_reading(self) -> None:
         t = self.transport
         if t is None or t.is_closing():
             return
         try:
-            if on:
-                t.resume_reading()
-            else:
+            if self._paused or self._shaped:
                 t.pause_reading()
+            else:
+                t.resume_reading()
         except (RuntimeError, AttributeError):
             pass
 
