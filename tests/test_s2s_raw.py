@@ -233,3 +233,20 @@ def test_connections_per_address(make_server: Callable[..., XmppdServer]) -> Non
             await asyncio.sleep(0.1)
         assert el.tag == f"{{{STREAM}}}features"
     run(main())
+
+
+def test_outgoing_needs_starttls_when_required(make_server: Callable[..., XmppdServer]
+                                               ) -> None:
+    """The scripted peer offers no STARTTLS: with s2s_use_starttls: required, no stream."""
+    async def main() -> None:
+        srv, peer = await start_with_peer(make_server, "valid", s2s_use_starttls="required")
+        alice = RawClient(srv.c2s_tls, tls=True, host="a.test")
+        await alice.login("alice", "pw", "r")
+        await alice.send("<message to='u@r.test' id='n1'><body>x</body></message>")
+        e = await alice.recv_until(lambda e: e.get("id") == "n1", 15)
+        assert e.get("type") == "error"
+        assert e.find(f"{{jabber:client}}error/{{{STANZAS}}}remote-server-not-found") is not None
+        assert peer.stanzas.empty()  # nothing was sent in the clear
+        await alice.close()
+        peer.stop()
+    run(main(), 90)
