@@ -91,6 +91,26 @@ def _v_trusted_proxies(value: Any, path: str) -> Any:
     return tuple(v_list(v_ip_network)(value, path))
 
 
+def _v_s2s_hosts(value: Any, path: str) -> dict[str, dict[str, Any]]:
+    """``s2s_hosts: {domain: {host: 127.0.0.1, port: 5269}}``: where a domain's server is."""
+    out: dict[str, dict[str, Any]] = {}
+    for domain, target in v_dict(_v_host, v_any)(value, path).items():
+        tpath = join(path, domain)
+        if isinstance(target, str):
+            target = {"host": target}
+        target = check_keys(target, tpath, ["host", "port"], [])
+        unknown = [k for k in target if k not in ("host", "port")]
+        if unknown:
+            raise ConfigError(join(tpath, unknown[0]), "host or port", unknown[0],
+                              show_got=False)
+        if "host" not in target:
+            raise ConfigError(join(tpath, "host"), "a host name or IP address", None,
+                              show_got=False)
+        out[domain] = {"host": v_nonempty_str(target["host"], join(tpath, "host")),
+                       "port": v_port(target.get("port", 5269), join(tpath, "port"))}
+    return out
+
+
 LISTEN_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "port": (v_port, None),
     "ip": (v_ip, "::"),
@@ -187,6 +207,15 @@ TOP_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "s2s_use_starttls": (v_enum("false", "optional", "required", "true"), "optional"),
     "s2s_access": (v_str, "all"),
     "s2s_timeout": (v_timeout("second"), 600.0),
+    "s2s_hosts": (_v_s2s_hosts, {}),
+    "s2s_dialback_secret": (v_nonempty_str, None),
+    "s2s_cafile": (v_nonempty_str, None),
+    "s2s_dns_timeout": (v_timeout("second"), 10.0),
+    "s2s_max_retry_delay": (v_timeout("second"), 300.0),
+    "outgoing_s2s_timeout": (v_timeout("second"), 10.0),
+    "outgoing_s2s_port": (v_port, 5269),
+    "outgoing_s2s_families": (v_list(v_enum("ipv4", "ipv6", "inet", "inet6")),
+                              ["ipv6", "ipv4"]),
     "shutdown_timeout": (v_timeout("second"), 5.0),
     "negotiation_timeout": (v_timeout("second"), 60.0),
     "overload_lag_high": (v_timeout("second"), 0.25),

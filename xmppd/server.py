@@ -112,6 +112,8 @@ class Server:
         self._stopping = False
         self.instance_id = secrets.token_hex(4)
         delivery.install(self)
+        from .s2s import install as install_s2s
+        self.s2s = install_s2s(self)
 
     # -- start / stop --------------------------------------------------------
     async def start(self, *, listen: bool = True) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -77,6 +78,8 @@ def run_workers(config: Config, workers: Any, config_path: Optional[str]) -> int
         return run_server(config)
     _prepare(config)
     env = dict(os.environ)
+    # one dialback secret for every worker of this start (s2s/manager.py)
+    env.setdefault("XMPPD_DIALBACK_SECRET", secrets.token_hex(32))
     redis_proc = None
     if config["sm_db_type"] != "redis":
         redis_proc, sock = _start_redis(config)

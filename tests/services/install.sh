@@ -8,11 +8,20 @@ command -v redis-server >/dev/null 2>&1 || need="$need redis-server"
 [ -x /usr/bin/chromium ] || need="$need chromium"
 command -v node >/dev/null 2>&1 || need="$need nodejs"
 command -v npm >/dev/null 2>&1 || need="$need npm"
+# Prosody, for the federation test (tests/test_s2s_prosody.py); lua-unbound is its resolver
+command -v prosody >/dev/null 2>&1 || need="$need prosody"
+ls /usr/lib/x86_64-linux-gnu/lua/5.4/lunbound.so /usr/lib/*/lua/5.4/lunbound.so >/dev/null 2>&1 \
+  || need="$need lua-unbound"
 if [ -n "$need" ]; then
   echo "installing test services:$need"
   export DEBIAN_FRONTEND=noninteractive
+  # packages must not start their system services (Prosody would take ports 5222/5269):
+  # tests start their own instances on free loopback ports
+  policy=/usr/sbin/policy-rc.d
+  [ -e "$policy" ] || { printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"; made_policy=1; }
   apt-get update -q >/dev/null
   apt-get install -y -q --no-install-recommends $need >/dev/null
+  [ -z "$made_policy" ] || rm -f "$policy"
 fi
 browser="$(dirname "$0")/../browser"
 if [ ! -d "$browser/node_modules/playwright-core" ] || [ ! -d "$browser/node_modules/strophe.js" ]; then
