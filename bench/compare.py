@@ -43,6 +43,7 @@ from typing import Any, Optional
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from loadgen import ScramCache  # noqa: E402
+
 LOADGEN = ROOT / "bench" / "loadgen.py"
 HOST = "localhost"
 PASSWORD = "benchpass"
@@ -127,7 +128,7 @@ def stop_pid(pid: int, timeout: float = 20) -> None:
 
 def chown_tree(path: Path, user: str) -> None:
     pw = pwd.getpwnam(user)
-    for dirpath, dirnames, filenames in os.walk(path):
+    for dirpath, _dirs, filenames in os.walk(path):
         os.chown(dirpath, pw.pw_uid, pw.pw_gid)
         for n in filenames:
             os.chown(os.path.join(dirpath, n), pw.pw_uid, pw.pw_gid)
@@ -415,15 +416,17 @@ modules:
 """)
 
     def ctl(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(as_user("ejabberd") + ["ejabberdctl", "--ctl-config", str(self.base / "ejabberdctl.cfg"),
-                               "--config-dir", str(self.base), "--spool", str(self.base / "spool"),
-                               "--logs", str(self.base / "logs"), *args],
-                              capture_output=True, text=True, timeout=timeout, cwd=str(self.base))
+        return subprocess.run(self.ctl_command() + list(args), capture_output=True, text=True,
+                              timeout=timeout, cwd=str(self.base))
+
+    def ctl_command(self) -> list[str]:
+        return as_user("ejabberd") + [
+            "ejabberdctl", "--ctl-config", str(self.base / "ejabberdctl.cfg"),
+            "--config-dir", str(self.base), "--spool", str(self.base / "spool"),
+            "--logs", str(self.base / "logs")]
 
     def command(self) -> list[str]:
-        return as_user("ejabberd") + ["ejabberdctl", "--ctl-config", str(self.base / "ejabberdctl.cfg"),
-                "--config-dir", str(self.base), "--spool", str(self.base / "spool"),
-                "--logs", str(self.base / "logs"), "foreground"]
+        return self.ctl_command() + ["foreground"]
 
     def setup_accounts(self, n: int) -> None:
         t = time.monotonic()
@@ -458,7 +461,7 @@ def loadgen(server: Server, args: argparse.Namespace, phase: str, extra: list[st
         str(args.concurrency), "--source-ips", "4"]
     if not pinned:
         cmd += ["--pbkdf2-threads", "2"]
-    if phase == "memory":
+    if phase != "prime":
         cmd += ["--server-pid", str(server.pid)]
     cmd += [phase] + extra
     t = time.monotonic()
@@ -475,7 +478,7 @@ def phase_args(args: argparse.Namespace, phase: str) -> list[str]:
     step = ["--step-seconds", str(args.step_seconds), "--factor", str(args.factor),
             "--refine", str(args.refine)]
     if phase == "memory":
-        return ["--checkpoints", args.memory_checkpoints]
+        return ["--checkpoints", args.memory_checkpoints, "--settle", str(args.settle)]
     if phase == "logins":
         return ["--users", str(args.logins)]
     if phase == "one2one":
@@ -584,6 +587,8 @@ def main() -> None:
                     help="2,000 accounts, 5 s steps: a smoke run in a few minutes")
     ap.add_argument("--accounts", type=int, default=10000)
     ap.add_argument("--memory-checkpoints", default="5000,10000")
+    ap.add_argument("--settle", type=float, default=12,
+                    help="memory: seconds idle before reading RSS (all servers alike)")
     ap.add_argument("--logins", type=int, default=3000)
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--one2one-users", type=int, default=1000)
@@ -623,6 +628,7 @@ def main() -> None:
         "versions": {}, "runs": {},
     }
     epmd_before = _pids_named("epmd")
+    prepared: list[Server] = []
     try:
         for name in servers:
             srv = classes[name](base, args)
@@ -648,11 +654,13 @@ def main() -> None:
                 log("%s: primed %d users in %.1f s" % (name, args.accounts, prime["seconds"]))
             finally:
                 srv.stop()
-            runs: dict[str, list[dict[str, Any]]] = {}
-            for _ in range(args.runs):
-                for phase in phases:
-                    runs.setdefault(phase, []).append(run_phase(srv, args, phase))
-            results["runs"][name] = runs
+            prepared.append(srv)
+        # interleaved (run, phase, server): load from elsewhere on the machine hits all alike
+        for _ in range(args.runs):
+            for phase in phases:
+                for srv in prepared:
+                    results["runs"].setdefault(srv.name, {}).setdefault(phase, []).append(
+                        run_phase(srv, args, phase))
     finally:
         for pid in _pids_named("epmd") - epmd_before:
             stop_pid(pid)  # started by ejabberd's Erlang VM in this run

@@ -39,7 +39,6 @@ import re
 import resource
 import secrets
 import ssl
-import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -153,7 +152,7 @@ class Scram:
         client_key = hmac.digest(salted, b"Client Key", "sha1")
         stored_key = hashlib.sha1(client_key).digest()
         signature = hmac.digest(stored_key, auth_message, "sha1")
-        proof = bytes(a ^ b for a, b in zip(client_key, signature))
+        proof = bytes(a ^ b for a, b in zip(client_key, signature, strict=True))
         server_key = hmac.digest(salted, b"Server Key", "sha1")
         self.server_sig = hmac.digest(server_key, auth_message, "sha1")
         return base64.b64encode((without_proof + ",p=" + base64.b64encode(proof).decode()).encode())
@@ -257,7 +256,7 @@ class Client(asyncio.Protocol):
         self.waiter = asyncio.get_running_loop().create_future()
         try:
             await asyncio.wait_for(self.waiter, left)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             self.waiter = None
@@ -437,6 +436,21 @@ def rss_kib(pid: int) -> int:
     return total
 
 
+def cpu_seconds(pid: Optional[int], user_only: bool = False) -> float:
+    """User + system CPU time of a process and its children (0 without a pid)."""
+    if not pid:
+        return 0.0
+    total = 0
+    for p in [pid] + children(pid):
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + (0 if user_only else int(fields[12]))
+        except (FileNotFoundError, IndexError):
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def children(pid: int) -> list[int]:
     try:
         with open("/proc/%d/task/%d/children" % (pid, pid)) as f:
@@ -480,6 +494,8 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
         tick = 0.005
         nxt = start
         first_seq = seq
+        cpu0 = cpu_seconds(args.server_pid)
+        ucpu0 = cpu_seconds(args.server_pid, True)
         while True:
             t = loop.time()
             lag_max = max(lag_max, t - nxt)
@@ -501,6 +517,8 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
         drain_end = loop.time() + args.drain_seconds
         while stats.received < expected and loop.time() < drain_end:
             await asyncio.sleep(0.05)
+        cpu = cpu_seconds(args.server_pid) - cpu0
+        ucpu = cpu_seconds(args.server_pid, True) - ucpu0
         missing = 0
         dup = 0
         for s in range(first_seq, seq):
@@ -516,15 +534,22 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
                 "deliveries": stats.received, "expected": expected, "lost": missing,
                 "duplicates": dup, "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
                 "max_ms": round(pct(lat, 100), 2), "sender_lag_max_ms": round(lag_max * 1000, 1)}
+        if args.server_pid:
+            # server CPU per delivery: robust to other load on the machine
+            step["server_cpu_s"] = round(cpu, 2)
+            step["server_cpu_us_per_delivery"] = round(cpu * 1e6 / max(1, stats.received), 1)
+            step["server_user_cpu_us_per_delivery"] = round(ucpu * 1e6 / max(1, stats.received), 1)
         kept_up = sent >= 0.95 * rate * elapsed - 2  # whole messages per tick
         ok = missing == 0 and p99 <= args.p99_bound_ms and kept_up
         step["held"] = ok
         if not kept_up:
             step["note"] = "load generator could not keep the rate"
         steps.append(step)
-        log("  step %6d/s: sent %d (%.0f/s) deliveries %d/%d lost %d p50 %.1f ms p99 %.1f ms %s"
+        log("  step %6d/s: sent %d (%.0f/s) deliveries %d/%d lost %d p50 %.1f ms p99 %.1f ms%s %s"
             % (rate, sent, achieved, stats.received, expected, missing, p50, p99,
-               "held" if ok else "FAILED"))
+               " server CPU %.1f us/delivery (user %.1f)" % (
+                   step["server_cpu_us_per_delivery"], step["server_user_cpu_us_per_delivery"])
+               if args.server_pid else "", "held" if ok else "FAILED"))
         if ok:
             if best is None or rate > best["rate"]:
                 best = step
