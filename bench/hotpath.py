@@ -41,11 +41,11 @@ class FakeTransport:
         self.closing = False
 
     def write(self, data: bytes) -> None:
-        self.written += 1
+        self.written += data.count(b"<message")
 
     def writelines(self, data: Any) -> None:
-        for _ in data:
-            self.written += 1
+        for d in data:
+            self.write(d)
 
     def is_closing(self) -> bool:
         return self.closing
@@ -99,6 +99,7 @@ async def build(users: int, tmp: Path) -> tuple[Server, list[C2SConnection]]:
         server.sessions.add(st)
         conn.data_received(b"<presence/>")
         conns.append(conn)
+    flush_writes()
     return server, conns
 
 
@@ -117,11 +118,19 @@ def payloads(users: int, n: int, batch: int, seed: int) -> list[tuple[int, bytes
     return out
 
 
+try:  # write batching: the event loop flushes after each turn (one read here)
+    from xmppd.c2s.listener import flush_writes
+except ImportError:  # code from before write batching
+    def flush_writes() -> None:
+        pass
+
+
 def run_once(conns: list[C2SConnection], data: list[tuple[int, bytes]]) -> float:
     gc.collect()
     t = time.process_time()
     for a, chunk in data:
         conns[a].data_received(chunk)
+        flush_writes()
     return time.process_time() - t
 
 
