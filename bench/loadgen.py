@@ -496,6 +496,7 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
         first_seq = seq
         cpu0 = cpu_seconds(args.server_pid)
         ucpu0 = cpu_seconds(args.server_pid, True)
+        own0 = sum(os.times()[:2])
         while True:
             t = loop.time()
             lag_max = max(lag_max, t - nxt)
@@ -518,6 +519,7 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
         while stats.received < expected and loop.time() < drain_end:
             await asyncio.sleep(0.05)
         cpu = cpu_seconds(args.server_pid) - cpu0
+        own = sum(os.times()[:2]) - own0
         ucpu = cpu_seconds(args.server_pid, True) - ucpu0
         missing = 0
         dup = 0
@@ -533,7 +535,9 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
         step = {"rate": round(rate), "sent": sent, "achieved_rate": round(achieved, 1),
                 "deliveries": stats.received, "expected": expected, "lost": missing,
                 "duplicates": dup, "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
-                "max_ms": round(pct(lat, 100), 2), "sender_lag_max_ms": round(lag_max * 1000, 1)}
+                "max_ms": round(pct(lat, 100), 2), "sender_lag_max_ms": round(lag_max * 1000, 1),
+                # near 100: the load generator itself is the limit
+                "loadgen_cpu_percent": round(100 * own / max(1e-6, loop.time() - start), 1)}
         if args.server_pid:
             # server CPU per delivery: robust to other load on the machine
             step["server_cpu_s"] = round(cpu, 2)
@@ -545,8 +549,10 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
         if not kept_up:
             step["note"] = "load generator could not keep the rate"
         steps.append(step)
-        log("  step %6d/s: sent %d (%.0f/s) deliveries %d/%d lost %d p50 %.1f ms p99 %.1f ms%s %s"
+        log("  step %6d/s: sent %d (%.0f/s) deliveries %d/%d lost %d p50 %.1f ms p99 %.1f ms "
+            "loadgen CPU %.0f%%%s %s"
             % (rate, sent, achieved, stats.received, expected, missing, p50, p99,
+               step["loadgen_cpu_percent"],
                " server CPU %.1f us/delivery (user %.1f)" % (
                    step["server_cpu_us_per_delivery"], step["server_user_cpu_us_per_delivery"])
                if args.server_pid else "", "held" if ok else "FAILED"))

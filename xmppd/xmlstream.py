@@ -129,7 +129,8 @@ class XMLStreamParser:
         return p
 
     def reset(self) -> None:
-        self._parser: Optional[pyexpat.XMLParserType] = self._new_parser()
+        # None while released (see release); typed as always there for subclasses
+        self._parser: pyexpat.XMLParserType = self._new_parser()
         self._stack: list[Element] = []
         self._events: list[Event] = []
         self._buf: Union[bytes, bytearray] = b""
@@ -155,7 +156,7 @@ class XMLStreamParser:
         if self._closed or self._error is not None or self._header is None or \
                 len(self._stack) != 1 or self._buf or self._stanza_start >= 0:
             return False
-        self._parser = None
+        self._parser = None  # type: ignore[assignment]
         return True
 
     def _rebuild(self) -> pyexpat.XMLParserType:
@@ -262,7 +263,7 @@ class XMLStreamParser:
         stack = self._stack
         depth = len(stack)
         if depth == 1:
-            self._stanza_start = self._parser.CurrentByteIndex  # type: ignore[union-attr]
+            self._stanza_start = self._parser.CurrentByteIndex
         elif depth == 0:
             self._open_stream(name, attrs, self._pending_ns)
             return
@@ -293,7 +294,6 @@ class XMLStreamParser:
                 extra[prefix] = uri
         self._pending_ns = []
         parser = self._parser
-        assert parser is not None
         parser.StartNamespaceDeclHandler = None
         # a stanza may use a prefix the header declared: its raw bytes would not
         # stand alone, so raw reuse is off for such (rare) streams
@@ -315,7 +315,7 @@ class XMLStreamParser:
             self._stanza_start = -1
             buf = self._buf
             base = self._base
-            pos = self._parser.CurrentByteIndex  # type: ignore[union-attr]
+            pos = self._parser.CurrentByteIndex
             if pos - start > self.max_stanza_size:
                 raise StreamError("policy-violation", "stanza too large")
             begin = start - base
