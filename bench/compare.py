@@ -263,7 +263,10 @@ class Xmppd(Server):
                         "max_stanza_size": 65536, "backlog": 4096}],
             "shaper_rules": {"max_user_sessions": 10},
             "shutdown_timeout": 1,
-            "modules": {"mod_disco": {}, "mod_ping": {}, "mod_muc": {"host": "conference.@HOST@"}},
+            # what the other two load too (a module this xmppd lacks is only a warning)
+            "modules": {"mod_disco": {}, "mod_ping": {}, "mod_roster": {},
+                        "mod_muc": {"host": "conference.@HOST@", "access_create": "all",
+                                    "max_users": 1000}},
         }
         (self.base / "xmppd.yml").write_text(yaml.safe_dump(cfg))
 
