@@ -12,7 +12,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from helpers.procs import PostgresServer, XmppdServer  # noqa: E402
+from helpers.procs import PostgresServer, RedisServer, XmppdServer  # noqa: E402
 
 T = TypeVar("T")
 
@@ -32,6 +32,15 @@ def postgres() -> Iterator[PostgresServer]:
         yield pg
     finally:
         pg.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    r = RedisServer().start()
+    try:
+        yield r
+    finally:
+        r.stop()
 
 
 @pytest.fixture

@@ -138,3 +138,44 @@ def test_shaper_slows_reading_without_dropping(make_server: MakeServer) -> None:
         return got, time.monotonic() - t0
     got, _elapsed = run(main())
     assert got == [f"m{i}" for i in range(8)]  # all delivered, in order
+
+
+def test_plain_needs_tls_when_tls_is_optional(make_server: MakeServer) -> None:
+    srv = make_server(listen_extra={"starttls_required": False})
+    srv.register("alice", "pw")
+    srv.start()
+
+    async def main() -> None:
+        c = await RawClient(srv.c2s).connect()
+        feats = await c.open()
+        mechs = [m.text for m in feats.iter("{urn:ietf:params:xml:ns:xmpp-sasl}mechanism")]
+        assert "SCRAM-SHA-1" in mechs and "PLAIN" not in mechs and \
+            not any(m and m.endswith("-PLUS") for m in mechs)
+        res = await c.auth_plain("alice", "pw")
+        assert res.find("{urn:ietf:params:xml:ns:xmpp-sasl}encryption-required") is not None
+        # SCRAM works without TLS when the listener allows it
+        res = await c.auth_scram("alice", "pw")
+        assert res.tag.endswith("success")
+    run(main())
+
+
+def test_server_pings_quiet_clients_and_drops_dead_ones(make_server: MakeServer) -> None:
+    srv = make_server(modules={"mod_ping": {"send_pings": True, "ping_interval": 1,
+                                            "ping_ack_timeout": 1, "timeout_action": "kill"}})
+    srv.register("alive", "pw")
+    srv.register("dead", "pw")
+    srv.start()
+
+    async def main() -> None:
+        alive, dead = RawClient(srv.c2s_tls, tls=True), RawClient(srv.c2s_tls, tls=True)
+        await alive.login("alive", "pw")
+        await dead.login("dead", "pw")
+        ping = await dead.recv_until(lambda e: e.find("{urn:xmpp:ping}ping") is not None, timeout=10)
+        assert ping.get("type") == "get" and ping.get("from") == "localhost"
+        for _ in range(3):  # the live client answers its pings
+            p = await alive.recv_until(lambda e: e.find("{urn:xmpp:ping}ping") is not None,
+                                       timeout=10)
+            await alive.send(f"<iq type='result' id='{p.get('id')}' to='localhost'/>")
+        assert await dead.stream_error(timeout=10) == "connection-timeout"
+        assert srv.ctl("connected_users").stdout.split() == ["alive@localhost/raw"]
+    run(main())

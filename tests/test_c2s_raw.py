@@ -12,9 +12,12 @@ from helpers.procs import XmppdServer
 from helpers.raw import BIND, SASL, STANZA_ERR, STREAM, C, RawClient, local
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XmppdServer]:
-    srv = XmppdServer(tmp_path_factory.mktemp("c2s"), hosts=("localhost", "example.net"))
+@pytest.fixture(scope="module", params=["sqlite", "pgsql"])
+def server(request: pytest.FixtureRequest,
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[XmppdServer]:
+    pg = request.getfixturevalue("postgres") if request.param == "pgsql" else None
+    srv = XmppdServer(tmp_path_factory.mktemp(f"c2s-{request.param}"),
+                      hosts=("localhost", "example.net"), db=request.param, pg=pg)
     for user in ("alice", "bob", "carol", "dave", "erin"):
         srv.register(user, "secret")
     srv.register("alice", "other", host="example.net")
@@ -66,6 +69,40 @@ def test_scram_login_and_bind(server: XmppdServer, hashname: str) -> None:
         assert feats.find("{http://jabber.org/protocol/caps}c") is not None
         jid = await c.bind("laptop")
         assert jid == "alice@localhost/laptop"
+        await c.close()
+    run(main())
+
+
+@pytest.mark.parametrize("hashname", ["sha1", "sha256"])
+def test_scram_plus_with_channel_binding(server: XmppdServer, hashname: str) -> None:
+    async def main() -> None:
+        c = await RawClient(server.c2s_tls, tls=True).connect()
+        await c.open()
+        res = await c.auth_scram("alice", "secret", hashname,
+                                 cb=("tls-server-end-point", c.server_end_point()))
+        assert local(res.tag) == "success"
+        # a binding to another TLS connection (a man in the middle) fails
+        c2 = await RawClient(server.c2s_tls, tls=True).connect()
+        await c2.open()
+        res = await c2.auth_scram("alice", "secret", hashname,
+                                  cb=("tls-server-end-point", b"\0" * 32))
+        assert local(res.tag) == "failure"
+        await c.close()
+        await c2.close()
+    run(main())
+
+
+def test_disco_on_an_account(server: XmppdServer) -> None:
+    async def main() -> None:
+        c = RawClient(server.c2s_tls, tls=True)
+        await c.login("bob", "secret", "d")
+        await c.send("<iq type='get' id='a' to='alice@localhost'>"
+                     "<query xmlns='http://jabber.org/protocol/disco#info'/></iq>")
+        el = await c.recv_until(lambda e: e.get("id") == "a")
+        assert el.get("type") == "result" and el.get("from") == "alice@localhost"
+        ident = el.find("{http://jabber.org/protocol/disco#info}query/"
+                        "{http://jabber.org/protocol/disco#info}identity")
+        assert ident is not None and ident.get("category") == "account"
         await c.close()
     run(main())
 
@@ -339,7 +376,12 @@ def test_s2s_port_answers_with_stream_error(server: XmppdServer) -> None:
         r, w = await asyncio.open_connection("127.0.0.1", server.s2s)
         w.write(f"<stream:stream xmlns='jabber:server' xmlns:stream='{STREAM}' to='localhost' "
                 f"version='1.0'>".encode())
-        data = await asyncio.wait_for(r.read(4096), 5)
+        data = b""
+        while True:  # read until the server closes
+            chunk = await asyncio.wait_for(r.read(4096), 5)
+            if not chunk:
+                break
+            data += chunk
         assert b"undefined-condition" in data
         w.close()
     run(main())

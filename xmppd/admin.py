@@ -101,6 +101,8 @@ HELP = {
     "connected_users_number": "connected_users_number: count sessions",
     "kick_session": "kick_session USER HOST RESOURCE REASON: end one session",
     "status": "status: is the server running, and how is it doing",
+    "cluster_nodes": "cluster_nodes: the nodes of the cluster with their sessions",
+    "set_load": "set_load LEVEL|auto: force a load-shedding level (0-4) or measure again",
 }
 
 
@@ -126,14 +128,17 @@ def install(server: Server) -> None:
         for s in server.sessions.local_resources(bare):
             s.stream_error("not-authorized", "account deleted")
             s.ended("unregistered")
+        server.hooks.fire_all("account/removed", bare)  # modules drop the user's data
         return out
     cmds.register("unregister", unregister, HELP["unregister"])
 
     def connected_users() -> str:
-        return "\n".join(sorted(str(s.jid) for s in server.sessions.all_local()))
+        jids = [str(s.jid) for s in server.sessions.all_local()]
+        jids += [str(e.jid) for e in server.sessions.all_remote()]
+        return "\n".join(sorted(jids))
 
     def connected_users_number() -> str:
-        return str(server.sessions.count())
+        return str(server.sessions.count() + len(server.sessions.all_remote()))
 
     def kick_session(user: str, host: str, resource: str, reason: str) -> str:
         try:
@@ -142,19 +147,36 @@ def install(server: Server) -> None:
             raise CommandError(str(e)) from None
         s = server.sessions.get_local(full)
         if s is None:
-            raise CommandError(f"no session {full}")
+            remote = server.sessions.backend.remote_session(full)
+            if remote is None:
+                raise CommandError(f"no session {full}")
+            from .cluster.envelope import kick
+            server.sessions.backend.send(remote.node, kick(full, reason or "kicked"))
+            return ""
         s.stream_error("policy-violation", reason)
         s.ended("kicked")
         return ""
 
+    def cluster_nodes() -> str:
+        """Nodes with their session counts (ejabberd: list_cluster)."""
+        counts: dict[str, int] = {n: 0 for n in server.sessions.backend.nodes()}
+        counts[server.node] = server.sessions.count()
+        for e in server.sessions.all_remote():
+            counts[e.node] = counts.get(e.node, 0) + 1
+        lines = [f"{n}\t{c} sessions" for n, c in sorted(counts.items())]
+        for extra in server.hooks.fire_all("admin/cluster-nodes", server):
+            lines.append(str(extra))
+        return "\n".join(lines)
+
     def status() -> str:
         lines = [
             f"The node {server.node} is started with status: started",
+            f"cluster: {', '.join(server.sessions.backend.nodes())}",
             f"xmppd is running in that node (pid {os.getpid()})",
             f"hosts: {', '.join(server.config.hosts)}",
             f"uptime: {int(server.uptime())} s",
             f"sessions: {server.sessions.count()}, connections: {len(server.connections)}",
-            f"load: {'overloaded (shedding non-critical work)' if server.overload else 'normal'}",
+            f"load: {server.load.description}",
         ]
         for extra in server.hooks.fire_all("admin/status", server):
             lines.append(str(extra))
@@ -164,3 +186,20 @@ def install(server: Server) -> None:
     cmds.register("connected_users_number", connected_users_number, HELP["connected_users_number"])
     cmds.register("kick_session", kick_session, HELP["kick_session"])
     cmds.register("status", status, HELP["status"])
+    cmds.register("cluster_nodes", cluster_nodes, HELP["cluster_nodes"])
+
+    def set_load(level: str) -> str:
+        """Force a load level (0-4) for drills, or 'auto' to measure again."""
+        if level == "auto":
+            server.load.force(None)
+        else:
+            try:
+                n = int(level)
+            except ValueError:
+                raise CommandError("usage: set_load 0-4|auto") from None
+            if not 0 <= n <= 4:
+                raise CommandError("usage: set_load 0-4|auto")
+            server.load.force(n)
+        return server.load.description
+    cmds.register("set_load", set_load, HELP["set_load"])
+    cmds.register("list_cluster", cluster_nodes, HELP["cluster_nodes"])

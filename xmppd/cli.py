@@ -39,11 +39,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if workers not in (1, "1"):
         from . import workers as workers_mod
         return workers_mod.run_workers(config, workers, args.config)
-    return run_server(config)
+    return run_server(config, node=args.node, reuse_port=args.reuse_port,
+                      serve_ctl=not args.no_ctl)
 
 
 def run_server(config: Config, *, node: Optional[str] = None, reuse_port: bool = False,
-               backend: object = None) -> int:
+               backend: object = None, serve_ctl: bool = True) -> int:
     from .server import Server
 
     try:
@@ -55,6 +56,7 @@ def run_server(config: Config, *, node: Optional[str] = None, reuse_port: bool =
     async def main() -> int:
         server = Server(config, node=node, backend=backend)
         server.reuse_port = reuse_port
+        server.serve_ctl = serve_ctl
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -152,6 +154,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                      "config/xmppd.yml)")
     run.add_argument("--workers", "-w", default=None,
                      help="worker processes (a number or 'auto')")
+    run.add_argument("--node", default=None, help="this node's name in a cluster")
+    run.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
+    run.add_argument("--no-ctl", action="store_true", help=argparse.SUPPRESS)
     run.set_defaults(fn=cmd_run)
     ctl = sub.add_parser("ctl", help="administer the server (like ejabberdctl)")
     ctl.add_argument("--config", "-c")

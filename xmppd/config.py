@@ -28,6 +28,7 @@ from .confval import (
     v_enum,
     v_int,
     v_ip,
+    v_ip_network,
     v_list,
     v_nonempty_str,
     v_port,
@@ -72,6 +73,24 @@ def _v_shaper_def(value: Any, path: str) -> dict[str, float]:
     raise ConfigError(path, "a rate in bytes/second or {rate, burst_size}", value)
 
 
+def _v_origins(value: Any, path: str) -> tuple[str, ...]:
+    """``ignore`` (no check) or a list of origins such as https://chat.example.org."""
+    if value == "ignore":
+        return ()
+    out = []
+    for i, origin in enumerate(v_list(v_nonempty_str)(value, path)):
+        if origin != "*" and "://" not in origin:
+            raise ConfigError(join(path, i), "an origin such as https://chat.example.org", origin)
+        out.append(origin.rstrip("/").lower())
+    return tuple(out)
+
+
+def _v_trusted_proxies(value: Any, path: str) -> Any:
+    if value == "all":
+        return ("0.0.0.0/0", "::/0")
+    return tuple(v_list(v_ip_network)(value, path))
+
+
 LISTEN_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "port": (v_port, None),
     "ip": (v_ip, "::"),
@@ -95,8 +114,10 @@ LISTEN_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "send_timeout": (v_timeout("millisecond", allow_infinity=True), 15.0),
     "timeout": (v_timeout("second"), 600.0),
     "idle_timeout": (v_timeout("second", allow_infinity=True), 600.0),
-    "allowed_origins": (v_list(v_str), []),
+    "allowed_origins": (_v_origins, ()),
     "max_sessions_per_ip": (v_pos_int_or_infinity, INFINITY),
+    "max_connection_rate": (v_pos_int_or_infinity, INFINITY),
+    "max_stanza_rate": (v_pos_int_or_infinity, INFINITY),
 }
 # options ejabberd knows for listeners that xmppd accepts and ignores quietly
 _LISTEN_IGNORED = ("zlib", "protocol_options", "ciphers", "dhfile", "tls_compression", "transport")
@@ -120,6 +141,8 @@ class ListenConfig:
     send_timeout: float = 15.0
     allowed_origins: tuple[str, ...] = ()
     max_sessions_per_ip: float = INFINITY
+    max_connection_rate: float = INFINITY
+    max_stanza_rate: float = INFINITY
     path: str = ""
 
 
@@ -166,7 +189,16 @@ TOP_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "s2s_timeout": (v_timeout("second"), 600.0),
     "shutdown_timeout": (v_timeout("second"), 5.0),
     "negotiation_timeout": (v_timeout("second"), 60.0),
+    "overload_lag_high": (v_timeout("second"), 0.25),
+    "overload_lag_low": (v_timeout("second"), 0.05),
+    "overload_max_memory": (v_pos_int_or_infinity, INFINITY),
+    "overload_max_send_queue": (v_pos_int_or_infinity, INFINITY),
     "ctl_socket": (v_str, None),
+    # HTTP client transports (xmppd/http): as in ejabberd
+    "websocket_origin": (_v_origins, ()),
+    "websocket_ping_interval": (v_timeout("second"), 60.0),
+    "websocket_timeout": (v_timeout("second"), 300.0),
+    "trusted_proxies": (_v_trusted_proxies, ()),
 }
 
 # ejabberd options that xmppd accepts without a warning but does not act on
@@ -286,7 +318,9 @@ def _parse_listen(raw: Any, warnings: list[str]) -> tuple[ListenConfig, ...]:
             backlog=vals["backlog"], certfile=vals["certfile"],
             idle_timeout=vals["idle_timeout"], send_timeout=vals["send_timeout"],
             allowed_origins=tuple(vals["allowed_origins"]),
-            max_sessions_per_ip=vals["max_sessions_per_ip"], path=path,
+            max_sessions_per_ip=vals["max_sessions_per_ip"],
+            max_connection_rate=vals["max_connection_rate"],
+            max_stanza_rate=vals["max_stanza_rate"], path=path,
         ))
     return tuple(out)
 
@@ -370,7 +404,7 @@ def parse_config(data: Any, *, base_dir: Optional[Path] = None,
     base = base_dir or Path.cwd()
     data_dir = Path(opts["data_dir"])
     if not data_dir.is_absolute():
-        data_dir = base / data_dir
+        data_dir = Path(os.path.normpath(base / data_dir))
     return Config(
         hosts=tuple(opts["hosts"]), loglevel=opts["loglevel"],
         certfiles=tuple(opts["certfiles"]), listen=listen, options=opts, modules=mods,

@@ -94,6 +94,16 @@ def v_ip(value: Any, path: str) -> str:
     return s
 
 
+def v_ip_network(value: Any, path: str) -> str:
+    """An IP address or a network in CIDR notation (``127.0.0.0/8``)."""
+    s = v_str(value, path)
+    try:
+        ipaddress.ip_network(s, strict=False)
+    except ValueError:
+        raise ConfigError(path, "an IP address or network such as 10.0.0.0/8", value) from None
+    return s
+
+
 def v_enum(*choices: str) -> Validator:
     def check(value: Any, path: str) -> str:
         if isinstance(value, bool):

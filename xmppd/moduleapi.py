@@ -232,5 +232,9 @@ class Module:
     async def start_async(self) -> None:
         """Asynchronous start-up work (loading state); override as needed."""
 
+    async def stop_async(self) -> None:
+        """Asynchronous shut-down work (flushing pending writes) while the
+        database is still open; called on every module before any unloads."""
+
     def stop(self) -> None:
         """Called before the API undoes the registrations."""

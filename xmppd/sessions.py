@@ -49,8 +49,9 @@ class RemoteSession:
         return self.entry.node
 
     def send(self, stanza: Element) -> None:
-        from .cluster.envelope import pack
-        self.backend.send(self.entry.node, pack(self.entry.jid, stanza))
+        from .cluster.envelope import deliver
+        hops = getattr(self.backend, "hops", 0)
+        self.backend.send(self.entry.node, deliver(self.entry.jid, stanza, hops))
 
 
 class SessionRegistry:
@@ -69,6 +70,11 @@ class SessionRegistry:
         old = self.local.get(jid)
         if old is not None:
             self.remove(old)
+        remote = self.backend.remote_session(jid)
+        if remote is not None:
+            # the same full JID on another node: the newer login wins
+            from .cluster.envelope import kick
+            self.backend.send(remote.node, kick(jid, "conflict"))
         self.local[jid] = session
         self.by_bare.setdefault(jid.bare, []).append(session)
         self.backend.publish(SessionEntry(jid, self.node, session.priority, session.available))
@@ -123,3 +129,8 @@ class SessionRegistry:
 
     def all_local(self) -> list[Any]:
         return list(self.local.values())
+
+    def all_remote(self) -> list[SessionEntry]:
+        """Sessions on other nodes, as this node's view of the directory has them."""
+        fn = getattr(self.backend, "all_remote", None)
+        return list(fn()) if fn is not None else []

@@ -390,3 +390,16 @@ class TCPFraming:
 
     def features(self, children: bytes) -> bytes:
         return b"<stream:features>" + children + b"</stream:features>"
+
+
+_FRAGMENT_HEAD = (b"<stream:stream xmlns='jabber:client' "
+                  b"xmlns:stream='http://etherx.jabber.org/streams'>")
+
+
+def parse_stanza(data: bytes) -> Element:
+    """Parse one serialized stanza (as written to a client stream) into an element."""
+    p = XMLStreamParser(len(data) + 1024)
+    for ev in p.feed(_FRAGMENT_HEAD + data):
+        if isinstance(ev, Element):
+            return ev
+    raise StreamError("not-well-formed", "incomplete stanza")

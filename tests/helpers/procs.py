@@ -113,6 +113,35 @@ class PostgresServer:
         shutil.rmtree(self.base, ignore_errors=True)
 
 
+class RedisServer:
+    """A private redis-server on a loopback port, without persistence."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.proc: Optional[subprocess.Popen[bytes]] = None
+
+    def start(self) -> "RedisServer":
+        exe = shutil.which("redis-server")
+        if exe is None:
+            raise RuntimeError("redis-server is not installed (make services installs it)")
+        self.proc = subprocess.Popen(
+            [exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "yes"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        wait_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+
 class XmppdServer:
     """xmppd in its own process with a generated configuration."""
 

@@ -153,13 +153,25 @@ class RawClient:
         await self.send(f"<auth xmlns='{SASL}' mechanism='PLAIN'>{data}</auth>")
         return await self.recv()
 
-    async def auth_scram(self, user: str, password: str, hashname: str = "sha1") -> ET.Element:
-        """SCRAM without channel binding; returns <success/> or <failure/>."""
+    def server_end_point(self) -> bytes:
+        """tls-server-end-point channel binding data (RFC 5929) of this connection."""
+        assert self.writer is not None
+        sslobj = self.writer.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True)
+        return hashlib.sha256(der).digest()  # our certificates are signed with SHA-256
+
+    async def auth_scram(self, user: str, password: str, hashname: str = "sha1",
+                         cb: Optional[tuple[str, bytes]] = None) -> ET.Element:
+        """SCRAM (-PLUS when ``cb`` = (type, data)); returns <success/> or <failure/>."""
         mech = {"sha1": "SCRAM-SHA-1", "sha256": "SCRAM-SHA-256"}[hashname]
+        gs2 = "n,,"
+        if cb is not None:
+            mech += "-PLUS"
+            gs2 = f"p={cb[0]},,"
         cnonce = base64.b64encode(os.urandom(18)).decode()
         first_bare = f"n={user},r={cnonce}"
         await self.send(f"<auth xmlns='{SASL}' mechanism='{mech}'>"
-                        f"{base64.b64encode(('n,,' + first_bare).encode()).decode()}</auth>")
+                        f"{base64.b64encode((gs2 + first_bare).encode()).decode()}</auth>")
         ch = await self.recv()
         if local(ch.tag) != "challenge":
             return ch
@@ -169,7 +181,8 @@ class RawClient:
         salted = hashlib.pbkdf2_hmac(hashname, password.encode(), salt, int(attrs["i"]))
         client_key = hmac.new(salted, b"Client Key", hashname).digest()
         stored = hashlib.new(hashname, client_key).digest()
-        final_wo = f"c={base64.b64encode(b'n,,').decode()},r={attrs['r']}"
+        cbind = gs2.encode() + (cb[1] if cb is not None else b"")
+        final_wo = f"c={base64.b64encode(cbind).decode()},r={attrs['r']}"
         auth_msg = f"{first_bare},{server_first},{final_wo}".encode()
         sig = hmac.new(stored, auth_msg, hashname).digest()
         proof = base64.b64encode(bytes(a ^ b for a, b in zip(client_key, sig))).decode()

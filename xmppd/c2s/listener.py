@@ -43,7 +43,8 @@ def flush_writes() -> None:
 
 class C2SConnection(asyncio.Protocol):
     __slots__ = ("server", "listen", "transport", "stream", "framing", "secure", "peer_ip",
-                 "bucket", "_paused", "_shaped", "_write_paused", "_tls_host", "_out")
+                 "bucket", "_paused", "_shaped", "_write_paused", "_tls_host", "_throttled",
+                 "_out")
 
     def __init__(self, server: Server, listen: ListenConfig, direct_tls: bool) -> None:
         self.server = server
@@ -58,6 +59,7 @@ class C2SConnection(asyncio.Protocol):
         self._paused = False
         self._shaped = False
         self._write_paused = False
+        self._throttled = False
         self._out: Optional[list[bytes]] = None  # batched output of this loop turn
         self.stream = C2SStream(server, self, listen)
 
@@ -73,8 +75,9 @@ class C2SConnection(asyncio.Protocol):
             except OSError:
                 pass
         self.server.connections.add(self)
-        if not self.server.admit_connection(self):
-            self.stream.stream_error("policy-violation", "too many connections")
+        refused = self.server.admit_connection(self)
+        if refused is not None:
+            self.stream.stream_error("policy-violation", refused)
 
     def data_received(self, data: bytes) -> None:
         bucket = self.bucket
@@ -82,10 +85,19 @@ class C2SConnection(asyncio.Protocol):
             delay = bucket.consume(len(data))
             if delay > 0:
                 # ejabberd shaper semantics: stop reading for a while, drop nothing
-                self._shaped = True
-                self._pause()
-                asyncio.get_running_loop().call_later(delay, self._unshape)
+                self.throttle(delay)
         self.stream.feed(data)
+
+    def throttle(self, delay: float) -> None:
+        """Stop reading for ``delay`` seconds (shapers and stanza rate limits)."""
+        if self._shaped:
+            return
+        if not self._throttled:
+            self._throttled = True
+            log.info("throttling %s (%s): over its rate limit", self.stream, self.peer_ip)
+        self._shaped = True
+        self._apply_reading()
+        asyncio.get_running_loop().call_later(delay, self._unshape)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._out = None
@@ -95,11 +107,15 @@ class C2SConnection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._write_paused = True
+        self._check_queue()
+
+    def _check_queue(self) -> None:
         transport = self.transport
-        if transport is not None and transport.get_write_buffer_size() > \
-                self.server.config["c2s_queue_limit"]:
+        if transport is None or transport.is_closing():
+            return
+        if transport.get_write_buffer_size() > self.server.config["c2s_queue_limit"]:
+            # a client that does not read: cut it off instead of growing memory
             log.info("closing slow reader %s", self.stream)
-            self.stream.stream_error("policy-violation", "send queue overflow")
             transport.abort()
 
     def resume_writing(self) -> None:
@@ -135,9 +151,8 @@ class C2SConnection(asyncio.Protocol):
         if transport is None or transport.is_closing():
             return
         transport.write(out[0] if len(out) == 1 else b"".join(out))
-        if self._write_paused and transport.get_write_buffer_size() > \
-                self.server.config["c2s_queue_limit"]:
-            self.pause_writing()
+        if self._write_paused:
+            self._check_queue()
 
     def close(self) -> None:
         self.flush()
@@ -155,9 +170,6 @@ class C2SConnection(asyncio.Protocol):
 
     def resume_reading(self) -> None:
         self._paused = False
-        self._apply_reading()
-
-    def _pause(self) -> None:
         self._apply_reading()
 
     def _unshape(self) -> None:

@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
 SASL_CB_NS = "urn:xmpp:sasl-cb:0"
+AUTH_TAG = "{%s}auth" % SASL_NS
 MAX_FAILURES = 3
 SCRAM = {
     "SCRAM-SHA-256-PLUS": ("SHA-256", True), "SCRAM-SHA-1-PLUS": ("SHA-1", True),
@@ -94,6 +95,10 @@ class SaslExchange:
 
     async def handle(self, el: Element) -> None:
         try:
+            if el.tag == AUTH_TAG:
+                delays = self.stream.server.hooks.fire_all("c2s/auth-delay", self.stream)
+                if delays:
+                    await asyncio.sleep(max(delays))  # back-off after failures
             await self._handle(el)
         except SaslFailure as e:
             log.info("SASL failure from %s: %s", self.stream.conn.peer_ip, e.condition)

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from ..jid import JID, JIDError, resourceprep
+from ..shaper import TokenBucket
 from ..stanza import IQ, StanzaError, error_reply, iq_result
 from ..xml import Element, serialize
 from ..xmlstream import Event, StreamClose, StreamError, StreamOpen
@@ -53,6 +54,7 @@ class Connection(Protocol):
 
     secure: bool
     peer_ip: str
+    stream: Any  # the C2SStream fed by this connection (replaced on resumption)
 
     @property
     def framing(self) -> Framing: ...
@@ -73,7 +75,7 @@ class C2SStream:
     __slots__ = (
         "server", "conn", "listen", "state", "vhost", "host", "stream_id", "jid", "jid_str",
         "priority", "available", "presence", "node", "sasl", "sasl_pending", "last_recv",
-        "busy", "queue", "data", "sm", "filters", "closing", "auth_jid", "created",
+        "busy", "queue", "data", "sm", "filters", "closing", "auth_jid", "created", "rate",
         "__weakref__",
     )
 
@@ -102,6 +104,8 @@ class C2SStream:
         self.filters: tuple[Callable[[Any, Element], Optional[Element]], ...] = ()
         self.closing = False
         self.auth_jid: Optional[JID] = None
+        limit = listen.max_stanza_rate
+        self.rate = TokenBucket(limit, max(limit, 1.0)) if limit != float("inf") else None
 
     # -- input ------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -113,6 +117,14 @@ class C2SStream:
         except StreamError as e:
             self.stream_error(e.condition, e.text)
             return
+        rate = self.rate
+        if rate is not None and self.state == BOUND and events:
+            delay = rate.consume(sum(1 for e in events if isinstance(e, Element)))
+            if delay > 0:
+                # too many stanzas: read more slowly (TCP pushes back); drop nothing
+                throttle = getattr(self.conn, "throttle", None)
+                if throttle is not None:
+                    throttle(delay)
         if self.busy:
             self.queue.extend(events)
             return
@@ -154,6 +166,9 @@ class C2SStream:
         state = self.state
         if isinstance(ev, Element):
             if state == BOUND:
+                sm = self.sm
+                if sm is not None and ev.tag[1:14] == "jabber:client":
+                    sm.on_receive(self)  # XEP-0198: count inbound stanzas
                 if ev.tag == IQ and self._bind_iq(ev):
                     return None
                 if ev.tag[1:14] == "jabber:client":
@@ -173,6 +188,7 @@ class C2SStream:
             self._open(ev)
             return None
         if isinstance(ev, StreamClose):
+            self.closing = True  # a clean close ends the session (no resumption)
             self.close()
         return None
 
@@ -343,6 +359,36 @@ class C2SStream:
     def write_raw(self, data: bytes) -> None:
         if self.state != CLOSED:
             self.conn.write(data)
+
+    def adopt(self, new: C2SStream) -> None:
+        """Stream resumption (XEP-0198): go on with this session on ``new``'s connection.
+
+        ``new`` authenticated on a fresh connection and asked to resume this
+        session; the session object (in the registry, with its presence and
+        module state) stays, only the transport changes. ``new`` is left
+        closed on this session's old connection, which is closed if it is
+        still open. Input that ``new`` had queued is processed here next.
+        """
+        old_conn, conn = self.conn, new.conn
+        queued, new.queue = new.queue, []
+        new.conn, conn.stream = old_conn, self
+        old_conn.stream = new
+        new.state = CLOSED
+        self.conn = conn
+        self.listen = new.listen
+        self.stream_id = new.stream_id
+        self.state = BOUND
+        self.closing = False
+        self.busy = False
+        self.last_recv = time.monotonic()
+        old_conn.close()
+
+        def go_on() -> None:
+            if self.conn is conn and self.state == BOUND:
+                conn.resume_reading()
+                if queued:
+                    self._process(queued)
+        asyncio.get_running_loop().call_soon(go_on)
 
     # -- closing -------------------------------------------------------------
     def stream_error(self, condition: str, text: Optional[str] = None) -> None:

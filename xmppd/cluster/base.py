@@ -24,6 +24,7 @@ class SessionEntry:
     node: str
     priority: int = 0
     available: bool = False
+    since: float = 0.0  # when the session was bound (the newer login wins a conflict)
 
 
 class ClusterBackend(Protocol):

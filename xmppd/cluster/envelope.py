@@ -1,15 +1,60 @@
-"""How a stanza travels to another node: the recipient JID, then the bytes."""
+"""How stanzas and control messages travel between nodes.
+
+A payload is one line of header, a newline, then a body:
+
+- ``D<hops> <full JID>``: deliver the stanza in the body to that local session;
+- ``R<hops>``: route the stanza in the body on the receiving node (rooms, bare JIDs);
+- ``K <full JID>``: end that local session, the body is the reason (cluster-wide
+  resource conflict, kick from an admin on another node).
+
+``hops`` counts how often a stanza was forwarded, so two nodes whose views
+briefly disagree cannot bounce it back and forth forever.
+"""
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from ..jid import JID
 from ..xml import Element
 
+MAX_HOPS = 3
+
+
+class Envelope(NamedTuple):
+    kind: str      # "D", "R" or "K"
+    hops: int
+    target: str    # full JID for D and K, "" for R
+    body: bytes
+
+
+def deliver(to: JID, stanza: Element, hops: int = 0) -> bytes:
+    return b"D%d %s\n%s" % (hops, str(to).encode(), stanza.to_bytes())
+
+
+def route(stanza: Element, hops: int = 0) -> bytes:
+    return b"R%d\n%s" % (hops, stanza.to_bytes())
+
+
+def kick(full: JID, reason: str) -> bytes:
+    return b"K %s\n%s" % (str(full).encode(), reason.encode())
+
 
 def pack(to: JID, stanza: Element) -> bytes:
-    return str(to).encode() + b"\n" + stanza.to_bytes()
+    """Back-compatible name: a delivery envelope."""
+    return deliver(to, stanza)
 
 
-def unpack(payload: bytes) -> tuple[str, bytes]:
+def unpack(payload: bytes) -> Envelope:
     head, _, body = payload.partition(b"\n")
-    return head.decode(), body
+    text = head.decode()
+    kind = text[:1]
+    rest = text[1:]
+    if kind == "K":
+        return Envelope("K", 0, rest.strip(), body)
+    num, _, target = rest.partition(" ")
+    try:
+        hops = int(num)
+    except ValueError:
+        hops = MAX_HOPS
+    return Envelope(kind, hops, target, body)

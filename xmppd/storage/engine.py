@@ -17,6 +17,8 @@ from typing import Any, Optional, TypeVar
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine
 
+from .batch import GroupCommit
+
 T = TypeVar("T")
 
 
@@ -40,6 +42,14 @@ class Database:
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="xmppd-db")
         self._closed = False
         self._lock = threading.Lock()
+        self._batch: Optional[GroupCommit] = None
+
+    @property
+    def batch(self) -> GroupCommit:
+        """The shared group-commit queue (see :mod:`xmppd.storage.batch`)."""
+        if self._batch is None:
+            self._batch = GroupCommit(self)
+        return self._batch
 
     @classmethod
     def sqlite(cls, path: Path) -> Database:
@@ -71,6 +81,11 @@ class Database:
         """Run ``fn(*args)`` (which may call :meth:`run_sync`) in a database thread."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool, fn, *args)
+
+    async def flush(self) -> None:
+        """Wait for queued group-commit writes (before closing)."""
+        if self._batch is not None:
+            await self._batch.flush()
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,274 @@
+"""Several nodes serve one domain through a real Redis: sessions and routing."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+import yaml
+from conftest import run
+from helpers.procs import RedisServer, XmppdServer, free_port, wait_port
+from helpers.raw import STANZA_ERR, C, RawClient
+
+MakeServer = Callable[..., XmppdServer]
+
+
+def make_cluster(make_server: MakeServer, redis: RedisServer, tmp: Path, n: int = 3,
+                 users: tuple[str, ...] = ("alice", "bob", "carol")) -> list[XmppdServer]:
+    shared_db = str(tmp / "shared.db")
+    nodes = []
+    for i in range(n):
+        srv = make_server(config={"sm_db_type": "redis", "redis_server": "127.0.0.1",
+                                  "redis_port": redis.port, "node_name": f"node{i}@test",
+                                  "sql_database": shared_db})
+        nodes.append(srv)
+    for u in users:
+        nodes[0].register(u, "pw")
+    for srv in nodes:
+        srv.start()
+    return nodes
+
+
+@pytest.fixture
+def cluster(make_server: MakeServer, redis_server: RedisServer, tmp_path: Path) -> Iterator[list[XmppdServer]]:
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True,
+                   capture_output=True)
+    yield make_cluster(make_server, redis_server, tmp_path)
+
+
+async def _settle() -> None:
+    await asyncio.sleep(0.3)  # directory changes travel through Redis pub/sub
+
+
+def test_chat_across_nodes(cluster: list[XmppdServer]) -> None:
+    n0, n1, n2 = cluster
+
+    async def main() -> None:
+        a = RawClient(n0.c2s_tls, tls=True)
+        b = RawClient(n1.c2s_tls, tls=True)
+        c = RawClient(n2.c2s_tls, tls=True)
+        await a.login("alice", "pw", "a")
+        await b.login("bob", "pw", "b")
+        await c.login("carol", "pw", "c")
+        await _settle()
+        await a.send("<message to='bob@localhost' type='chat' id='1'><body>hello bob</body></message>")
+        msg = await b.recv_until(lambda e: e.tag == C + "message")
+        assert msg.findtext(C + "body") == "hello bob" and msg.get("from") == "alice@localhost/a"
+        await b.send("<message to='alice@localhost/a' type='chat' id='2'><body>hi alice</body></message>")
+        msg = await a.recv_until(lambda e: e.tag == C + "message")
+        assert msg.findtext(C + "body") == "hi alice"
+        await c.send("<iq type='get' id='q' to='bob@localhost/b'><ping xmlns='urn:xmpp:ping'/></iq>")
+        iq = await b.recv_until(lambda e: e.tag == C + "iq" and e.get("id") == "q")
+        await b.send(f"<iq type='result' id='q' to='{iq.get('from')}'/>")
+        res = await c.recv_until(lambda e: e.get("id") == "q")
+        assert res.get("type") == "result" and res.get("from") == "bob@localhost/b"
+        # in order across nodes
+        for i in range(50):
+            await a.send(f"<message to='carol@localhost' type='chat' id='o{i}'><body>{i}</body></message>")
+        got = [(await c.recv_until(lambda e: e.tag == C + "message")).findtext(C + "body")
+               for _ in range(50)]
+        assert got == [str(i) for i in range(50)]
+    run(main())
+
+
+def test_resource_conflict_across_nodes(cluster: list[XmppdServer]) -> None:
+    n0, n1, _ = cluster
+
+    async def main() -> None:
+        first = RawClient(n0.c2s_tls, tls=True)
+        await first.login("alice", "pw", "phone")
+        await _settle()
+        second = RawClient(n1.c2s_tls, tls=True)
+        await second.login("alice", "pw", "phone")
+        assert await first.stream_error() == "conflict"
+        await _settle()
+        assert n0.ctl("connected_users").stdout.split() == ["alice@localhost/phone"]
+    run(main())
+
+
+def test_admin_sees_the_cluster_and_dead_nodes_vanish(cluster: list[XmppdServer]) -> None:
+    n0, n1, n2 = cluster
+
+    async def main() -> None:
+        a = RawClient(n0.c2s_tls, tls=True)
+        b = RawClient(n1.c2s_tls, tls=True)
+        await a.login("alice", "pw", "a")
+        await b.login("bob", "pw", "b")
+        await _settle()
+        assert n2.ctl("connected_users").stdout.split() == ["alice@localhost/a", "bob@localhost/b"]
+        nodes = n2.ctl("cluster_nodes").stdout
+        assert all(f"node{i}@test" in nodes for i in range(3))
+        # remote kick
+        n2.ctl("kick_session", "bob", "localhost", "b", "maintenance")
+        assert await b.stream_error() == "policy-violation"
+        b2 = RawClient(n1.c2s_tls, tls=True)
+        await b2.login("bob", "pw", "b2")
+        await _settle()
+        n1.kill()  # SIGKILL: no goodbye
+        for _ in range(100):
+            if "bob@localhost/b2" not in n0.ctl("connected_users").stdout:
+                break
+            await asyncio.sleep(0.2)
+        assert n0.ctl("connected_users").stdout.split() == ["alice@localhost/a"]
+        assert "node1@test" not in n0.ctl("cluster_nodes").stdout
+        # bob is offline now: no offline storage configured, so the sender is told
+        await a.send("<message to='bob@localhost' type='chat' id='x'><body>?</body></message>")
+        err = await a.recv_until(lambda e: e.get("id") == "x")
+        assert err.find(f"{C}error/{{{STANZA_ERR}}}service-unavailable") is not None
+    run(main())
+
+
+def test_workers_share_ports(tmp_path: Path) -> None:
+    port, tls_port = free_port(), free_port()
+    cfg = {"hosts": ["localhost"], "data_dir": str(tmp_path / "data"), "workers": 2,
+           "listen": [{"port": port, "ip": "127.0.0.1", "module": "ejabberd_c2s"},
+                      {"port": tls_port, "ip": "127.0.0.1", "module": "ejabberd_c2s", "tls": True}],
+           "modules": {"mod_ping": {}}, "node_name": "w@test"}
+    path = tmp_path / "xmppd.yml"
+    path.write_text(yaml.safe_dump(cfg))
+    ctl = [sys.executable, "-m", "xmppd", "ctl", "--config", str(path)]
+    n = 16
+    users = tmp_path / "users.txt"
+    users.write_text("".join(f"u{i} pw\n" for i in range(n)))
+    subprocess.run(ctl + ["register_bulk", str(users), "localhost"], check=True, capture_output=True)
+    log = open(tmp_path / "log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "xmppd", "run", "--config", str(path)],
+                            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_port(tls_port, proc=proc)
+        for _ in range(100):
+            out = subprocess.run(ctl + ["cluster_nodes"], capture_output=True, text=True)
+            if out.returncode == 0 and len(re.findall(r"w@test-w\d", out.stdout)) == 2:
+                break
+            import time
+            time.sleep(0.2)
+        assert len(re.findall(r"w@test-w\d", out.stdout)) == 2, out.stdout + out.stderr
+
+        async def main() -> None:
+            clients = [RawClient(tls_port, tls=True) for _ in range(n)]
+            for i, c in enumerate(clients):
+                await c.login(f"u{i}", "pw", "r")
+            await asyncio.sleep(0.5)
+            # the kernel spread the connections over both workers
+            per_node = subprocess.run(ctl + ["cluster_nodes"], capture_output=True, text=True).stdout
+            counts = [int(x) for x in re.findall(r"w@test-w\d\t(\d+) sessions", per_node)]
+            assert len(counts) == 2 and sum(counts) == n and min(counts) > 0, per_node
+            # everyone writes to everyone, whichever worker holds the recipient
+            for i, c in enumerate(clients):
+                for j in range(n):
+                    if i != j:
+                        await c.send(f"<message to='u{j}@localhost/r' type='chat'><body>{i}</body></message>")
+            for j, c in enumerate(clients):
+                got = set()
+                while len(got) < n - 1:
+                    m = await c.recv_until(lambda e: e.tag == C + "message", timeout=10)
+                    got.add(m.findtext(C + "body"))
+                assert got == {str(i) for i in range(n) if i != j}
+        run(main())
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    assert proc.returncode == 0
+
+
+def test_example_cluster_config_is_valid() -> None:
+    from xmppd.config import load_config
+    from xmppd.server import check_modules
+    c = load_config(Path(__file__).resolve().parents[1] / "config" / "cluster.example.yml")
+    assert c["sm_db_type"] == "redis" and c["sql_type"] == "pgsql"
+    assert c.warnings == () and check_modules(c)[1] == []
+
+
+MUC = "http://jabber.org/protocol/muc"
+
+
+async def _join(c: RawClient, room: str, nick: str) -> None:
+    await c.send(f"<presence to='{room}/{nick}'><x xmlns='{MUC}'/></presence>")
+    while True:
+        el = await c.recv_until(lambda e: e.tag == C + "presence", timeout=10)
+        codes = {s.get("code") for s in el.iter(f"{{{MUC}#user}}status")}
+        if "110" in codes:
+            if "201" in codes:  # a new room: accept the default configuration
+                await c.send(f"<iq type='set' id='cfg' to='{room}'><query xmlns='{MUC}#owner'>"
+                             "<x xmlns='jabber:x:data' type='submit'/></query></iq>")
+                await c.recv_until(lambda e: e.get("id") == "cfg", timeout=10)
+            return
+
+
+def _room_owned_by(node: str, nodes: list[str]) -> str:
+    from xmppd.cluster.placement import owner
+    for i in range(1000):
+        room = f"room{i}@conference.localhost"
+        if owner(room, nodes) == node:
+            return room
+    raise AssertionError("no room name found")
+
+
+def test_rooms_are_sharded_and_survive_their_node(make_server: MakeServer, redis_server: RedisServer,
+                                                   tmp_path: Path) -> None:
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True,
+                   capture_output=True)
+    shared_db = str(tmp_path / "shared.db")
+    nodes = []
+    for i in range(3):
+        nodes.append(make_server(config={
+            "sm_db_type": "redis", "redis_server": "127.0.0.1", "redis_port": redis_server.port,
+            "node_name": f"node{i}@test", "sql_database": shared_db},
+            modules={"mod_muc": {"default_room_options": {"persistent": True}}, "mod_ping": {}}))
+    for u in ("alice", "bob", "carol"):
+        nodes[0].register(u, "pw")
+    for n in nodes:
+        n.start()
+    names = [f"node{i}@test" for i in range(3)]
+    room = _room_owned_by("node2@test", names)
+
+    async def main() -> None:
+        a = RawClient(nodes[0].c2s_tls, tls=True)
+        b = RawClient(nodes[1].c2s_tls, tls=True)
+        c = RawClient(nodes[2].c2s_tls, tls=True)
+        await a.login("alice", "pw", "a")
+        await b.login("bob", "pw", "b")
+        await c.login("carol", "pw", "c")
+        await _settle()
+        for client, nick in ((a, "Alice"), (b, "Bob"), (c, "Carol")):
+            await _join(client, room, nick)
+        # the room lives on exactly one node: its owner
+        held = [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes]
+        assert held == [[], [], [room]]
+        # several senders on several nodes: everyone sees one order
+        for i in range(10):
+            await a.send(f"<message to='{room}' type='groupchat'><body>a{i}</body></message>")
+            await b.send(f"<message to='{room}' type='groupchat'><body>b{i}</body></message>")
+
+        async def bodies(cl: RawClient) -> list[str]:
+            out: list[str] = []
+            while len(out) < 20:
+                m = await cl.recv_until(lambda e: e.tag == C + "message" and
+                                        e.find(C + "body") is not None, timeout=10)
+                out.append(m.findtext(C + "body") or "")
+            return out
+        seen = [await bodies(x) for x in (a, b, c)]
+        assert seen[0] == seen[1] == seen[2]
+        assert [x for x in seen[0] if x[0] == "a"] == [f"a{i}" for i in range(10)]
+        # the owner dies: another node serves the (persistent) room
+        nodes[2].kill()
+        for _ in range(100):
+            if all("node2@test" not in n.ctl("cluster_nodes").stdout for n in nodes[:2]):
+                break
+            await asyncio.sleep(0.2)
+        await _settle()
+        for client, nick in ((a, "Alice"), (b, "Bob")):
+            await _join(client, room, nick)
+        await a.send(f"<message to='{room}' type='groupchat'><body>after</body></message>")
+        for cl in (a, b):
+            m = await cl.recv_until(lambda e: e.tag == C + "message" and
+                                    e.findtext(C + "body") == "after", timeout=10)
+            assert m.get("from") == f"{room}/Alice"
+        held = [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes[:2]]
+        assert sorted(held, key=len) == [[], [room]]
+    run(main(), timeout=120)

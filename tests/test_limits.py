@@ -1,0 +1,200 @@
+"""Rate limits, slow readers, brute-force bans and load shedding (functional, no timings)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, Callable
+
+from conftest import run
+from helpers.procs import XmppdServer
+from helpers.raw import SASL, C, RawClient, local
+
+from xmppd.overload import LoadMonitor
+
+MakeServer = Callable[..., XmppdServer]
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def test_flooding_client_is_slowed_and_others_keep_chatting(make_server: MakeServer) -> None:
+    srv = make_server(listen_extra={"max_stanza_rate": 50})
+    for u in ("flood", "sink", "alice", "bob"):
+        srv.register(u, "pw")
+    srv.start()
+    n = 600
+
+    async def main() -> None:
+        flood, sink = RawClient(srv.c2s_tls, tls=True), RawClient(srv.c2s_tls, tls=True)
+        alice, bob = RawClient(srv.c2s_tls, tls=True), RawClient(srv.c2s_tls, tls=True)
+        for c, u in ((flood, "flood"), (sink, "sink"), (alice, "alice"), (bob, "bob")):
+            await c.login(u, "pw")
+
+        async def blast() -> None:
+            for i in range(n):
+                await flood.send(f"<message to='sink@localhost' id='f{i}'><body>{i}</body></message>")
+        blaster = asyncio.ensure_future(blast())
+        # meanwhile a well-behaved pair keeps chatting
+        for i in range(5):
+            await alice.send(f"<message to='bob@localhost' id='a{i}'><body>hi {i}</body></message>")
+            m = await bob.recv_until(lambda e: e.tag == C + "message", timeout=10)
+            assert m.findtext(C + "body") == f"hi {i}"
+        await blaster
+        got = []
+        while len(got) < n:
+            m = await sink.recv_until(lambda e: e.tag == C + "message", timeout=30)
+            got.append(m.get("id"))
+        assert got == [f"f{i}" for i in range(n)]  # slowed, never dropped, in order
+    run(main(), timeout=120)
+    assert "throttling <C2SStream flood@localhost/raw" in srv.log
+
+
+def test_slow_reader_is_disconnected_and_memory_stays_bounded(make_server: MakeServer) -> None:
+    srv = make_server(config={"c2s_queue_limit": 262144})
+    srv.register("writer", "pw")
+    srv.register("reader", "pw")
+    srv.start()
+
+    async def main() -> None:
+        writer, reader = RawClient(srv.c2s_tls, tls=True), RawClient(srv.c2s_tls, tls=True)
+        await writer.login("writer", "pw")
+        await reader.login("reader", "pw")
+        # the reader stops reading; its kernel buffers fill, then the server's queue
+        sock = reader.writer.get_extra_info("socket")  # type: ignore[union-attr]
+        reader.reader._transport.pause_reading()  # type: ignore[union-attr]
+        del sock
+        before = rss_kib(srv.pid)
+        body = "x" * 4000
+        for i in range(3000):  # 12 MB towards a reader that takes nothing
+            await writer.send(f"<message to='reader@localhost/raw' id='m{i}'><body>{body}</body></message>")
+            if i % 200 == 0 and "reader@localhost/raw" not in srv.ctl("connected_users").stdout:
+                break
+        for _ in range(50):
+            if "reader@localhost/raw" not in srv.ctl("connected_users").stdout:
+                break
+            await asyncio.sleep(0.2)
+        assert "reader@localhost/raw" not in srv.ctl("connected_users").stdout
+        assert rss_kib(srv.pid) - before < 64 * 1024  # far below the 12 MB sent
+        # the writer is fine
+        await writer.send("<iq type='get' id='p' to='localhost'><ping xmlns='urn:xmpp:ping'/></iq>")
+        el = await writer.recv_until(lambda e: e.get("id") == "p", timeout=10)
+        assert el.get("type") == "result"
+    run(main(), timeout=120)
+    assert "closing slow reader" in srv.log
+
+
+def test_brute_force_is_banned(make_server: MakeServer) -> None:
+    srv = make_server(modules={"mod_fail2ban": {"c2s_max_auth_failures": 3}, "mod_ping": {}})
+    srv.register("alice", "pw")
+    srv.start()
+
+    async def main() -> None:
+        for _ in range(3):
+            c = RawClient(srv.c2s_tls, tls=True)
+            await c.connect()
+            await c.open()
+            res = await c.auth_plain("alice", "guess")
+            assert local(res.tag) == "failure"
+            await c.close()
+        c = RawClient(srv.c2s_tls, tls=True)
+        await c.connect()
+        await c.send("<?xml version='1.0'?><stream:stream to='localhost' version='1.0' "
+                     "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+        assert await c.stream_error() == "policy-violation"
+    run(main())
+
+
+def test_whitelisted_addresses_are_not_banned(make_server: MakeServer) -> None:
+    srv = make_server(modules={"mod_fail2ban": {"c2s_max_auth_failures": 2, "access": "trusted"}},
+                      config={"acl": {"loopback": {"ip": "127.0.0.0/8"}},
+                              "access_rules": {"trusted": {"allow": "loopback"}}})
+    srv.register("alice", "pw")
+    srv.start()
+
+    async def main() -> None:
+        for _ in range(3):
+            c = RawClient(srv.c2s_tls, tls=True)
+            await c.connect()
+            await c.open()
+            assert local((await c.auth_plain("alice", "guess")).tag) == "failure"
+            await c.close()
+        assert await RawClient(srv.c2s_tls, tls=True).login("alice", "pw")
+    run(main())
+
+
+def test_login_rate_per_account(make_server: MakeServer) -> None:
+    srv = make_server(modules={"mod_fail2ban": {"max_logins_per_minute": 2}})
+    srv.register("alice", "pw")
+    srv.start()
+
+    async def main() -> None:
+        for i in range(2):
+            assert await RawClient(srv.c2s_tls, tls=True).login("alice", "pw", f"r{i}")
+        c = RawClient(srv.c2s_tls, tls=True)
+        await c.connect()
+        await c.open()
+        res = await c.auth_scram("alice", "pw")
+        assert local(res.tag) == "failure"
+        assert res.find(f"{{{SASL}}}temporary-auth-failure") is not None
+    run(main())
+
+
+def test_connection_rate_per_ip(make_server: MakeServer) -> None:
+    srv = make_server(listen_extra={"max_connection_rate": 3})
+    srv.start()
+
+    async def main() -> Any:
+        outcomes = []
+        for _ in range(8):
+            c = await RawClient(srv.c2s).connect()
+            await c.send("<?xml version='1.0'?><stream:stream to='localhost' version='1.0' "
+                          "xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>")
+            el = await c.recv()
+            outcomes.append(el.tag.endswith("error"))
+            await c.close()
+        return outcomes
+    outcomes = run(main())
+    assert outcomes[0] is False and any(outcomes)
+
+
+def test_forced_load_level_is_visible(make_server: MakeServer) -> None:
+    srv = make_server()
+    srv.start()
+    assert "load: normal" in srv.ctl("status").stdout
+    out = srv.ctl("set_load", "2").stdout
+    assert "shedding presence-inactive, chat-states" in out
+    assert "shedding presence-inactive, chat-states (forced" in srv.ctl("status").stdout
+    srv.ctl("set_load", "auto")
+    assert "load: normal" in srv.ctl("status").stdout
+    assert srv.ctl("set_load", "9", check=False).returncode == 2
+    assert "load: normal -> shedding presence-inactive, chat-states" in srv.log
+
+
+class _FakeServer:
+    def __init__(self) -> None:
+        from xmppd.hooks import HookBus
+        self.hooks = HookBus()
+        self.connections: set[Any] = set()
+        self.overload = False
+
+
+def test_monitor_escalates_in_order_and_recovers() -> None:
+    fake = _FakeServer()
+    levels: list[int] = []
+    fake.hooks.add("server/load", lambda s, level: levels.append(level))
+    mon = LoadMonitor(fake, lag_high=0.2, lag_low=0.05)  # type: ignore[arg-type]
+    for _ in range(6):
+        mon.sample(1.0)
+    assert mon.level == 4 and fake.overload
+    assert mon.shed("presence-inactive") and mon.shed("markers")
+    for _ in range(40):
+        mon.sample(0.0)
+    assert mon.level == 0 and not fake.overload
+    assert levels == [1, 2, 3, 4, 3, 2, 1, 0]
+    mon.sample(1.0)
+    assert mon.shed("presence-inactive") and not mon.shed("chat-states")

@@ -1,0 +1,373 @@
+"""The Redis cluster backend: a shared session directory and a queue per node.
+
+Keys (all prefixed ``xmppd:``):
+
+- ``node:<node>``: a heartbeat string with a TTL; a node without one is dead;
+- ``nodes``: the set of node names seen;
+- ``dir:<node>``: a hash ``full JID -> "priority|available|since"`` of the node's
+  sessions, refreshed with a TTL so the entries of a dead node vanish on their own;
+- channel ``dirchg``: directory changes, so every node keeps a local replica and
+  routing reads it without a network round trip;
+- stream ``q:<node>``: payloads handed to the node (see :mod:`.envelope`). The
+  node deletes an entry once it has handled it; when a node dies, one survivor
+  claims its stream and routes what is left there.
+
+Writes go through one writer task, in order, in pipelines. A hand-over that
+fails is retried with back-off; after the last retry the sender is told.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import Any, Optional
+
+from ..jid import JID, JIDError
+from .base import SessionEntry
+
+log = logging.getLogger(__name__)
+
+PREFIX = "xmppd:"
+RETRIES = 5
+MAX_PENDING = 100_000
+
+
+def _encode(e: SessionEntry) -> str:
+    return "%d|%d|%.6f" % (e.priority, 1 if e.available else 0, e.since)
+
+
+def _decode(node: str, full: str, value: str) -> Optional[SessionEntry]:
+    try:
+        prio, avail, since = value.split("|")
+        return SessionEntry(JID.parse(full), node, int(prio), avail == "1", float(since))
+    except (ValueError, JIDError):
+        return None
+
+
+class RedisBackend:
+    def __init__(self, node: str, *, host: str = "localhost", port: int = 6379, db: int = 0,
+                 password: str = "", unix_socket: Optional[str] = None,
+                 heartbeat: float = 1.0, ttl: float = 5.0) -> None:
+        self.node = node
+        self._conn_args: dict[str, Any] = {"db": db, "password": password or None,
+                                           "decode_responses": False}
+        if unix_socket:
+            self._conn_args["unix_socket_path"] = unix_socket
+        else:
+            self._conn_args.update(host=host, port=port)
+        self.heartbeat = heartbeat
+        self.ttl = ttl
+        self.hops = 0  # hop count of the payload being handled (see envelope)
+        self._r: Any = None
+        self._local: dict[JID, SessionEntry] = {}
+        self._by_full: dict[JID, SessionEntry] = {}
+        self._by_bare: dict[JID, dict[JID, SessionEntry]] = {}
+        self._alive: set[str] = {node}
+        self._ops: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._deliver: Callable[[bytes], None] = lambda p: None
+        self.on_conflict: Callable[[SessionEntry], None] = lambda e: None
+        self.on_node_down: Callable[[str], None] = lambda n: None
+        self.on_send_failed: Callable[[str, bytes], None] = lambda n, p: None
+        self.on_nodes_changed: Callable[[], None] = lambda: None
+
+    # -- lifecycle -------------------------------------------------------------
+    async def start(self, deliver: Callable[[bytes], None]) -> None:
+        import redis.asyncio as aioredis
+
+        self._deliver = deliver
+        self._r = aioredis.Redis(**self._conn_args)
+        r = self._r
+        await r.ping()
+        self._pubsub = r.pubsub()
+        await self._pubsub.subscribe(PREFIX + "dirchg")
+        # a previous incarnation of this node left sessions that no longer exist
+        await r.delete(self._dir_key(self.node))
+        await self._beat()
+        await r.sadd(PREFIX + "nodes", self.node)
+        await self._publish_change("J", "", None)
+        await self._load_directory()
+        self._tasks = [asyncio.ensure_future(t) for t in (
+            self._writer(), self._listen(), self._consume(), self._heartbeat_loop())]
+        log.info("cluster: node %s joined (%d other nodes alive)", self.node, len(self._alive) - 1)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        r = self._r
+        if r is None:
+            return
+        try:
+            await self._flush_ops()
+            await r.delete(self._dir_key(self.node), PREFIX + "node:" + self.node)
+            await r.srem(PREFIX + "nodes", self.node)
+            await self._publish_change("L", "", None)
+        except Exception as e:  # noqa: BLE001 - leaving anyway
+            log.info("cluster: leaving without cleanup: %s", e)
+        try:
+            await self._pubsub.aclose()
+            await r.aclose()
+        except Exception:  # noqa: BLE001
+            pass
+        self._r = None
+
+    # -- the seam ------------------------------------------------------------
+    def publish(self, entry: SessionEntry) -> None:
+        old = self._local.get(entry.jid)
+        entry.since = old.since if old is not None else (entry.since or time.time())
+        self._local[entry.jid] = entry
+        self._enqueue(("pub", entry))
+
+    def unpublish(self, jid: JID) -> None:
+        if self._local.pop(jid, None) is not None:
+            self._enqueue(("unpub", jid))
+
+    def remote_sessions(self, bare: JID) -> list[SessionEntry]:
+        d = self._by_bare.get(bare)
+        return list(d.values()) if d else []
+
+    def remote_session(self, full: JID) -> Optional[SessionEntry]:
+        return self._by_full.get(full)
+
+    def send(self, node: str, payload: bytes) -> None:
+        if node not in self._alive:
+            self.on_send_failed(node, payload)
+            return
+        self._enqueue(("xadd", node, payload, 0))
+
+    def nodes(self) -> list[str]:
+        return sorted(self._alive)
+
+    def all_remote(self) -> list[SessionEntry]:
+        return list(self._by_full.values())
+
+    # -- internals -------------------------------------------------------------
+    def _dir_key(self, node: str) -> str:
+        return PREFIX + "dir:" + node
+
+    def _enqueue(self, op: tuple[Any, ...]) -> None:
+        if self._ops.qsize() >= MAX_PENDING and op[0] == "xadd":
+            self.on_send_failed(op[1], op[2])
+            return
+        self._ops.put_nowait(op)
+
+    async def _publish_change(self, op: str, full: str, entry: Optional[SessionEntry]) -> None:
+        value = _encode(entry) if entry is not None else ""
+        await self._r.publish(PREFIX + "dirchg", f"{op}\t{self.node}\t{full}\t{value}")
+
+    async def _beat(self) -> None:
+        r = self._r
+        pipe = r.pipeline(transaction=False)
+        pipe.set(PREFIX + "node:" + self.node, str(time.time()), px=int(self.ttl * 1000))
+        pipe.expire(self._dir_key(self.node), int(self.ttl * 3))
+        await pipe.execute()
+
+    async def _load_directory(self) -> None:
+        r = self._r
+        nodes = [n.decode() for n in await r.smembers(PREFIX + "nodes")]
+        alive = await self._check_alive(nodes)
+        for node in alive:
+            if node == self.node:
+                continue
+            entries = await r.hgetall(self._dir_key(node))
+            for full, value in entries.items():
+                e = _decode(node, full.decode(), value.decode())
+                if e is not None:
+                    self._add_remote(e)
+
+    async def _check_alive(self, nodes: list[str]) -> set[str]:
+        if not nodes:
+            return {self.node}
+        vals = await self._r.mget([PREFIX + "node:" + n for n in nodes])
+        alive = {n for n, v in zip(nodes, vals, strict=True) if v is not None}
+        alive.add(self.node)
+        return alive
+
+    def _add_remote(self, e: SessionEntry) -> None:
+        self._alive.add(e.node)
+        old = self._by_full.get(e.jid)
+        if old is not None and old.node != e.node:
+            self._remove_remote(old.jid)
+        self._by_full[e.jid] = e
+        self._by_bare.setdefault(e.jid.bare, {})[e.jid] = e
+        mine = self._local.get(e.jid)
+        if mine is not None and (mine.since, self.node) < (e.since, e.node):
+            self.on_conflict(mine)  # a newer login elsewhere replaces ours
+
+    def _remove_remote(self, jid: JID) -> None:
+        e = self._by_full.pop(jid, None)
+        if e is None:
+            return
+        d = self._by_bare.get(jid.bare)
+        if d is not None:
+            d.pop(jid, None)
+            if not d:
+                del self._by_bare[jid.bare]
+
+    def _drop_node(self, node: str) -> None:
+        for jid in [j for j, e in self._by_full.items() if e.node == node]:
+            self._remove_remote(jid)
+        if node in self._alive:
+            self._alive.discard(node)
+            self.on_nodes_changed()
+
+    async def _writer(self) -> None:
+        while True:
+            op = await self._ops.get()
+            batch = [op]
+            while not self._ops.empty() and len(batch) < 512:
+                batch.append(self._ops.get_nowait())
+            await self._apply(batch)
+
+    async def _flush_ops(self) -> None:
+        batch = []
+        while not self._ops.empty():
+            batch.append(self._ops.get_nowait())
+        if batch:
+            await self._apply(batch)
+
+    async def _apply(self, batch: list[tuple[Any, ...]]) -> None:
+        r = self._r
+        pipe = r.pipeline(transaction=False)
+        for op in batch:
+            kind = op[0]
+            if kind == "pub":
+                e = op[1]
+                value = _encode(e)
+                pipe.hset(self._dir_key(self.node), str(e.jid), value)
+                pipe.publish(PREFIX + "dirchg", f"P\t{self.node}\t{e.jid}\t{value}")
+            elif kind == "unpub":
+                pipe.hdel(self._dir_key(self.node), str(op[1]))
+                pipe.publish(PREFIX + "dirchg", f"U\t{self.node}\t{op[1]}\t")
+            elif kind == "xadd":
+                pipe.xadd(PREFIX + "q:" + op[1], {b"p": op[2]})
+        try:
+            await pipe.execute()
+        except Exception as e:  # noqa: BLE001 - Redis unreachable: retry hand-overs
+            log.warning("cluster: redis write failed (%s); retrying", e)
+            for op in batch:
+                if op[0] == "xadd":
+                    attempt = op[3] + 1
+                    if attempt > RETRIES:
+                        self.on_send_failed(op[1], op[2])
+                        continue
+                    asyncio.get_running_loop().call_later(
+                        0.05 * 2 ** attempt, self._enqueue, ("xadd", op[1], op[2], attempt))
+                else:
+                    asyncio.get_running_loop().call_later(0.5, self._enqueue, op)
+
+    async def _listen(self) -> None:
+        while True:
+            try:
+                msg = await self._pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            except Exception as e:  # noqa: BLE001
+                log.warning("cluster: pubsub error %s", e)
+                await asyncio.sleep(0.5)
+                continue
+            if msg is None or msg.get("type") != "message":
+                continue
+            try:
+                op, node, full, value = msg["data"].decode().split("\t")
+            except ValueError:
+                continue
+            if node == self.node:
+                continue
+            if op == "P":
+                entry = _decode(node, full, value)
+                if entry is not None:
+                    self._add_remote(entry)
+            elif op == "U":
+                try:
+                    self._remove_remote(JID.parse(full))
+                except JIDError:
+                    pass
+            elif op == "J":
+                if node not in self._alive:
+                    self._alive.add(node)
+                    self.on_nodes_changed()
+            elif op == "L":
+                self._drop_node(node)
+
+    async def _consume(self, node: Optional[str] = None) -> None:
+        """Handle payloads queued for this node (or a dead node's leftovers)."""
+        key = PREFIX + "q:" + (node or self.node)
+        last = b"0"
+        r = self._r
+        while True:
+            try:
+                res = await r.xread({key: last}, count=500, block=None if node else 1000)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # noqa: BLE001
+                log.warning("cluster: reading %s failed: %s", key, e)
+                await asyncio.sleep(0.5)
+                continue
+            if not res:
+                if node is not None:
+                    await r.delete(key)
+                    return
+                continue
+            ids = []
+            for _key, entries in res:
+                for entry_id, fields in entries:
+                    ids.append(entry_id)
+                    last = entry_id
+                    payload = fields.get(b"p")
+                    if payload is None:
+                        continue
+                    try:
+                        self._deliver(payload)
+                    except Exception:
+                        log.exception("cluster: handling a payload failed")
+            if ids:
+                await r.xdel(key, *ids)
+
+    async def _heartbeat_loop(self) -> None:
+        r = self._r
+        while True:
+            await asyncio.sleep(self.heartbeat)
+            try:
+                await self._beat()
+                if self._local and not await r.exists(self._dir_key(self.node)):
+                    # others took us for dead and dropped our sessions: publish again
+                    await r.sadd(PREFIX + "nodes", self.node)
+                    for e in list(self._local.values()):
+                        self._enqueue(("pub", e))
+                nodes = [n.decode() for n in await r.smembers(PREFIX + "nodes")]
+                alive = await self._check_alive(nodes)
+            except Exception as e:  # noqa: BLE001
+                log.warning("cluster: heartbeat failed: %s", e)
+                continue
+            for node in alive - self._alive:
+                self._alive.add(node)
+                self.on_nodes_changed()
+            for node in list(self._alive - alive):
+                log.warning("cluster: node %s is gone", node)
+                self._drop_node(node)
+                await self._take_over(node)
+
+    async def _take_over(self, node: str) -> None:
+        """One survivor routes what a dead node left in its queue.
+
+        Nodes whose view of the cluster lags may still hand stanzas to the dead
+        node for a moment, so the survivor keeps draining its queue for a while.
+        """
+        r = self._r
+        if not await r.set(PREFIX + "takeover:" + node, self.node, nx=True,
+                           ex=int(self.ttl * 6) + 1):
+            return
+        await r.srem(PREFIX + "nodes", node)
+        await r.delete(self._dir_key(node))
+        self.on_node_down(node)
+        task = asyncio.ensure_future(self._drain_dead(node))
+        self._tasks.append(task)
+
+    async def _drain_dead(self, node: str) -> None:
+        deadline = time.monotonic() + self.ttl * 5
+        while True:
+            await self._consume(node)
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(self.heartbeat)

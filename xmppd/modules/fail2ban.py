@@ -1,0 +1,93 @@
+"""Brute-force protection (ejabberd's mod_fail2ban) and per-account login rates.
+
+Failed authentications are counted per IP address. Each failure makes the next
+attempt from that address wait longer (exponential back-off, capped); after
+``c2s_max_auth_failures`` failures the address is banned for
+``c2s_auth_ban_lifetime``: new connections get ``policy-violation``. Addresses
+the ``access`` rule allows are never banned. ``max_logins_per_minute`` caps
+successful logins per account (``temporary-auth-failure`` beyond it).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Optional
+
+from ..confval import v_int, v_pos_int_or_infinity, v_timeout
+from ..jid import JID
+from ..moduleapi import Module, Option, hook
+
+MAX_DELAY = 5.0
+
+
+class Fail2Ban(Module):
+    name = "mod_fail2ban"
+    options = {
+        "c2s_auth_ban_lifetime": Option(3600.0, v_timeout("second"), "how long a ban lasts"),
+        "c2s_max_auth_failures": Option(20, v_int(1), "failures before an address is banned"),
+        "access": Option("none", lambda v, p: v, "addresses this rule allows are never banned"),
+        "max_logins_per_minute": Option(float("inf"), v_pos_int_or_infinity,
+                                        "successful logins per account and minute"),
+    }
+
+    def setup(self) -> None:
+        self.failures: dict[str, tuple[int, float]] = {}   # ip -> (count, last failure)
+        self.banned: dict[str, float] = {}                 # ip -> until
+        self.logins: dict[JID, deque[float]] = {}
+        self.api.add_timer(60.0, self._expire)
+
+    def _exempt(self, ip: str) -> bool:
+        return self.server.access.access(self.opts["access"], None, ip)
+
+    def _expire(self) -> None:
+        now = time.monotonic()
+        self.banned = {ip: until for ip, until in self.banned.items() if until > now}
+        lifetime = self.opts["c2s_auth_ban_lifetime"]
+        self.failures = {ip: f for ip, f in self.failures.items() if now - f[1] < lifetime}
+        self.logins = {j: d for j, d in self.logins.items() if d and now - d[-1] < 60}
+
+    @hook("c2s/connect")
+    def on_connect(self, conn: Any) -> Optional[str]:
+        until = self.banned.get(conn.peer_ip)
+        if until is not None and until > time.monotonic() and conn.listen is not None:
+            return "too many failed authentications from your address; try again later"
+        return None
+
+    @hook("c2s/auth-failed")
+    def on_failure(self, stream: Any, condition: str) -> None:
+        if stream.host != self.host or condition not in ("not-authorized", "invalid-authzid"):
+            return
+        ip = stream.conn.peer_ip
+        if self._exempt(ip):
+            return
+        count = self.failures.get(ip, (0, 0.0))[0] + 1
+        now = time.monotonic()
+        self.failures[ip] = (count, now)
+        if count >= self.opts["c2s_max_auth_failures"]:
+            self.banned[ip] = now + self.opts["c2s_auth_ban_lifetime"]
+
+    @hook("c2s/auth-delay")
+    def delay(self, stream: Any) -> Optional[float]:
+        if stream.host != self.host:
+            return None
+        count = self.failures.get(stream.conn.peer_ip, (0, 0.0))[0]
+        if count == 0:
+            return None
+        return min(MAX_DELAY, 0.05 * 2 ** min(count, 10))
+
+    @hook("c2s/auth-check")
+    def login_rate(self, stream: Any, jid: JID) -> Optional[str]:
+        if stream.host != self.host:
+            return None
+        limit = self.opts["max_logins_per_minute"]
+        if limit == float("inf"):
+            return None
+        now = time.monotonic()
+        d = self.logins.setdefault(jid, deque())
+        while d and now - d[0] > 60:
+            d.popleft()
+        if len(d) >= limit:
+            return "temporary-auth-failure"
+        d.append(now)
+        return None

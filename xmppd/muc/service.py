@@ -1,0 +1,578 @@
+"""mod_muc: the multi-user chat service on its own domain (``conference.HOST``).
+
+The service registers the component domain, answers for the service itself
+(disco, unique room names), and hands every stanza for ``room@service[/nick]``
+to that room, one at a time in arrival order: each room has its own inbox, so
+a room is never entered twice at once and its outputs leave in the order they
+were made, while other rooms go on. A persistent room that is not in memory is
+loaded from the store on first use; stanzas that arrive meanwhile wait in that
+room's inbox only. Store writes go through the room's ordered writer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections import Counter, deque
+from typing import Any, Optional
+
+from ..confval import ConfigError, join, v_bool, v_int, v_pos_int_or_infinity, v_str, v_timeout
+from ..jid import JID
+from ..moduleapi import Module, Option, hook
+from ..stanza import StanzaError, StanzaEvent, iq_result
+from ..xml import Element
+from . import mam
+from .config import RoomConfig, validate_room_options
+from .info import DISCO_INFO, DISCO_ITEMS
+from .ns import MAM, MUC, PING, PRESENCE, UNIQUE, VCARD, q
+from .room import Room
+from .store import ArchiveRow, ItemNotFound, MucStore, parse_xml
+from .writer import RoomWriter
+
+log = logging.getLogger(__name__)
+
+
+def _v_access(value: Any, path: str) -> Any:
+    from ..acl import parse_inline_access
+    if isinstance(value, str):
+        return value
+    return parse_inline_access(value, path, {})
+
+
+def _v_room_options(value: Any, path: str) -> dict[str, Any]:
+    return validate_room_options(value, path)
+
+
+def _v_hosts(value: Any, path: str) -> list[str]:
+    items = value if isinstance(value, list) else [value]
+    return [v_str(v, join(path, i)) for i, v in enumerate(items)]
+
+
+class MucService(Module):
+    name = "mod_muc"
+    xeps = ("XEP-0045", "XEP-0249", "XEP-0313", "XEP-0359", "XEP-0410", "XEP-0486")
+    stores = ("xmppd.muc.store",)
+    options = {
+        "host": Option("conference.@HOST@", v_str, "the service's domain"),
+        "hosts": Option([], _v_hosts, "the service's domain (the first one is used)"),
+        "name": Option("Chatrooms", v_str, "the service's name in discovery"),
+        "access": Option("all", _v_access, "who may use the service"),
+        "access_create": Option("all", _v_access, "who may create rooms"),
+        "access_admin": Option("none", _v_access, "service admins: owners of every room"),
+        "access_persistent": Option("all", _v_access, "who may make rooms persistent"),
+        "access_mam": Option("all", _v_access, "who may read room archives"),
+        "max_users": Option(200, v_int(1), "occupants per room, at most"),
+        "max_users_admin_threshold": Option(5, v_int(0), "extra places for admins and owners"),
+        "max_user_conferences": Option(100, v_int(1), "rooms one user may be in at once"),
+        "history_size": Option(20, v_int(0), "messages sent to who joins"),
+        "max_room_name": Option(float("inf"), v_pos_int_or_infinity, "length of a room title"),
+        "max_room_id": Option(float("inf"), v_pos_int_or_infinity, "length of a room's node"),
+        "max_room_desc": Option(float("inf"), v_pos_int_or_infinity, "length of a description"),
+        "min_message_interval": Option(0.0, v_timeout("second"), "between two messages of one occupant"),
+        "min_presence_interval": Option(0.0, v_timeout("second"), "between two presence updates"),
+        "default_room_options": Option({}, _v_room_options, "options of new rooms"),
+        "archive_expiry": Option(3 * 86400.0, v_timeout("second", allow_infinity=True),
+                                 "how long room archives keep messages"),
+        "hibernation_timeout": Option(float("inf"), v_timeout("second", allow_infinity=True),
+                                      "unload empty persistent rooms idle this long"),
+        "max_rooms_discoitems": Option(100, v_int(0), "rooms listed in the service's disco#items"),
+        "public": Option(True, v_bool, "list the service in the host's disco#items"),
+    }
+
+    @classmethod
+    def validate(cls, raw: dict[str, Any], path: str, warnings: list[str]) -> dict[str, Any]:
+        opts = super().validate(raw, path, warnings)
+        if "default_room_options" in raw:
+            validate_room_options(raw["default_room_options"], join(path, "default_room_options"),
+                                  warnings)
+        return opts
+
+    # -- setup -------------------------------------------------------------------
+    def setup(self) -> None:
+        o = self.opts
+        domain = (o["hosts"][0] if o["hosts"] else o["host"]).replace("@HOST@", self.host)
+        try:
+            self.domain = JID.parse(domain).domain
+        except Exception:
+            raise ConfigError(f"modules.{self.name}.host", "a domain name", domain) from None
+        self.domain_jid = JID.parse(self.domain)
+        self.max_users: int = o["max_users"]
+        self.max_users_admin_threshold: int = o["max_users_admin_threshold"]
+        self.history_size: int = o["history_size"]
+        self.archive_expiry: float = o["archive_expiry"]
+        self.min_message_interval: float = o["min_message_interval"]
+        self.min_presence_interval: float = o["min_presence_interval"]
+        defaults = RoomConfig.from_dict(o["default_room_options"])
+        if "max_users" not in o["default_room_options"]:
+            defaults.max_users = self.max_users
+        self.defaults = defaults
+        self.store = MucStore(self.server.db, self.domain)  # type: ignore[arg-type]
+        self.rooms: dict[JID, Room] = {}
+        self.inbox: dict[JID, deque[StanzaEvent]] = {}
+        self.running: set[JID] = set()
+        self.loading: dict[JID, list[StanzaEvent]] = {}
+        self.writers: dict[JID, RoomWriter] = {}
+        self.joined: dict[JID, set[JID]] = {}           # occupant full JID -> rooms
+        self.user_rooms: dict[JID, Counter[JID]] = {}   # bare JID -> rooms (sessions in each)
+        self.idle_since: dict[JID, float] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.api.add_component(self.domain, self.route_in)
+        self.api.add_command("muc_online_rooms", self._cmd_online_rooms,
+                             "muc_online_rooms SERVICE|global: rooms held in memory on this node")
+        if o["public"]:
+            self.api.add_item(self.domain, o["name"])
+        if self.archive_expiry != float("inf"):
+            self.api.add_timer(max(1.0, min(3600.0, self.archive_expiry / 4)), self._expire)
+        if o["hibernation_timeout"] != float("inf"):
+            self.api.add_timer(max(1.0, min(60.0, o["hibernation_timeout"] / 2)), self._hibernate)
+
+    # -- Policy (what rooms ask the service) ---------------------------------------
+    def is_service_admin(self, jid: JID) -> bool:
+        rule = self.opts["access_admin"]
+        return rule != "none" and self.server.access.access(rule, jid.bare)
+
+    def can_persist(self, jid: JID) -> bool:
+        return self.server.access.access(self.opts["access_persistent"], jid.bare)
+
+    def now(self) -> float:
+        return time.time()
+
+    def new_id(self) -> str:
+        return secrets.token_urlsafe(12)
+
+    # -- routing in ----------------------------------------------------------------
+    def route_in(self, ev: StanzaEvent) -> bool:
+        """The component handler: everything addressed to the service's domain."""
+        to = ev.to_jid
+        if to.local is None:
+            self._service_stanza(ev)
+            return True
+        room_jid = to.bare
+        if self.server.forward_to_owner(str(room_jid), ev.stanza):
+            return True  # another node of the cluster holds this room
+        room = self.rooms.get(room_jid)
+        if room is not None:
+            self._enqueue(room, ev)
+        elif room_jid in self.loading:
+            self.loading[room_jid].append(ev)
+        else:
+            self.loading[room_jid] = [ev]
+            self._spawn(self._load(room_jid))
+        return True
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _enqueue(self, room: Room, ev: StanzaEvent) -> None:
+        jid = room.jid
+        box = self.inbox.get(jid)
+        if box is None:
+            box = self.inbox[jid] = deque()
+        box.append(ev)
+        if jid in self.running:
+            return  # the room is busy (an output came back to it): it gets there in order
+        self.running.add(jid)
+        try:
+            while box:
+                ev = box.popleft()
+                if room.destroyed:
+                    self.route_in(ev)
+                    continue
+                self._process(room, ev)
+        finally:
+            self.running.discard(jid)
+            if not box:
+                self.inbox.pop(jid, None)
+
+    def _process(self, room: Room, ev: StanzaEvent) -> None:
+        try:
+            if not self._admitted(room, ev):
+                return
+            if ev.kind == "iq" and ev.to_jid.resource is None:
+                child = ev.stanza.first_child()
+                if child is not None and child.ns == MAM and ev.type in ("get", "set"):
+                    self._spawn(self._mam(room, ev, child))
+                    return
+            out = room.handle(ev.from_jid, ev.to_jid, ev.kind, ev.type, ev.stanza)
+        except StanzaError as e:
+            e.by = e.by or room.jid_str
+            self.server.router.bounce(ev.stanza, e, ev.kind, ev.type, ev.origin)
+            return
+        except Exception:
+            log.exception("room %s failed on %r", room.jid, ev)
+            self.server.router.bounce(ev.stanza, StanzaError("internal-server-error"), ev.kind,
+                                      ev.type, ev.origin)
+            return
+        route = self.server.router.route
+        for el in out.stanzas:
+            route(el)
+        if out.effects:
+            self._apply(room, out.effects)
+
+    def _admitted(self, room: Room, ev: StanzaEvent) -> bool:
+        """Service-wide checks before a join: access and max_user_conferences."""
+        if ev.kind != "presence" or ev.type != "available" or ev.from_jid in room.by_jid:
+            return True
+        frm = ev.from_jid
+        if not self.server.access.access(self.opts["access"], frm.bare):
+            raise StanzaError("forbidden", "auth", "you may not use this service")
+        rooms = self.user_rooms.get(frm.bare)
+        if rooms is not None and room.jid not in rooms and \
+                len(rooms) >= self.opts["max_user_conferences"]:
+            raise StanzaError("resource-constraint", "wait", "you are in too many rooms")
+        return True
+
+    # -- effects ----------------------------------------------------------------------
+    def _writer(self, room: Room) -> RoomWriter:
+        w = self.writers.get(room.jid)
+        if w is None:
+            assert self.server.db is not None
+            w = self.writers[room.jid] = RoomWriter(self.server.db, room.jid_str)
+        return w
+
+    def _apply(self, room: Room, effects: list[tuple[Any, ...]]) -> None:
+        name = room.jid.local or ""
+        store = self.store
+        for eff in effects:
+            kind = eff[0]
+            if kind == "joined":
+                full: JID = eff[1]
+                self.joined.setdefault(full, set()).add(room.jid)
+                self.user_rooms.setdefault(full.bare, Counter())[room.jid] += 1
+                self.idle_since.pop(room.jid, None)
+            elif kind == "left":
+                full = eff[1]
+                rooms = self.joined.get(full)
+                if rooms is not None:
+                    rooms.discard(room.jid)
+                    if not rooms:
+                        del self.joined[full]
+                counter = self.user_rooms.get(full.bare)
+                if counter is not None:
+                    counter[room.jid] -= 1
+                    if counter[room.jid] <= 0:
+                        del counter[room.jid]
+                    if not counter:
+                        del self.user_rooms[full.bare]
+                if room.is_empty():
+                    self.idle_since[room.jid] = time.monotonic()
+            elif kind == "archive":
+                _, sid, ts, nick, sender, body, msg = eff
+                row = ArchiveRow(sid, ts, nick, sender, body, msg.to_bytes().decode())
+
+                def add(conn: Any, row: ArchiveRow = row) -> None:
+                    store.archive(conn, name, [row])
+                self._writer(room).submit(add)
+            elif kind == "save":
+                snap = room.snapshot()
+
+                def save(conn: Any, snap: dict[str, Any] = snap) -> None:
+                    store.save_room(conn, name, snap)
+                self._writer(room).submit(save)
+            elif kind in ("unsave", "delete"):
+                with_archive = kind == "delete"
+
+                def drop(conn: Any, with_archive: bool = with_archive) -> None:
+                    store.delete_room(conn, name, with_archive)
+                self._writer(room).submit(drop)
+            elif kind == "destroyed":
+                if self.rooms.get(room.jid) is room:
+                    del self.rooms[room.jid]
+                self.idle_since.pop(room.jid, None)
+
+    # -- loading ------------------------------------------------------------------------
+    async def _load(self, room_jid: JID) -> None:
+        name = room_jid.local or ""
+        data: Optional[dict[str, Any]] = None
+        failed = False
+        try:
+            w = self.writers.get(room_jid)
+            if w is not None:
+                await w.flush()
+            assert self.server.db is not None
+            data = await self.server.db.run(lambda conn: self._load_sync(conn, name))
+        except Exception:
+            log.exception("loading room %s", room_jid)
+            failed = True
+        pending = self.loading.pop(room_jid, [])
+        if failed:
+            for ev in pending:
+                self.server.router.bounce(ev.stanza, StanzaError("internal-server-error"),
+                                          ev.kind, ev.type, ev.origin)
+            return
+        if data is not None and room_jid not in self.rooms:
+            room = Room(room_jid, self, RoomConfig.from_dict(data["config"]),
+                        affiliations=data["affiliations"], subject=data["subject"],
+                        subject_nick=data["subject_nick"], vcard=data["vcard"],
+                        created=data["created"])
+            for xml, ts in data["history"]:
+                el = parse_xml(xml)
+                if el is not None:
+                    room.history.add(el, ts)
+            self.rooms[room_jid] = room
+            self.idle_since[room_jid] = time.monotonic()
+        for ev in pending:
+            loaded = self.rooms.get(room_jid)
+            if loaded is not None:
+                self._enqueue(loaded, ev)
+            else:
+                self._no_room(ev)
+
+    def _load_sync(self, conn: Any, name: str) -> Optional[dict[str, Any]]:
+        data = self.store.load_room(conn, name)
+        if data is not None and self.history_size:
+            data["history"] = self.store.recent(conn, name, self.history_size,
+                                                time.time() - min(self.archive_expiry, 1e10))
+        elif data is not None:
+            data["history"] = []
+        return data
+
+    def _no_room(self, ev: StanzaEvent) -> None:
+        """A stanza for a room that exists nowhere: a join creates it."""
+        to = ev.to_jid
+        try:
+            if ev.kind == "presence" and ev.type == "available" and to.resource is not None:
+                self._create(ev)
+                return
+            if ev.type in ("error", "result", "unavailable"):
+                return
+            if ev.kind == "presence":
+                return
+            raise StanzaError("item-not-found", "cancel", "no such room")
+        except StanzaError as e:
+            e.by = e.by or str(to.bare)
+            if ev.kind == "presence":
+                reply = Element(ev.stanza.tag, dict(ev.stanza.attrs), [Element(q(MUC, "x"))])
+                self.server.router.bounce(reply, e, ev.kind, ev.type, ev.origin)
+            else:
+                self.server.router.bounce(ev.stanza, e, ev.kind, ev.type, ev.origin)
+
+    def _create(self, ev: StanzaEvent) -> None:
+        frm = ev.from_jid
+        room_jid = ev.to_jid.bare
+        access = self.server.access
+        if not access.access(self.opts["access"], frm.bare):
+            raise StanzaError("forbidden", "auth", "you may not use this service")
+        if not access.access(self.opts["access_create"], frm.bare):
+            raise StanzaError("not-allowed", "cancel", "you may not create rooms here")
+        if len(room_jid.local or "") > self.opts["max_room_id"]:
+            raise StanzaError("not-acceptable", "modify", "the room name is too long")
+        room = Room(room_jid, self, self.defaults.copy(), fresh=True)
+        self.rooms[room_jid] = room
+        self._enqueue(room, ev)
+
+    # -- users going away ----------------------------------------------------------------
+    @hook("c2s/ended")
+    def _session_ended(self, session: Any, reason: str = "") -> None:
+        self._leave_all(session.jid)
+
+    @hook("presence/unavailable")
+    def _went_unavailable(self, session: Any) -> None:
+        self._leave_all(session.jid)
+
+    def _leave_all(self, full: Optional[JID]) -> None:
+        if full is None:
+            return
+        for room_jid in list(self.joined.get(full, ())):
+            room = self.rooms.get(room_jid)
+            occ = room.by_jid.get(full) if room is not None else None
+            if room is None or occ is None:
+                continue
+            to = JID(room_jid.local, room_jid.domain, occ.nick, prepped=True)
+            el = Element(PRESENCE, {"from": str(full), "to": str(to), "type": "unavailable"})
+            self._enqueue(room, StanzaEvent(self.server, el, None, full, to, "presence",
+                                            "unavailable", self.domain))
+
+    @hook("server/stopping")
+    def _stopping(self, server: Any) -> None:
+        """Status 332: occupants are told the service is going down."""
+        route = self.server.router.route
+        for room in self.rooms.values():
+            for occ, full in room.sessions():
+                route(room._presence_el(occ, str(full), "unavailable", [], True, (110, 332),
+                                        full=full, role="none"))
+
+    @hook("cluster/nodes-changed")
+    def _rebalance(self, server: Any) -> None:
+        """Nodes joined or left: rooms this node no longer owns move to their new owner.
+
+        Pending writes are flushed, occupants are told the room is going away here
+        (status 332) so their clients rejoin, and the new owner loads the room from
+        the database when the first stanza reaches it.
+        """
+        gone = [jid for jid in self.rooms if self.server.owner_of(str(jid)) != self.server.node]
+        for jid in gone:
+            self._hand_over(jid)
+
+    def _hand_over(self, jid: JID) -> None:
+        room = self.rooms.pop(jid, None)
+        if room is None:
+            return
+        route = self.server.router.route
+        for occ, full in list(room.sessions()):
+            route(room._presence_el(occ, str(full), "unavailable", [], True, (110, 332),
+                                    full=full, role="none"))
+            rooms = self.joined.get(full)
+            if rooms is not None:
+                rooms.discard(jid)
+                if not rooms:
+                    del self.joined[full]
+            counter = self.user_rooms.get(full.bare)
+            if counter is not None:
+                counter.pop(jid, None)
+                if not counter:
+                    del self.user_rooms[full.bare]
+        self.idle_since.pop(jid, None)
+        writer = self.writers.pop(jid, None)
+        if writer is not None:
+            self._spawn(writer.flush())
+        log.info("%s: room %s handed over to %s", self.domain, jid, self.server.owner_of(str(jid)))
+
+    def _cmd_online_rooms(self, service: str) -> str:
+        rooms: list[str] = []
+        for vhost in self.server.hosts.values():
+            muc = vhost.modules.get(self.name)
+            if isinstance(muc, MucService) and service in ("global", muc.domain):
+                rooms.extend(str(j) for j in muc.rooms)
+        return "\n".join(sorted(rooms))
+
+    # -- the service's own JID -----------------------------------------------------------
+    def _service_stanza(self, ev: StanzaEvent) -> None:
+        if ev.kind != "iq" or ev.type not in ("get", "set"):
+            if ev.kind == "message" and ev.type != "error":
+                ev.error("service-unavailable", text="send messages to a room")
+            return
+        child = ev.stanza.first_child()
+        router = self.server.router
+        assert child is not None
+        if child.tag == q(DISCO_INFO, "query") and ev.type == "get":
+            router.answer_iq(ev, self._service_info)
+        elif child.tag == q(DISCO_ITEMS, "query") and ev.type == "get":
+            router.answer_iq(ev, self._service_items)
+        elif child.tag == q(UNIQUE, "unique") and ev.type == "get":
+            router.answer_iq(ev, self._unique)
+        elif child.tag == q(PING, "ping") and ev.type == "get":
+            router.answer_iq(ev, lambda ev: None)
+        elif child.ns == VCARD and ev.type == "get":
+            router.answer_iq(ev, self._service_vcard)
+        else:
+            ev.error("service-unavailable")
+
+    def _service_info(self, ev: StanzaEvent) -> Element:
+        node = ev.stanza.first_child().attrs.get("node")  # type: ignore[union-attr]
+        if node:
+            raise StanzaError("item-not-found")
+        out = Element(q(DISCO_INFO, "query"))
+        out.add(q(DISCO_INFO, "identity"), {"category": "conference", "type": "text",
+                                            "name": self.opts["name"]})
+        for f in sorted((MUC, DISCO_INFO, DISCO_ITEMS, UNIQUE, PING, VCARD, MAM)):
+            out.add(q(DISCO_INFO, "feature"), {"var": f})
+        return out
+
+    async def _service_items(self, ev: StanzaEvent) -> Element:
+        out = Element(q(DISCO_ITEMS, "query"))
+        assert self.server.db is not None
+        stored = await self.server.db.run(self.store.public_rooms)
+        listed: dict[str, str] = {}
+        for name, title in stored:
+            listed[name] = title or name
+        for jid, room in self.rooms.items():
+            name = jid.local or ""
+            if room.config.public and not room.locked:
+                listed[name] = f"{room.config.title or name} ({len(room.occupants)})"
+            else:
+                listed.pop(name, None)
+        for name in sorted(listed)[:self.opts["max_rooms_discoitems"]]:
+            out.add(q(DISCO_ITEMS, "item"), {"jid": f"{name}@{self.domain}", "name": listed[name]})
+        return out
+
+    def _unique(self, ev: StanzaEvent) -> Element:
+        while True:
+            name = secrets.token_hex(8)
+            if JID(name, self.domain, prepped=True) not in self.rooms:
+                return Element(q(UNIQUE, "unique"), {}, [name])
+
+    def _service_vcard(self, ev: StanzaEvent) -> Element:
+        v = Element(q(VCARD, "vCard"))
+        v.add(q(VCARD, "FN"), None, self.opts["name"])
+        return v
+
+    # -- the archive (XEP-0313 at the room JID) ---------------------------------------------
+    async def _mam(self, room: Room, ev: StanzaEvent, query: Element) -> None:
+        router = self.server.router
+        try:
+            if ev.type == "get":
+                self._reply(ev, mam.query_form())
+                return
+            if not room.config.mam:
+                raise StanzaError("service-unavailable", "cancel", "this room keeps no archive")
+            if not room.can_read_archive(ev.from_jid) or not self.server.access.access(
+                    self.opts["access_mam"], ev.from_jid.bare):
+                raise StanzaError("forbidden", "auth", "you may not read this room's archive")
+            not_before = time.time() - min(self.archive_expiry, 1e10)
+            qy = mam.parse_query(query, room.jid_str, room.config.anonymous, not_before)
+            w = self.writers.get(room.jid)
+            if w is not None:
+                await w.flush()
+            name = room.jid.local or ""
+            assert self.server.db is not None
+            try:
+                rows, complete, count = await self.server.db.run(
+                    lambda conn: self.store.query(conn, name, qy))
+            except ItemNotFound:
+                raise StanzaError("item-not-found", "cancel", "no such archive id") from None
+        except StanzaError as e:
+            e.by = e.by or room.jid_str
+            router.bounce(ev.stanza, e, "iq", ev.type, ev.origin)
+            return
+        except Exception:
+            log.exception("archive query on %s", room.jid)
+            router.bounce(ev.stanza, StanzaError("internal-server-error"), "iq", ev.type,
+                          ev.origin)
+            return
+        queryid = query.attrs.get("queryid")
+        to = str(ev.from_jid)
+        ids = []
+        for xml, ts, sid in rows:
+            el = parse_xml(xml)
+            if el is None:
+                continue
+            ids.append(sid)
+            router.route(mam.result_message(to, room.jid_str, queryid, sid, ts, el))
+        self._reply(ev, mam.fin(ids, complete, count, queryid))
+
+    def _reply(self, ev: StanzaEvent, payload: Optional[Element]) -> None:
+        reply = iq_result(ev.stanza, payload)
+        self.server.router.route(reply)
+
+    # -- housekeeping ---------------------------------------------------------------------
+    async def _expire(self) -> None:
+        cutoff = time.time() - self.archive_expiry
+        assert self.server.db is not None
+        n = await self.server.db.run(lambda conn: self.store.expire(conn, cutoff))
+        if n:
+            log.info("%s: %d archived messages expired", self.domain, n)
+
+    def _hibernate(self) -> None:
+        limit = time.monotonic() - self.opts["hibernation_timeout"]
+        for jid, since in list(self.idle_since.items()):
+            room = self.rooms.get(jid)
+            if room is None or not room.is_empty():
+                self.idle_since.pop(jid, None)
+                continue
+            if since < limit and room.config.persistent and jid not in self.running:
+                del self.rooms[jid]
+                del self.idle_since[jid]
+
+    async def stop_async(self) -> None:
+        """Let every room's pending store writes reach the database."""
+        for w in list(self.writers.values()):
+            await w.flush()
+
+    def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()

@@ -1,0 +1,131 @@
+"""Graceful degradation: the server watches its own load and sheds
+non-critical work first, in a fixed, documented order.
+
+Load is measured as event-loop lag (how late a periodic timer fires), the
+number of bytes waiting in client send buffers, and resident memory. Above
+the high-water mark the level rises one step per interval; below the
+low-water mark it falls back one step at a time. Level N sheds the first N
+kinds of work in :data:`SHED_ORDER`:
+
+1. ``presence-inactive``: presence fan-out to clients that said they are inactive (CSI);
+2. ``chat-states``: typing notifications (XEP-0085);
+3. ``last-seen``: last-activity bookkeeping;
+4. ``markers``: read markers (XEP-0333 displayed/acknowledged).
+
+Messages, receipts and logins are never shed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = logging.getLogger("xmppd.load")
+
+SHED_ORDER = ("presence-inactive", "chat-states", "last-seen", "markers")
+LEVEL_NAMES = ("normal",) + tuple(f"shedding {', '.join(SHED_ORDER[:i])}"
+                                  for i in range(1, len(SHED_ORDER) + 1))
+
+
+def _rss() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+class LoadMonitor:
+    def __init__(self, server: Server, *, interval: float = 0.5, lag_high: float = 0.25,
+                 lag_low: float = 0.05, max_memory: float = float("inf"),
+                 max_send_queue: float = float("inf")) -> None:
+        self.server = server
+        self.interval = interval
+        self.lag_high = lag_high
+        self.lag_low = lag_low
+        self.max_memory = max_memory
+        self.max_send_queue = max_send_queue
+        self.level = 0
+        self.forced: Optional[int] = None
+        self.lag = 0.0
+        self.rss = 0
+        self.send_queue = 0
+        self._calm = 0
+
+    def shed(self, kind: str) -> bool:
+        """True when work of ``kind`` (one of SHED_ORDER) should be skipped now."""
+        return self.level > SHED_ORDER.index(kind)
+
+    @property
+    def description(self) -> str:
+        state = LEVEL_NAMES[self.level]
+        how = "forced" if self.forced is not None else "automatic"
+        return (f"{state} ({how}; loop lag {self.lag * 1000:.0f} ms, rss {self.rss // 1048576} MiB, "
+                f"send queues {self.send_queue // 1024} KiB)")
+
+    def force(self, level: Optional[int]) -> None:
+        self.forced = level
+        self._set(level if level is not None else 0)
+
+    def _set(self, level: int) -> None:
+        level = max(0, min(len(SHED_ORDER), level))
+        if level == self.level:
+            return
+        old, self.level = self.level, level
+        self.server.overload = level > 0
+        (log.warning if level > old else log.info)(
+            "load: %s -> %s", LEVEL_NAMES[old], LEVEL_NAMES[level])
+        self.server.hooks.fire_all("server/load", self.server, level)
+
+    def _pressure(self) -> bool:
+        return (self.lag > self.lag_high or self.rss > self.max_memory
+                or self.send_queue > self.max_send_queue)
+
+    def _relaxed(self) -> bool:
+        return (self.lag < self.lag_low and self.rss < self.max_memory * 0.9
+                and self.send_queue < self.max_send_queue * 0.5)
+
+    def sample(self, lag: float) -> None:
+        """Take one measurement and move the level (exposed for tests)."""
+        self.lag = lag if self.lag == 0 else 0.5 * self.lag + 0.5 * lag
+        self.rss = _rss()
+        total = 0
+        for conn in self.server.connections:
+            t: Any = getattr(conn, "transport", None)
+            if t is not None:
+                try:
+                    total += t.get_write_buffer_size()
+                except (AttributeError, RuntimeError):
+                    pass
+        self.send_queue = total
+        if self.forced is not None:
+            return
+        if self._pressure():
+            self._calm = 0
+            self._set(self.level + 1)
+        elif self._relaxed():
+            self._calm += 1
+            if self._calm >= 4:  # recover slowly: two seconds of calm per step
+                self._calm = 0
+                self._set(self.level - 1)
+        else:
+            self._calm = 0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            start = loop.time()
+            await asyncio.sleep(self.interval)
+            self.sample(max(0.0, loop.time() - start - self.interval))
+
+
+def install(server: Server) -> LoadMonitor:
+    cfg = server.config
+    mon = LoadMonitor(server, lag_high=cfg["overload_lag_high"], lag_low=cfg["overload_lag_low"],
+                      max_memory=cfg["overload_max_memory"] * 1048576,
+                      max_send_queue=cfg["overload_max_send_queue"] * 1024)
+    return mon
