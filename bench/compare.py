@@ -1,6 +1,7 @@
 """Side-by-side benchmark: xmppd against Prosody and ejabberd on this machine.
 
-    sudo .venv/bin/python bench/compare.py            # everything (about 25 minutes)
+    sudo .venv/bin/python bench/compare.py            # everything, once (about 15 minutes)
+    sudo .venv/bin/python bench/compare.py --runs 3   # medians of three (about 45 minutes)
     .venv/bin/python bench/compare.py --quick          # smaller, shorter steps
     .venv/bin/python bench/compare.py --servers xmppd --phases one2one
 
@@ -265,8 +266,10 @@ class Xmppd(Server):
             "shutdown_timeout": 1,
             # what the other two load too (a module this xmppd lacks is only a warning)
             "modules": {"mod_disco": {}, "mod_ping": {}, "mod_roster": {},
+                        # no room archive: Prosody and ejabberd run without MAM here
                         "mod_muc": {"host": "conference.@HOST@", "access_create": "all",
-                                    "max_users": 1000}},
+                                    "max_users": 1000,
+                                    "default_room_options": {"mam": False}}},
         }
         (self.base / "xmppd.yml").write_text(yaml.safe_dump(cfg))
 
