@@ -36,7 +36,7 @@ pytest: $(VENV)/.test-installed services
 test: lint typecheck pytest
 
 bench: $(VENV)/.test-installed
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/compare.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) data build *.egg-info

@@ -68,3 +68,36 @@ def test_bulk_create(db: Database) -> None:
     assert store.count_sync("localhost") == 200
     creds = store.get_sync("localhost", "u150")
     assert creds is not None and check_password("p150", creds.sha1, "sha1")
+
+
+def test_concurrent_lookups_are_batched_and_exact(db: Database) -> None:
+    """Logins look credentials up together; each gets its own user's keys."""
+    import asyncio
+
+    migrate_sync(db)
+    store = AccountStore(db, iterations=4096)
+    store.create_bulk_sync("localhost", [(f"b{i}", f"pw{i}") for i in range(120)], processes=1)
+    store.create_sync("other.host", "b1", "elsewhere")
+    calls = []
+    real = store.get_many_sync
+
+    def counting(keys):  # type: ignore[no-untyped-def]
+        calls.append(len(list(keys)))
+        return real(keys)
+    store.get_many_sync = counting  # type: ignore[method-assign]
+
+    async def main() -> list[object]:
+        names = [f"B{i}" for i in range(120)] + ["b7", "nobody", "bad user"]
+        got = await asyncio.gather(*(store.get("localhost", n) for n in names),
+                                   store.get("other.host", "b1"), store.get("none.host", "b1"))
+        return list(got)
+
+    got = asyncio.run(main())
+    for i in range(120):
+        creds = got[i]
+        assert creds is not None and check_password(f"pw{i}", creds.sha1, "sha1")  # type: ignore[attr-defined]
+    assert got[120] == got[7]  # the same user twice in one batch
+    assert got[121] is None and got[122] is None  # unknown and invalid names
+    assert check_password("elsewhere", got[123].sha1, "sha1")  # type: ignore[union-attr]
+    assert got[124] is None
+    assert sum(calls) < len(got) and len(calls) <= 3  # batched, not one query per login

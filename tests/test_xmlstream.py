@@ -236,3 +236,82 @@ def test_property_garbage_never_crashes(garbage: bytes) -> None:
     except StreamError as e:
         assert e.condition in {"not-well-formed", "restricted-xml", "policy-violation",
                                "bad-format", "unsupported-encoding", "invalid-namespace"}
+
+
+# -- idle connections: the expat parser is freed and rebuilt on the next byte ----
+
+def parse_releasing(chunks: list[bytes], max_size: int = 65536) -> list[object]:
+    """Like parse_all, but try to free the parser before every chunk."""
+    p = XMLStreamParser(max_size)
+    out: list[object] = []
+    for c in chunks:
+        p.release()
+        out.extend(p.feed(c))
+    return out
+
+
+@pytest.mark.parametrize("split", range(0, len(DOC), 7))
+def test_release_between_chunks_changes_nothing(split: int) -> None:
+    chunks = [DOC[i:i + 1] for i in range(split)] + [DOC[split:]]
+    assert summary(parse_releasing(chunks)) == REFERENCE
+
+
+def test_release_only_between_stanzas() -> None:
+    p = XMLStreamParser()
+    assert not p.release()  # no stream yet
+    p.feed(HEAD)
+    assert p.release()
+    assert p.release()  # already released
+    p.feed(b"<message to='a@b'><body>half")
+    assert not p.release()  # a stanza is open
+    events = p.feed(b" done</body></message>")
+    assert [serialize(e) for e in events] == [  # type: ignore[arg-type]
+        b"<message to='a@b'><body>half done</body></message>"]
+    assert p.release()
+    events = p.feed(b"<presence/></stream:stream>")
+    assert [type(e).__name__ for e in events] == ["Element", "StreamClose"]
+    assert not p.release()  # closed
+
+
+def test_release_keeps_custom_prefixes_and_limits() -> None:
+    head = (b"<s:stream xmlns='jabber:client' xmlns:s='http://etherx.jabber.org/streams' "
+            b"xmlns:x='urn:x' to='localhost' version='1.0'>")
+    p = XMLStreamParser(max_stanza_size=100)
+    p.feed(head)
+    assert p.release()
+    (el,) = p.feed(b"<message><x:y a='1'/></message>")
+    assert isinstance(el, Element) and el.raw is None  # prefix declared on the header
+    assert el.children[0].tag == "{urn:x}y"  # type: ignore[union-attr]
+    assert p.release()
+    assert isinstance(p.feed(b"</s:stream>")[0], StreamClose)
+    p = XMLStreamParser(max_stanza_size=100)
+    p.feed(head)
+    p.release()
+    with pytest.raises(StreamError) as e:
+        p.feed(b"<message><body>" + b"x" * 200 + b"</body></message>")
+    assert e.value.condition == "policy-violation"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(stanza_bytes(), min_size=1, max_size=5), st.data())
+def test_property_release_anywhere_gives_same_stanzas(stanzas: list[bytes],
+                                                      data: st.DataObject) -> None:
+    doc = HEAD + b"".join(stanzas) + TAIL
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(doc)), max_size=8)))
+    chunks = [doc[a:b] for a, b in zip([0] + cuts, cuts + [len(doc)])]
+    assert summary(parse_releasing(chunks)) == summary(parse_all([doc]))
+
+
+@pytest.mark.parametrize("start", [
+    b"<message a=\"it's\" b='x>y'>", b"<message a='x\"y' b=\"z>w\">", b"<message b='>'>",
+    b"<message b=\">>\" c='/'>", b"<message\n a='1'\t>",
+])
+def test_raw_with_tricky_attribute_values(start: bytes) -> None:
+    inner = b"<body>hi &amp; bye</body>"
+    (el,) = parse_all([HEAD, start + inner + b"</message>"])[1:]
+    assert isinstance(el, Element) and el.raw == inner
+
+
+def test_raw_of_empty_stanza_with_slash_in_value() -> None:
+    (el,) = parse_all([HEAD, b"<presence to='a@b/c/'/>"])[1:]
+    assert isinstance(el, Element) and el.raw == b"" and el.attrs["to"] == "a@b/c/"

@@ -303,6 +303,12 @@ class Server:
                     stream.stream_error("connection-timeout", "negotiation took too long")
                 elif idle > conn.listen.idle_timeout:
                     stream.stream_error("connection-timeout", "idle for too long")
+                elif idle >= interval:
+                    # nothing came in since the last sweep: free the XML parser
+                    # (rebuilt on the next byte); most connections are idle
+                    release = getattr(getattr(conn, "framing", None), "release", None)
+                    if release is not None:
+                        release()
 
     def _remote_delivery(self, payload: bytes) -> Any:
         from .cluster.node import handle_payload

@@ -15,6 +15,7 @@ create (use :meth:`Element.copy` first: copy on write).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Optional, Union
 
@@ -31,12 +32,18 @@ _ESC_ATTR = str.maketrans(
 )
 
 
+# str.translate with a dict is slow (about 2 us for a JID); most values need no
+# escaping at all, which one regex search tells
+_NEEDS_TEXT = re.compile("[&<>]").search
+_NEEDS_ATTR = re.compile("[&<>'\"\n\r\t]").search
+
+
 def escape_text(text: str) -> str:
-    return text.translate(_ESC_TEXT)
+    return text if _NEEDS_TEXT(text) is None else text.translate(_ESC_TEXT)
 
 
 def escape_attr(value: str) -> str:
-    return value.translate(_ESC_ATTR)
+    return value if _NEEDS_ATTR(value) is None else value.translate(_ESC_ATTR)
 
 
 def split_tag(tag: str) -> tuple[str, str]:
@@ -207,10 +214,17 @@ def start_tag(el: Element, parent_ns: str = CLIENT_NS, close: bool = False) -> s
     parts = ["<", local]
     if ns != parent_ns:
         parts.append(" xmlns='%s'" % escape_attr(ns))
-    prefixes: dict[str, str] = {}
+    prefixes: Optional[dict[str, str]] = None
     decls: list[str] = []
+    needs = _NEEDS_ATTR
     for key, value in el.attrs.items():
-        parts.append(" %s='%s'" % (_attr_name(key, prefixes, decls), value.translate(_ESC_ATTR)))
+        if needs(value) is not None:
+            value = value.translate(_ESC_ATTR)
+        if key[0] == "{":
+            if prefixes is None:
+                prefixes = {}
+            key = _attr_name(key, prefixes, decls)
+        parts.append(" %s='%s'" % (key, value))
     parts.extend(decls)
     parts.append("/>" if close else ">")
     return "".join(parts)
@@ -225,7 +239,7 @@ def _write(el: Element, parent_ns: str, out: list[str]) -> None:
     out.append(start_tag(el, parent_ns))
     for c in el.children:
         if isinstance(c, str):
-            out.append(c.translate(_ESC_TEXT))
+            out.append(c if _NEEDS_TEXT(c) is None else c.translate(_ESC_TEXT))
         elif c.raw is not None:
             out.append(_raw_as_str(c, ns))
         else:
@@ -239,14 +253,25 @@ def _raw_as_str(el: Element, parent_ns: str) -> str:
     return "%s%s</%s>" % (start_tag(el, parent_ns), raw.decode("utf-8"), split_tag(el.tag)[1])
 
 
+_END_TAGS: dict[str, bytes] = {}
+
+
+def _end_tag(tag: str) -> bytes:
+    end = _END_TAGS.get(tag)
+    if end is None:
+        end = ("</%s>" % split_tag(tag)[1]).encode()
+        if len(_END_TAGS) < 4096:  # bounded: tags come from the network
+            _END_TAGS[tag] = end
+    return end
+
+
 def serialize(el: Element, parent_ns: str = CLIENT_NS) -> bytes:
     """Serialize ``el`` to UTF-8 bytes, reusing raw inner bytes where valid."""
     raw = el.raw
     if raw is not None:
-        local = el.tag[el.tag.index("}") + 1:] if el.tag[0] == "{" else el.tag
         if not raw:
             return start_tag(el, parent_ns, True).encode()
-        return b"".join((start_tag(el, parent_ns).encode(), raw, b"</", local.encode(), b">"))
+        return start_tag(el, parent_ns).encode() + raw + _end_tag(el.tag)
     out: list[str] = []
     _write(el, parent_ns, out)
     return "".join(out).encode("utf-8")

@@ -60,6 +60,13 @@ class _Restricted(Exception):
     pass
 
 
+_RESTRICTED_HANDLERS = (
+    "StartDoctypeDeclHandler", "CommentHandler", "ProcessingInstructionHandler",
+    "EntityDeclHandler", "UnparsedEntityDeclHandler", "NotationDeclHandler",
+    "ElementDeclHandler", "AttlistDeclHandler", "ExternalEntityRefHandler",
+    "SkippedEntityHandler",
+)
+
 _NAMES: dict[str, str] = {}  # expat name -> Clark tag, shared by all parsers
 
 
@@ -78,14 +85,36 @@ def _name(expat_name: str) -> str:
     return tag
 
 
+def _start_tag_end(buf: Union[bytes, bytearray], begin: int) -> int:
+    """Offset just past the ``>`` of the (well-formed) start tag at ``begin``.
+
+    Attribute values may hold ``>``: the first ``>`` ends the tag when the
+    quotes before it are balanced and of one kind (the usual case, three
+    scans in C); anything else goes to the regular expression.
+    """
+    gt = buf.find(b">", begin)
+    if gt < 0:
+        return -1
+    sq = buf.count(b"'", begin, gt)
+    dq = buf.count(b'"', begin, gt)
+    if not (sq & 1 or dq & 1 or (sq and dq)):
+        return gt + 1
+    m = _START_TAG.match(buf, begin)
+    return -1 if m is None else m.end()
+
+
 class XMLStreamParser:
     """Incremental XML stream parser; call :meth:`reset` on stream restart."""
+
+    __slots__ = ("max_stanza_size", "_parser", "_stack", "_events", "_buf", "_base", "_fed",
+                 "_mark", "_stanza_start", "_raw_allowed", "_pending_ns", "_closed", "_error",
+                 "_header")
 
     def __init__(self, max_stanza_size: int = 65536) -> None:
         self.max_stanza_size = max_stanza_size
         self.reset()
 
-    def reset(self) -> None:
+    def _new_parser(self) -> pyexpat.XMLParserType:
         p = pyexpat.ParserCreate("UTF-8", " ")
         p.buffer_text = True
         p.buffer_size = 4096
@@ -95,17 +124,16 @@ class XMLStreamParser:
         p.CharacterDataHandler = self._chars
         p.StartNamespaceDeclHandler = self._ns_decl
         p.XmlDeclHandler = self._xml_decl
-        for name in (
-            "StartDoctypeDeclHandler", "CommentHandler", "ProcessingInstructionHandler",
-            "EntityDeclHandler", "UnparsedEntityDeclHandler", "NotationDeclHandler",
-            "ElementDeclHandler", "AttlistDeclHandler", "ExternalEntityRefHandler",
-            "SkippedEntityHandler",
-        ):
+        for name in _RESTRICTED_HANDLERS:
             setattr(p, name, self._restricted)
-        self._parser = p
+        return p
+
+    def reset(self) -> None:
+        # None while released (see release); typed as always there for subclasses
+        self._parser: pyexpat.XMLParserType = self._new_parser()
         self._stack: list[Element] = []
         self._events: list[Event] = []
-        self._buf = bytearray()
+        self._buf: Union[bytes, bytearray] = b""
         self._base = 0          # absolute stream offset of _buf[0]
         self._fed = 0           # total bytes fed to this parser
         self._mark = 0          # absolute offset where the current top-level item began
@@ -114,6 +142,35 @@ class XMLStreamParser:
         self._pending_ns: list[tuple[str, str]] = []
         self._closed = False
         self._error: Optional[StreamError] = None
+        self._header: Optional[bytes] = None  # the stream's start tag, to rebuild the parser
+
+    def release(self) -> bool:
+        """Free the expat parser (about 10 KiB) of a stream idle between stanzas.
+
+        The next :meth:`feed` builds a new one and re-feeds the stream's own
+        start tag to it first, so namespaces and prefixes are as before and
+        nothing is emitted for it. Returns whether the parser is released.
+        """
+        if self._parser is None:
+            return True
+        if self._closed or self._error is not None or self._header is None or \
+                len(self._stack) != 1 or self._buf or self._stanza_start >= 0:
+            return False
+        self._parser = None  # type: ignore[assignment]
+        return True
+
+    def _rebuild(self) -> pyexpat.XMLParserType:
+        header = self._header
+        assert header is not None
+        p = self._new_parser()
+        p.StartNamespaceDeclHandler = None
+        p.StartElementHandler = None  # the stream element is on the stack already
+        p.Parse(header, False)
+        p.StartElementHandler = self._start
+        n = len(header)
+        self._base = self._fed = self._mark = n
+        self._parser = p
+        return p
 
     # -- public ------------------------------------------------------------
     @property
@@ -126,10 +183,18 @@ class XMLStreamParser:
             raise self._error
         if self._closed or not data:
             return []
-        self._buf += data
+        parser = self._parser
+        if parser is None:
+            parser = self._rebuild()
+        if self._buf:
+            self._buf += data  # type: ignore[operator]
+        else:
+            # the common case: nothing pending, so the callbacks read ``data``
+            # itself (no copy); only an unfinished tail is kept afterwards
+            self._buf = data
         self._fed += len(data)
         try:
-            self._parser.Parse(data, False)
+            parser.Parse(data, False)
         except _Restricted:
             self._fail(StreamError("restricted-xml"))
         except StreamError as e:
@@ -141,23 +206,29 @@ class XMLStreamParser:
                 self._fail(StreamError("restricted-xml"))
             self._fail(StreamError("not-well-formed", str(e)))
         events = self._events
-        self._events = []
+        if events:
+            self._events = []
         # keep only the bytes that may still belong to a stanza
         start = self._stanza_start
         keep = start if start >= 0 else self._mark
         buf = self._buf
         cut = keep - self._base
+        if cut >= len(buf):
+            # everything consumed (keep is then the end of what was fed)
+            self._base += len(buf)
+            self._buf = b""
+            return events
         if cut > 0:
-            del buf[:cut]
+            buf = self._buf = bytearray(memoryview(buf)[cut:])
             self._base = keep
+        elif type(buf) is bytes:
+            buf = self._buf = bytearray(buf)
         if start < 0:
             ws = len(buf) - len(buf.lstrip())
             if ws:
-                del buf[:ws]
+                del buf[:ws]  # type: ignore[union-attr]
                 self._base += ws
                 self._mark = self._base
-            if not buf:
-                self._buf = bytearray()
             if self._fed - self._mark > self.max_stanza_size:
                 self._fail(StreamError("policy-violation", "stanza too large"))
         elif self._fed - start > self.max_stanza_size:
@@ -197,11 +268,9 @@ class XMLStreamParser:
             self._open_stream(name, attrs, self._pending_ns)
             return
         tag = _NAMES.get(name) or _name(name)
-        if attrs:
-            for k in attrs:
-                if " " in k:
-                    attrs = self._attrs(attrs)
-                    break
+        # a namespaced attribute is the only kind of key with a space in it
+        if attrs and " " in "".join(attrs):
+            attrs = self._attrs(attrs)
         el = Element(tag, attrs)
         if depth > 1:
             stack[-1].children.append(el)
@@ -224,15 +293,17 @@ class XMLStreamParser:
             else:
                 extra[prefix] = uri
         self._pending_ns = []
-        self._parser.StartNamespaceDeclHandler = None
+        parser = self._parser
+        parser.StartNamespaceDeclHandler = None
         # a stanza may use a prefix the header declared: its raw bytes would not
         # stand alone, so raw reuse is off for such (rare) streams
         self._raw_allowed = not extra
         el = Element("{%s}stream" % STREAM_NS, self._attrs(attrs))
         self._stack.append(el)
-        pos = self._parser.CurrentByteIndex
+        pos = parser.CurrentByteIndex
         m = _START_TAG.match(self._buf, pos - self._base)
         self._mark = self._base + m.end() if m is not None else self._fed
+        self._header = bytes(m.group(0)) if m is not None else None
         self._events.append(StreamOpen(el.attrs, default_ns, stream_prefix, extra))
 
     def _end(self, name: str) -> None:
@@ -243,24 +314,27 @@ class XMLStreamParser:
             start = self._stanza_start
             self._stanza_start = -1
             buf = self._buf
-            m = _START_TAG.match(buf, start - self._base)
+            base = self._base
             pos = self._parser.CurrentByteIndex
             if pos - start > self.max_stanza_size:
                 raise StreamError("policy-violation", "stanza too large")
-            if m is None:  # cannot happen for well-formed input; be safe
+            begin = start - base
+            inner = _start_tag_end(buf, begin)
+            if inner < 0:  # cannot happen for well-formed input; be safe
                 self._mark = pos
-            elif m.group(1):
-                self._mark = self._base + m.end()
+            elif buf[inner - 2] == 47:  # b"/": <empty/>
+                self._mark = base + inner
                 if self._raw_allowed:
                     el.raw = b""
             else:
-                end = pos - self._base
+                end = pos - base
                 self._mark = pos + buf.find(b">", end) - end + 1
-                if self._raw_allowed and buf.find(b"xmlns:", m.start(), m.end()) < 0:
-                    raw = bytes(buf[m.end():end])
-                    # the stream prefix is not declared in every framing (WebSocket)
-                    if raw.find(b"stream:") < 0:
-                        el.raw = raw
+                if self._raw_allowed:
+                    if buf.find(b"xmlns:", begin, inner) < 0:
+                        raw = bytes(buf[inner:end])
+                        # the stream prefix is not declared in every framing (WebSocket)
+                        if b"stream:" not in raw:
+                            el.raw = raw
             self._events.append(el)
         elif depth == 0:
             self._closed = True
@@ -278,6 +352,8 @@ class XMLStreamParser:
 class TCPFraming:
     """RFC 6120 framing: one long-lived <stream:stream> document per direction."""
 
+    __slots__ = ("parser", "content_ns")
+
     def __init__(self, max_stanza_size: int = 65536, content_ns: str = CLIENT_NS) -> None:
         self.parser = XMLStreamParser(max_stanza_size)
         self.content_ns = content_ns
@@ -287,6 +363,10 @@ class TCPFraming:
 
     def reset(self) -> None:
         self.parser.reset()
+
+    def release(self) -> bool:
+        """Free parser memory while the stream is idle between stanzas."""
+        return self.parser.release()
 
     def header(self, attrs: dict[str, str]) -> bytes:
         from .xml import escape_attr

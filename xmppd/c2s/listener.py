@@ -21,10 +21,30 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Write batching: what streams write during one turn of the event loop is
+# joined per connection and handed to the transport once, after the turn
+# (one send() instead of several: stream header and features, a burst of
+# stanzas for one user, a room's messages to one occupant). Under load a turn
+# handles more input, so batches grow just when syscalls cost the most.
+_dirty: list[C2SConnection] = []
+_flush_pending = False
+
+
+def flush_writes() -> None:
+    """Hand every connection's batched output to its transport."""
+    global _flush_pending
+    _flush_pending = False
+    while _dirty:
+        batch = _dirty[:]
+        _dirty.clear()
+        for conn in batch:
+            conn.flush()
+
 
 class C2SConnection(asyncio.Protocol):
     __slots__ = ("server", "listen", "transport", "stream", "framing", "secure", "peer_ip",
-                 "bucket", "_paused", "_shaped", "_write_paused", "_tls_host", "_throttled")
+                 "bucket", "_paused", "_shaped", "_write_paused", "_tls_host", "_throttled",
+                 "_out")
 
     def __init__(self, server: Server, listen: ListenConfig, direct_tls: bool) -> None:
         self.server = server
@@ -40,6 +60,7 @@ class C2SConnection(asyncio.Protocol):
         self._shaped = False
         self._write_paused = False
         self._throttled = False
+        self._out: Optional[list[bytes]] = None  # batched output of this loop turn
         self.stream = C2SStream(server, self, listen)
 
     # -- asyncio.Protocol ----------------------------------------------------
@@ -79,6 +100,7 @@ class C2SConnection(asyncio.Protocol):
         asyncio.get_running_loop().call_later(delay, self._unshape)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
+        self._out = None
         self.server.connections.discard(self)
         self.server.release_connection(self)
         self.stream.connection_lost()
@@ -101,17 +123,44 @@ class C2SConnection(asyncio.Protocol):
 
     # -- Connection interface used by C2SStream -------------------------------
     def write(self, data: bytes) -> None:
+        out = self._out
+        if out is not None:
+            out.append(data)
+            return
         transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(data)
-            if self._write_paused:
-                self._check_queue()
+        if transport is None or transport.is_closing():
+            return
+        self._out = [data]
+        _dirty.append(self)
+        global _flush_pending
+        if not _flush_pending:
+            try:
+                asyncio.get_running_loop().call_soon(flush_writes)
+            except RuntimeError:  # no event loop: write at once
+                _dirty.remove(self)
+                self.flush()
+                return
+            _flush_pending = True
+
+    def flush(self) -> None:
+        out = self._out
+        if out is None:
+            return
+        self._out = None
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(out[0] if len(out) == 1 else b"".join(out))
+        if self._write_paused:
+            self._check_queue()
 
     def close(self) -> None:
+        self.flush()
         if self.transport is not None:
             self.transport.close()
 
     def abort(self) -> None:
+        self._out = None
         if self.transport is not None:
             self.transport.abort()
 
@@ -142,6 +191,7 @@ class C2SConnection(asyncio.Protocol):
     async def start_tls(self, ctx: ssl.SSLContext) -> None:
         loop = asyncio.get_running_loop()
         assert self.transport is not None
+        self.flush()  # <proceed/> goes out in clear
         new = await loop.start_tls(self.transport, self, ctx, server_side=True,
                                    ssl_handshake_timeout=30)
         if new is None:

@@ -108,6 +108,12 @@ class AccountStore:
     def __init__(self, db: Database, iterations: int = 4096) -> None:
         self.db = db
         self.iterations = iterations
+        # credential lookups (one per login) are batched: those asked for while
+        # a query runs go together in the next one (one thread hop, one query)
+        self._waiting: dict[tuple[str, str], list[asyncio.Future[Optional[Credentials]]]] = {}
+        self._in_flight = 0
+        self._max_in_flight = db.threads
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- sync API (usable without an event loop: the ctl command) --------
     def create_sync(self, host: str, username: str, password: str) -> bool:
@@ -205,8 +211,72 @@ class AccountStore:
         return created, skipped + len(rows) - created
 
     # -- async API (the server) ---------------------------------------------
+    def get_many_sync(self, keys: Iterable[tuple[str, str]]) -> dict[tuple[str, str], Credentials]:
+        """Credentials of many (host, normalized username) pairs in one transaction."""
+        by_host: dict[str, list[str]] = {}
+        for host, user in keys:
+            by_host.setdefault(host, []).append(user)
+
+        def run(conn: Connection) -> dict[tuple[str, str], Credentials]:
+            out = {}
+            for host, names in by_host.items():
+                for i in range(0, len(names), 500):
+                    for r in conn.execute(select(users).where(
+                            users.c.server_host == host, users.c.username.in_(names[i:i + 500]))):
+                        out[(host, r.username)] = Credentials(
+                            ScramKeys(r.sha1_salt, r.sha1_iterations, r.sha1_stored_key,
+                                      r.sha1_server_key),
+                            ScramKeys(r.sha256_salt, r.sha256_iterations, r.sha256_stored_key,
+                                      r.sha256_server_key),
+                        )
+            return out
+        return self.db.run_sync(run)
+
     async def get(self, host: str, username: str) -> Optional[Credentials]:
-        return await self.db.call(self.get_sync, host, username)
+        try:
+            user = normalize_username(username)
+        except AccountError:
+            return None
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[Optional[Credentials]] = loop.create_future()
+        key = (host, user)
+        waiters = self._waiting.get(key)
+        if waiters is None:
+            self._waiting[key] = [fut]
+        else:
+            waiters.append(fut)
+        if self._in_flight < self._max_in_flight and len(self._waiting) == 1:
+            loop.call_soon(self._start_batch)
+        return await fut
+
+    def _start_batch(self) -> None:
+        if not self._waiting or self._in_flight >= self._max_in_flight:
+            return
+        batch, self._waiting = self._waiting, {}
+        self._in_flight += 1
+        task = asyncio.ensure_future(self._run_batch(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run_batch(
+            self, batch: dict[tuple[str, str], list[asyncio.Future[Optional[Credentials]]]]) -> None:
+        try:
+            found = await self.db.call(self.get_many_sync, list(batch))
+        except Exception as e:
+            for futs in batch.values():
+                for f in futs:
+                    if not f.done():
+                        f.set_exception(e)
+            return
+        finally:
+            self._in_flight -= 1
+            if self._waiting:
+                self._start_batch()  # what came in meanwhile
+        for key, futs in batch.items():
+            creds = found.get(key)
+            for f in futs:
+                if not f.done():
+                    f.set_result(creds)
 
     async def create(self, host: str, username: str, password: str) -> bool:
         return await asyncio.get_running_loop().run_in_executor(

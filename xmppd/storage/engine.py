@@ -38,6 +38,7 @@ class Database:
     def __init__(self, engine: Engine, threads: int) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self.threads = threads
         self._pool = concurrent.futures.ThreadPoolExecutor(threads, thread_name_prefix="xmppd-db")
         self._closed = False
         self._lock = threading.Lock()
