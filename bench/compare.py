@@ -266,10 +266,11 @@ class Xmppd(Server):
             "shutdown_timeout": 1,
             # what the other two load too (a module this xmppd lacks is only a warning)
             "modules": {"mod_disco": {}, "mod_ping": {}, "mod_roster": {},
-                        # no room archive: Prosody and ejabberd run without MAM here
+                        # no room archive by default: Prosody and ejabberd run without
+                        # MAM here (--muc-archive turns xmppd's on)
                         "mod_muc": {"host": "conference.@HOST@", "access_create": "all",
                                     "max_users": 1000,
-                                    "default_room_options": {"mam": False}}},
+                                    "default_room_options": {"mam": self.args.muc_archive}}},
         }
         (self.base / "xmppd.yml").write_text(yaml.safe_dump(cfg))
 
@@ -588,6 +589,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--phases", default=",".join(PHASES))
+    ap.add_argument("--muc-archive", action="store_true",
+                    help="keep xmppd's room archive on (its default) in the fan-out phase")
     ap.add_argument("--runs", type=int, default=1, help="runs of each phase (medians are reported)")
     ap.add_argument("--quick", action="store_true",
                     help="2,000 accounts, 5 s steps: a smoke run in a few minutes")
