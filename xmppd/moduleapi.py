@@ -232,5 +232,9 @@ class Module:
     async def start_async(self) -> None:
         """Asynchronous start-up work (loading state); override as needed."""
 
+    async def stop_async(self) -> None:
+        """Asynchronous shutdown work (writing what is buffered) while the database
+        is still open; called before :meth:`stop`. Override as needed."""
+
     def stop(self) -> None:
         """Called before the API undoes the registrations."""

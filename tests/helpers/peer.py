@@ -163,8 +163,11 @@ async def befriend(a: Peer, b: Peer) -> None:
     await a.expect(is_presence(b.bare, "subscribe"))
     await a.send(f"<presence type='subscribed' to='{b.bare}'/>")
     await b.expect(is_presence(a.bare, "subscribed"))
-    # each now sees the other's presence
+    # each now sees the other's presence, and both rosters say 'both'
     await a.expect(is_presence(b.jid))
     await b.expect(is_presence(a.jid))
+    for p, other in ((a, b), (b, a)):
+        while push_state(await p.expect(is_push(other.bare))) != ("both", None):
+            pass
     a.inbox.clear()
     b.inbox.clear()

@@ -84,6 +84,9 @@ class LastModule(Module):
         for dest in ("bare", "full", "remote", "component"):
             self.api.hook(f"pre-presence/{dest}", self._subscription)
 
+    async def stop_async(self) -> None:
+        await self.flush()
+
     def stop(self) -> None:
         rows = self._take_dirty()
         if rows:

@@ -51,6 +51,9 @@ class RosterModule(Module):
         self.broadcast.setup(self.api)
         self.subscriptions.setup(self.api)
 
+    async def stop_async(self) -> None:
+        await self.cache.drain()
+
     def stop(self) -> None:
         self.cache.flush_sync()
 
@@ -91,9 +94,10 @@ class RosterModule(Module):
             s.send(Element(IQ, {"type": "set", "id": f"push{next(self._ids)}",
                                 "to": s.jid_str}, [q]))
 
-    def changed(self, roster: Roster, item: Item, was_visible: bool) -> None:
-        """Store a changed item, and push it if the user sees (or saw) it."""
-        seen = item.visible or was_visible
+    def changed(self, roster: Roster, item: Item, before: Optional[tuple[Any, ...]]) -> None:
+        """Store a changed item; if what the user sees of it changed (``before`` is the
+        item's earlier :meth:`~Item.view`), give it a new version and push it."""
+        seen = item.view() != before
         self.cache.save(roster, item, bump=seen)
         if seen:
             self.push(roster, item)
@@ -177,11 +181,11 @@ class RosterModule(Module):
                                   text=f"the roster is full ({int(self.limit)} items)")
         if item is None:
             item = roster.items[contact] = Item(contact)
-        was_visible = item.visible
-        if was_visible and item.name == name and item.groups == groups:
+        before = item.view()
+        if item.visible and item.name == name and item.groups == groups:
             return
         item.name, item.groups, item.visible = name, groups, True
-        self.changed(roster, item, was_visible)
+        self.changed(roster, item, before)
 
     def _remove(self, roster: Roster, contact: JID) -> None:
         item = roster.get(contact)
@@ -194,9 +198,10 @@ class RosterModule(Module):
         if st.frm or st.pending_in:
             kinds.append("unsubscribed")
         self.subscriptions.cancel(roster, item, kinds)
+        before = item.view()
         item.state, item.visible, item.name, item.groups = NONE, False, None, ()
         item.request = item.answer = None
-        self.changed(roster, item, True)
+        self.changed(roster, item, before)
 
 
 def _parse_ver(ver: Optional[str]) -> Optional[int]:

@@ -49,6 +49,13 @@ class Item:
         self.request = request
         self.answer = answer
 
+    def view(self) -> Optional[tuple[Any, ...]]:
+        """What the user's client sees of this item (None: not in the roster)."""
+        if not self.visible:
+            return None
+        st = self.state
+        return (st.sub, st.ask, st.approved, self.name, self.groups)
+
     def row(self) -> ItemRow:
         return ItemRow(str(self.jid), self.name, self.groups, self.state, self.visible,
                        self.ver, self.request, self.answer)
@@ -253,6 +260,11 @@ class RosterCache:
         finally:
             self._writes.pop(user, None)
             self._maybe_evict(user)
+
+    async def drain(self) -> None:
+        """Wait until every load and write under way is done (at shutdown)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def flush_sync(self) -> None:
         """Write what is still queued (at shutdown, from synchronous code)."""

@@ -74,6 +74,7 @@ class Subscriptions:
         if item is None and (creates or res.state != old):
             item = r.items[contact] = Item(contact)
         if item is not None:
+            before = item.view()
             was_visible = item.visible
             if creates:
                 item.visible = True
@@ -83,7 +84,7 @@ class Subscriptions:
                 item.request = None
                 dirty = True
             if dirty:
-                self.mod.changed(r, item, was_visible)
+                self.mod.changed(r, item, before)
         if res.route:
             self.server.router.route(out)
         self._effects(r, contact, old, res.state)
@@ -128,6 +129,7 @@ class Subscriptions:
                 return
             item = r.items[contact] = Item(contact)
         available = [s for s in self.server.sessions.resources(r.user) if s.available]
+        before = item.view()
         item.state = res.state
         if kind == "subscribe":
             if res.deliver:
@@ -139,7 +141,7 @@ class Subscriptions:
                 item.answer = to_text(stanza)
         if res.state.frm:
             item.request = None
-        self.mod.changed(r, item, item.visible)
+        self.mod.changed(r, item, before)
         if res.deliver:
             for s in available:
                 s.send(stanza)
