@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from conftest import run
 from helpers.clients import Slix, aioxmpp_client
-from helpers.peer import Peer, befriend, error_condition, is_message, is_presence
+from helpers.peer import Peer, Pred, befriend, error_condition, is_message, is_presence
 from helpers.procs import XmppdServer
 from helpers.raw import C
 
@@ -34,7 +34,7 @@ def items(payload: str, *jids: str) -> str:
         f"</{payload}>"
 
 
-def is_block_push(what: str) -> "callable":  # type: ignore[valid-type]
+def is_block_push(what: str) -> Pred:
     return lambda el: el.tag == C + "iq" and el.get("type") == "set" and \
         el.find(f"{{{NS}}}{what}") is not None
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import xml.etree.ElementTree as ET
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from conftest import run
@@ -40,7 +40,7 @@ async def drain(p: Peer, quiet: float = 0.7) -> list[ET.Element]:
     while True:
         try:
             got.append(await p.client.recv(quiet))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return got
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from datetime import datetime
-from typing import Iterator
 
 import pytest
 from conftest import run

@@ -6,7 +6,7 @@ Scenarios read as conversations: "Romeo sends ..., Juliet receives ...".
 from __future__ import annotations
 
 import asyncio
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from conftest import run

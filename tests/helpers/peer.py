@@ -68,7 +68,7 @@ class Peer:
         self.features: Optional[ET.Element] = None
 
     async def login(self, presence: bool = True, roster: bool = True,
-                    presence_xml: str = "<presence/>") -> "Peer":
+                    presence_xml: str = "<presence/>") -> Peer:
         c = self.client
         await c.connect()
         await c.open()
@@ -102,7 +102,7 @@ class Peer:
                                      f"{[ET.tostring(e)[:200] for e in self.inbox]}")
             try:
                 el = await self.client.recv(left)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             if pred(el):
                 return el
