@@ -54,6 +54,8 @@ def _stock_with_free_ports(tmp: Path) -> tuple[Path, int]:
         entry["port"] = ports[entry["port"]]
         entry["ip"] = "127.0.0.1"
     data["data_dir"] = str(tmp / "data")
+    # the stock file names /etc/ejabberd/ejabberd.pem, which exists where ejabberd is installed
+    data["certfiles"] = [str(tmp / "etc-ejabberd" / "ejabberd.pem")]
     path = tmp / "ejabberd.yml"
     path.write_text(yaml.safe_dump(data))
     return path, port
@@ -78,7 +80,7 @@ def test_stock_ejabberd_config_starts_a_server(tmp_path: Path) -> None:
         proc.terminate()
         proc.wait(10)
     text = (tmp_path / "log").read_text()
-    assert "certfiles[0]: cannot use /etc/ejabberd/ejabberd.pem" in text
+    assert f"certfiles[0]: cannot use {tmp_path}/etc-ejabberd/ejabberd.pem" in text
     assert "modules.mod_pubsub: module not available in xmppd, ignored" in text
 
 

@@ -137,8 +137,8 @@ class Subscriptions:
         else:
             if not res.state.pending_in:
                 item.request = None
-            if res.deliver and not available:
-                item.answer = to_text(stanza)
+            if res.deliver:   # kept for the next login only if nobody can see it now
+                item.answer = None if available else to_text(stanza)
         if res.state.frm:
             item.request = None
         self.mod.changed(r, item, before)
