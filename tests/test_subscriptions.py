@@ -335,3 +335,28 @@ def test_pending_request_survives_restart(make_server, db: str) -> None:  # type
         await romeo.close()
         await juliet.close()
     run(answer())
+
+
+def test_unavailable_when_a_quiet_client_times_out(make_server) -> None:  # type: ignore[no-untyped-def]
+    srv: XmppdServer = make_server(modules=MODULES, listen_extra={"idle_timeout": 2})
+    for u in ("romeo", "juliet"):
+        srv.register(u, "secret")
+    srv.start()
+
+    async def main() -> None:
+        romeo = await Peer(srv.c2s, "romeo").login()
+        juliet = await Peer(srv.c2s, "juliet").login()
+        await befriend(romeo, juliet)
+
+        async def keepalive() -> None:
+            while True:
+                await juliet.send(" ")
+                await asyncio.sleep(0.5)
+        task = asyncio.ensure_future(keepalive())
+        try:
+            # Romeo says nothing more: the server closes his stream and tells Juliet
+            await juliet.expect(is_presence(romeo.jid, "unavailable"), timeout=15)
+        finally:
+            task.cancel()
+        await juliet.close()
+    run(main())

@@ -201,7 +201,7 @@ class LastModule(Module):
     async def _answer_offline(self, to: JID, contacts: list[JID]) -> None:
         known = await self.lookup(contacts)
         for c in contacts:
-            if c in known and self.server.sessions.resources(c):
+            if any(s.available for s in self.server.sessions.resources(c)):
                 continue   # came online meanwhile: its broadcast tells the truth
             el = presence("unavailable", str(c), str(to))
             if c in known:
