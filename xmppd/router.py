@@ -3,7 +3,9 @@
 1. ``from_client``: validate a client's stanza, stamp ``from`` (RFC 6120 8.1.2.1).
 2. ``route``: classify the destination once (host / bare / full / self /
    component / remote).
-3. Fire ``pre-<kind>/<dest>`` for stanzas from local clients, then
+3. Fire ``pre-<kind>/<dest>`` for stanzas from local clients, then, for a
+   stanza addressed to a local user (bare or full JID), ``inbound/<dest>``
+   (a filter such as blocking: a non-None answer ends routing), then
    ``<kind>/<dest>``; iq get/set go to ``iq-<type>/<dest>/<ns>:<name>``. An
    unhandled get/set answers ``service-unavailable``; an unhandled result or
    error is dropped.
@@ -147,6 +149,9 @@ class Router:
         if dest == "remote":
             if self.hooks.fire("route/remote", ev) is None:
                 ev.error("remote-server-not-found")
+            return
+        if (dest == "bare" or dest == "full") and \
+                self._guard(ev, None, f"inbound/{dest}") is not None:
             return
         kind = ev.kind
         if kind == "iq":

@@ -234,6 +234,13 @@ class Server:
                     log.exception("stopping module %s", inst.name)
         for vhost in self.hosts.values():
             for name in reversed(list(vhost.modules)):
+                try:
+                    await asyncio.wait_for(vhost.modules[name].stop_async(),
+                                           self.config["shutdown_timeout"])
+                except Exception:
+                    log.exception("stopping %s failed", name)
+        for vhost in self.hosts.values():
+            for name in reversed(list(vhost.modules)):
                 self.unload_module(vhost.name, name)
         for t in self._tasks:
             t.cancel()

@@ -1,0 +1,214 @@
+"""mod_roster: the roster (RFC 6121 section 2), subscriptions and presence broadcast.
+
+The roster IQ protocol lives here: get (with roster versioning, RFC 6121
+2.6), set, remove, pushes to every interested resource, groups and names, and
+a limit on the roster size. Subscription handling (``subscriptions.py``) and
+presence broadcast (``broadcast.py``) work on the same in-memory rosters
+(``rosters.py``) and are part of this module, as in ejabberd.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Optional, Union
+
+from ..confval import v_bool, v_pos_int_or_infinity
+from ..jid import JID, JIDError
+from ..moduleapi import Module, Option, hook, iq_handler
+from ..stanza import IQ, StanzaError, StanzaEvent, iq_result
+from ..xml import Element
+from .broadcast import Broadcast
+from .roster_store import RosterStore
+from .rosters import GROUP, ITEM, NS, Item, Roster, RosterCache
+from .subscription import NONE
+from .subscriptions import Subscriptions
+
+QUERY = "{%s}query" % NS
+VER_FEATURE = "{urn:xmpp:features:rosterver}ver"
+PREAPPROVAL_FEATURE = "{urn:xmpp:features:pre-approval}sub"
+MAX_TEXT = 1023   # bytes allowed in a name or a group name
+
+
+class RosterModule(Module):
+    name = "mod_roster"
+    xeps = ("RFC 6121",)
+    stores = ("xmppd.presence.roster_store",)
+    options = {
+        "versioning": Option(False, v_bool, "roster versioning (RFC 6121 2.6)"),
+        "max_roster_size": Option(1000, v_pos_int_or_infinity,
+                                  "most items a roster may hold (pending requests included)"),
+    }
+
+    def setup(self) -> None:
+        assert self.server.db is not None
+        self.cache = RosterCache(RosterStore(self.server.db), self.host)
+        self.broadcast = Broadcast(self)
+        self.subscriptions = Subscriptions(self)
+        self._ids = itertools.count(1)
+        if self.opts["versioning"]:
+            self.api.add_stream_feature("post-auth", lambda s: Element(VER_FEATURE))
+        self.api.add_stream_feature("post-auth", lambda s: Element(PREAPPROVAL_FEATURE))
+        self.broadcast.setup(self.api)
+        self.subscriptions.setup(self.api)
+
+    async def stop_async(self) -> None:
+        await self.cache.drain()
+
+    def stop(self) -> None:
+        self.cache.flush_sync()
+
+    @staticmethod
+    def of(server: Any, host: str) -> Optional[RosterModule]:
+        """The roster module of ``host`` (for modules that declare it a dependency)."""
+        vhost = server.hosts.get(host)
+        mod = vhost.modules.get(RosterModule.name) if vhost is not None else None
+        return mod if isinstance(mod, RosterModule) else None
+
+    @property
+    def limit(self) -> float:
+        return float(self.opts["max_roster_size"])
+
+    # -- sessions ----------------------------------------------------------------
+    @hook("c2s/bound")
+    def _bound(self, session: Any) -> None:
+        if session.jid.domain == self.host:
+            self.cache.acquire(session.jid.bare)
+
+    @hook("c2s/ended")
+    def _ended(self, session: Any, reason: str) -> None:
+        if session.jid.domain != self.host:
+            return
+        self.broadcast.session_ended(session)
+        self.cache.release(session.jid.bare)
+
+    # -- pushes ----------------------------------------------------------------------
+    def push(self, roster: Roster, item: Item) -> None:
+        """Roster push (RFC 6121 2.1.6) to every interested resource of the owner."""
+        payload = item.element() if item.visible else item.removed_element()
+        for s in self.server.sessions.local_resources(roster.user):
+            if not s.data.get("roster:interested"):
+                continue
+            q = Element(QUERY, {}, [payload])
+            if self.opts["versioning"]:
+                q.attrs["ver"] = str(roster.version)
+            s.send(Element(IQ, {"type": "set", "id": f"push{next(self._ids)}",
+                                "to": s.jid_str}, [q]))
+
+    def changed(self, roster: Roster, item: Item, before: Optional[tuple[Any, ...]]) -> None:
+        """Store a changed item; if what the user sees of it changed (``before`` is the
+        item's earlier :meth:`~Item.view`), give it a new version and push it."""
+        seen = item.view() != before
+        self.cache.save(roster, item, bump=seen)
+        if seen:
+            self.push(roster, item)
+
+    # -- roster get (RFC 6121 2.2, 2.6) ------------------------------------------------
+    @iq_handler("get", NS, "query", dest="self")
+    def get(self, ev: StanzaEvent) -> Any:
+        session = ev.origin
+        if session is not None and hasattr(session, "data"):
+            session.data["roster:interested"] = True
+        query = ev.stanza.first_child()
+        assert query is not None
+        ver = query.attrs.get("ver") if self.opts["versioning"] else None
+        return self.cache.run(ev.from_jid.bare, lambda r: self._get(ev, r, ver))
+
+    def _get(self, ev: StanzaEvent, roster: Roster, ver: Optional[str]) -> Union[Element, bool]:
+        known = _parse_ver(ver)
+        if known is not None and known <= roster.version:
+            # the client is current, or gets the changes as pushes after an empty result
+            changed = sorted((it for it in roster.items.values() if it.ver > known),
+                             key=lambda it: it.ver)
+            self._reply(ev, iq_result(ev.stanza))
+            session = ev.origin
+            for it in changed:
+                payload = it.element() if it.visible else it.removed_element()
+                session.send(Element(IQ, {"type": "set", "id": f"push{next(self._ids)}",
+                                          "to": session.jid_str}, [
+                    Element(QUERY, {"ver": str(it.ver)}, [payload])]))
+            return True
+        q = Element(QUERY, {"ver": str(roster.version)} if ver is not None else {})
+        for it in roster.visible():
+            q.append(it.element())
+        return q
+
+    def _reply(self, ev: StanzaEvent, reply: Element) -> None:
+        if ev.stanza.attrs.get("to") is None and ev.origin is not None:
+            reply.attrs.pop("from", None)
+            ev.origin.send(reply)
+        else:
+            self.server.router.route(reply)
+
+    # -- roster set (RFC 6121 2.3 - 2.5) ---------------------------------------------
+    @iq_handler("set", NS, "query", dest="self")
+    def set(self, ev: StanzaEvent) -> Any:
+        query = ev.stanza.first_child()
+        assert query is not None
+        items = query.findall(ITEM)
+        if len(items) != 1:
+            raise StanzaError("bad-request", text="a roster set holds exactly one item")
+        el = items[0]
+        try:
+            contact = JID.parse(el.attrs.get("jid", ""))
+        except JIDError:
+            raise StanzaError("bad-request", text="invalid jid") from None
+        if contact.resource is not None:
+            raise StanzaError("bad-request", text="roster items are bare JIDs")
+        user = ev.from_jid.bare
+        if el.attrs.get("subscription") == "remove":
+            return self.cache.run(user, lambda r: self._remove(r, contact))
+        name = el.attrs.get("name") or None
+        if name is not None and len(name.encode()) > MAX_TEXT:
+            raise StanzaError("not-acceptable", text=f"name longer than {MAX_TEXT} bytes")
+        groups: list[str] = []
+        for g in el.findall(GROUP):
+            text = g.text
+            if not text:
+                raise StanzaError("not-acceptable", text="empty group name")
+            if len(text.encode()) > MAX_TEXT:
+                raise StanzaError("not-acceptable", text=f"group longer than {MAX_TEXT} bytes")
+            if text in groups:
+                raise StanzaError("bad-request", text=f"group {text!r} given twice")
+            groups.append(text)
+        return self.cache.run(user, lambda r: self._update(r, contact, name, tuple(groups)))
+
+    def _update(self, roster: Roster, contact: JID, name: Optional[str],
+                groups: tuple[str, ...]) -> None:
+        item = roster.get(contact)
+        if item is None or not (item.visible or item.state.pending_in):
+            if roster.size() >= self.limit:
+                raise StanzaError("not-allowed",
+                                  text=f"the roster is full ({int(self.limit)} items)")
+        if item is None:
+            item = roster.items[contact] = Item(contact)
+        before = item.view()
+        if item.visible and item.name == name and item.groups == groups:
+            return
+        item.name, item.groups, item.visible = name, groups, True
+        self.changed(roster, item, before)
+
+    def _remove(self, roster: Roster, contact: JID) -> None:
+        item = roster.get(contact)
+        if item is None or not item.visible:
+            raise StanzaError("item-not-found")
+        st = item.state
+        kinds = []
+        if st.to or st.ask:
+            kinds.append("unsubscribe")
+        if st.frm or st.pending_in:
+            kinds.append("unsubscribed")
+        self.subscriptions.cancel(roster, item, kinds)
+        before = item.view()
+        item.state, item.visible, item.name, item.groups = NONE, False, None, ()
+        item.request = item.answer = None
+        self.changed(roster, item, before)
+
+
+def _parse_ver(ver: Optional[str]) -> Optional[int]:
+    if not ver:
+        return None
+    try:
+        n = int(ver)
+    except ValueError:
+        return None
+    return n if n >= 0 else None

@@ -1,0 +1,135 @@
+"""Roster storage: items with their subscription state, and the roster version.
+
+One row per (user, contact). Rows the user does not see (a contact's pending
+request, the tombstone of a removed item) stay so that pending requests
+survive restarts and roster versioning can tell a client what was removed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    select,
+)
+from sqlalchemy.engine import Connection
+
+from ..storage import Database, migration
+from ..storage.upsert import upsert
+from .subscription import SubState
+
+meta = MetaData()
+roster_items = Table(
+    "roster_items", meta,
+    Column("server_host", String(255), nullable=False),
+    Column("username", String(1023), nullable=False),
+    Column("contact", String(3071), nullable=False),
+    Column("name", Text, nullable=True),
+    Column("groups", Text, nullable=False),           # JSON list of group names
+    Column("subscription", String(8), nullable=False),
+    Column("ask", Boolean, nullable=False),
+    Column("pending_in", Boolean, nullable=False),
+    Column("approved", Boolean, nullable=False),
+    Column("visible", Boolean, nullable=False),       # in the roster the user sees
+    Column("ver", BigInteger, nullable=False),        # roster version of the last change
+    Column("request", Text, nullable=True),           # pending inbound subscribe stanza
+    Column("answer", Text, nullable=True),            # subscription answer not yet delivered
+    PrimaryKeyConstraint("server_host", "username", "contact"),
+)
+roster_versions = Table(
+    "roster_versions", meta,
+    Column("server_host", String(255), nullable=False),
+    Column("username", String(1023), nullable=False),
+    Column("version", BigInteger, nullable=False),
+    PrimaryKeyConstraint("server_host", "username"),
+)
+
+
+@migration("roster", 1, "roster items with subscription state, roster versions")
+def _v1(conn: Connection) -> None:
+    meta.create_all(conn, tables=[roster_items, roster_versions])
+
+
+@dataclass
+class ItemRow:
+    """A stored roster item (what :class:`~xmppd.presence.rosters.Item` persists)."""
+
+    contact: str
+    name: Optional[str]
+    groups: tuple[str, ...]
+    state: SubState
+    visible: bool
+    ver: int
+    request: Optional[str]
+    answer: Optional[str]
+
+
+def _row(host: str, user: str, it: ItemRow) -> dict[str, Any]:
+    st = it.state
+    return {"server_host": host, "username": user, "contact": it.contact, "name": it.name,
+            "groups": json.dumps(list(it.groups)), "subscription": st.sub, "ask": st.ask,
+            "pending_in": st.pending_in, "approved": st.approved, "visible": it.visible,
+            "ver": it.ver, "request": it.request, "answer": it.answer}
+
+
+def _item(r: Any) -> ItemRow:
+    try:
+        groups = tuple(str(g) for g in json.loads(r.groups))
+    except (ValueError, TypeError):
+        groups = ()
+    return ItemRow(r.contact, r.name, groups,
+                   SubState(r.subscription, bool(r.ask), bool(r.pending_in), bool(r.approved)),
+                   bool(r.visible), int(r.ver), r.request, r.answer)
+
+
+class RosterStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- reads -------------------------------------------------------------
+    @staticmethod
+    def load_sync(conn: Connection, host: str, user: str) -> tuple[int, list[ItemRow]]:
+        ver = conn.execute(select(roster_versions.c.version).where(
+            roster_versions.c.server_host == host,
+            roster_versions.c.username == user)).scalar()
+        rows = conn.execute(select(roster_items).where(
+            roster_items.c.server_host == host, roster_items.c.username == user))
+        return int(ver or 0), [_item(r) for r in rows]
+
+    async def load(self, host: str, user: str) -> tuple[int, list[ItemRow]]:
+        return await self.db.run(lambda conn: self.load_sync(conn, host, user))
+
+    # -- writes (``conn`` steps, batched by the caller in one transaction) ---
+    @staticmethod
+    def put_sync(conn: Connection, host: str, user: str, item: ItemRow,
+                 version: Optional[int]) -> None:
+        upsert(conn, roster_items, [_row(host, user, item)],
+               ("server_host", "username", "contact"))
+        if version is not None:
+            upsert(conn, roster_versions,
+                   [{"server_host": host, "username": user, "version": version}],
+                   ("server_host", "username"))
+
+    def put_many_sync(self, host: str, user: str, items: Iterable[ItemRow],
+                      version: int) -> None:
+        """Write several items at once (administration, benchmarks)."""
+        rows = [_row(host, user, it) for it in items]
+
+        def run(conn: Connection) -> None:
+            if rows:
+                upsert(conn, roster_items, rows, ("server_host", "username", "contact"))
+            upsert(conn, roster_versions,
+                   [{"server_host": host, "username": user, "version": version}],
+                   ("server_host", "username"))
+        self.db.run_sync(run)

@@ -1,0 +1,69 @@
+"""Small stanza helpers shared by the presence modules."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Optional
+
+from ..stanza import PRESENCE
+from ..xml import CLIENT_NS, STREAM_NS, Element, serialize, start_tag
+from ..xmlstream import XMLStreamParser
+
+IDLE_NS = "urn:xmpp:idle:1"
+IDLE = "{%s}idle" % IDLE_NS
+STATUS = "{jabber:client}status"
+_HEAD = ("<stream:stream xmlns='jabber:client' xmlns:stream='%s'>" % STREAM_NS).encode()
+
+
+def parse_stanza(data: str) -> Element:
+    """Parse one stored stanza (as written by ``serialize``) back into an element."""
+    p = XMLStreamParser(1 << 20)
+    events = p.feed(_HEAD + data.encode("utf-8"))
+    for ev in events:
+        if isinstance(ev, Element):
+            return ev
+    raise ValueError("no stanza in stored data")
+
+
+def to_text(el: Element) -> str:
+    return serialize(el).decode("utf-8")
+
+
+def freeze(el: Element) -> Element:
+    """Serialize the children of an element we built once, so fan-out reuses the bytes.
+
+    Only for elements this code owns and will not change the children of again.
+    """
+    if el.raw is None:
+        if not el.children:
+            el.raw = b""
+        else:
+            full = serialize(el, CLIENT_NS)
+            head = len(start_tag(el, CLIENT_NS).encode("utf-8"))
+            tail = len(el.name.encode("utf-8")) + 3
+            el.raw = full[head:-tail]
+    return el
+
+
+def presence(type: Optional[str], frm: str, to: Optional[str] = None) -> Element:
+    attrs = {"from": frm}
+    if to is not None:
+        attrs["to"] = to
+    if type is not None:
+        attrs["type"] = type
+    return Element(PRESENCE, attrs)
+
+
+def iso8601(ts: float) -> str:
+    """XEP-0082 DateTime in UTC, to the second."""
+    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def idle(since: float) -> Element:
+    """XEP-0319 ``<idle since=.../>``."""
+    return Element(IDLE, {"since": iso8601(since)})
+
+
+def now() -> float:
+    return time.time()
