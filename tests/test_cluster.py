@@ -12,6 +12,7 @@ from typing import Callable, Iterator
 import pytest
 import yaml
 from conftest import run
+from helpers.peer import ROSTER, Peer, befriend, error_condition, is_message, is_presence, is_push
 from helpers.procs import RedisServer, XmppdServer, free_port, wait_port
 from helpers.raw import STANZA_ERR, C, RawClient
 
@@ -382,4 +383,70 @@ def test_carbons_receipts_and_markers_across_nodes(
         marker = f"{{{carbons}}}received/{fwd}/{C}message/{{urn:xmpp:chat-markers:0}}displayed"
         rc = await a2.recv_until(lambda e: e.find(marker) is not None)
         assert rc.get("from") == "alice@localhost"
+    run(main(), timeout=120)
+
+
+def test_presence_rosters_and_blocking_across_nodes(
+        make_server: MakeServer, redis_server: RedisServer, tmp_path: Path) -> None:
+    """Contacts on different nodes subscribe, see each other come and go, and block."""
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True,
+                   capture_output=True)
+    shared_db = str(tmp_path / "shared.db")
+    nodes = []
+    for i in range(3):
+        nodes.append(make_server(config={
+            "sm_db_type": "redis", "redis_server": "127.0.0.1", "redis_port": redis_server.port,
+            "node_name": f"node{i}@test", "sql_database": shared_db},
+            modules={"mod_roster": {}, "mod_blocking": {}, "mod_last": {}, "mod_ping": {}}))
+    for u in ("romeo", "juliet"):
+        nodes[0].register(u, "secret")
+    for n in nodes:
+        n.start()
+
+    async def main() -> None:
+        romeo = await Peer(nodes[0].c2s, "romeo", resource="balcony").login()
+        juliet = await Peer(nodes[1].c2s, "juliet", resource="garden").login()
+        await _settle()
+        await befriend(romeo, juliet)
+        # Juliet's second device, on a third node, gets her roster pushes too
+        tablet = await Peer(nodes[2].c2s, "juliet", resource="tablet").login()
+        await romeo.expect(is_presence("juliet@localhost/tablet"))
+        await _settle()
+        await juliet.iq("<query xmlns='jabber:iq:roster'><item jid='romeo@localhost' "
+                        "name='Romeo'/></query>", type="set")
+        for p in (juliet, tablet):
+            push = await p.expect(is_push("romeo@localhost"))
+            assert push.find(f"{ROSTER}query/{ROSTER}item").get("name") == "Romeo"  # type: ignore[union-attr]
+        # Romeo comes back: the probe is answered by the nodes where Juliet is
+        await romeo.close()
+        for p in (juliet, tablet):
+            await p.expect(is_presence("romeo@localhost/balcony", "unavailable"))
+        romeo = await Peer(nodes[0].c2s, "romeo", resource="balcony").login()
+        for full in ("juliet@localhost/garden", "juliet@localhost/tablet"):
+            await romeo.expect(is_presence(full))
+        # last activity of a contact on another node: she is online now
+        res = await romeo.iq("<query xmlns='jabber:iq:last'/>", to="juliet@localhost")
+        assert res.find("{jabber:iq:last}query").get("seconds") == "0"  # type: ignore[union-attr]
+        # Juliet blocks Romeo on node 1: both her devices get the push, Romeo sees her
+        # go away, and node 0 refuses his messages to her
+        await juliet.iq("<block xmlns='urn:xmpp:blocking'><item jid='romeo@localhost'/></block>",
+                        type="set")
+        is_block = lambda el: el.find("{urn:xmpp:blocking}block") is not None  # noqa: E731
+        await tablet.expect(is_block)
+        for full in ("juliet@localhost/garden", "juliet@localhost/tablet"):
+            await romeo.expect(is_presence(full, "unavailable"))
+        await _settle()
+        await romeo.send("<message to='juliet@localhost' type='chat' id='b1'><body>hello?</body></message>")
+        err = await romeo.expect(lambda el: el.get("id") == "b1")
+        assert err.get("type") == "error" and error_condition(err) == "service-unavailable"
+        await juliet.nothing(is_message("romeo@localhost"), 0.5)
+        await tablet.nothing(is_message("romeo@localhost"), 0.1)
+        # she unblocks him from her tablet on node 2: messages flow again
+        await tablet.iq("<unblock xmlns='urn:xmpp:blocking'/>", type="set")
+        await juliet.expect(lambda el: el.find("{urn:xmpp:blocking}unblock") is not None)
+        await _settle()
+        await romeo.send("<message to='juliet@localhost/garden' type='chat' id='b2'>"
+                         "<body>hello!</body></message>")
+        msg = await juliet.expect(is_message("romeo@localhost"))
+        assert msg.findtext(C + "body") == "hello!"
     run(main(), timeout=120)

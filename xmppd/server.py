@@ -16,6 +16,7 @@ from .commands import Commands
 from .config import Config, ConfigError
 from .hooks import HookBus
 from .iqtracker import IqTracker
+from .jid import JID
 from .moduleapi import Module, ModuleAPI
 from .router import Router
 from .sessions import SessionRegistry
@@ -342,6 +343,37 @@ class Server:
             return False  # views disagree for now: serve it here rather than loop
         backend.send(node, route(stanza, hops))
         return True
+
+    def forward_to_sessions(self, user: JID, stanza: Element) -> bool:
+        """Hand ``stanza`` to a node where ``user`` has sessions, if none are here.
+
+        Work on a user's cached state (the roster) is done where the user's sessions
+        keep it, so what they see next is current. False: handle it here.
+        """
+        if self.sessions.local_resources(user):
+            return False
+        nodes = sorted({s.node for s in self.sessions.resources(user)})
+        if not nodes:
+            return False
+        backend: Any = self.sessions.backend
+        from .cluster.envelope import MAX_HOPS, route
+        hops = getattr(backend, "hops", 0)
+        if hops >= MAX_HOPS:
+            return False
+        backend.send(nodes[0], route(stanza, hops))
+        return True
+
+    def cluster_event(self, name: str, arg: str) -> None:
+        """Tell the other nodes (``cluster/event/<name>`` fires there with ``arg``)."""
+        broadcast = getattr(self.sessions.backend, "broadcast", None)
+        if broadcast is not None:
+            from .cluster.envelope import event
+            broadcast(event(name, arg))
+
+    @property
+    def forwarded(self) -> bool:
+        """True while handling a stanza another node handed over."""
+        return bool(getattr(self.sessions.backend, "hops", 0))
 
     def is_local(self, domain: str) -> bool:
         return domain in self.hosts

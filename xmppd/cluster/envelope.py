@@ -5,7 +5,9 @@ A payload is one line of header, a newline, then a body:
 - ``D<hops> <full JID>``: deliver the stanza in the body to that local session;
 - ``R<hops>``: route the stanza in the body on the receiving node (rooms, bare JIDs);
 - ``K <full JID>``: end that local session, the body is the reason (cluster-wide
-  resource conflict, kick from an admin on another node).
+  resource conflict, kick from an admin on another node);
+- ``E <name>``: a cluster event for the modules (``cluster/event/<name>``), the body
+  is its argument (e.g. whose roster changed, so other nodes reload their copy).
 
 ``hops`` counts how often a stanza was forwarded, so two nodes whose views
 briefly disagree cannot bounce it back and forth forever.
@@ -22,9 +24,9 @@ MAX_HOPS = 3
 
 
 class Envelope(NamedTuple):
-    kind: str      # "D", "R" or "K"
+    kind: str      # "D", "R", "K" or "E"
     hops: int
-    target: str    # full JID for D and K, "" for R
+    target: str    # full JID for D and K, the event name for E, "" for R
     body: bytes
 
 
@@ -40,6 +42,10 @@ def kick(full: JID, reason: str) -> bytes:
     return b"K %s\n%s" % (str(full).encode(), reason.encode())
 
 
+def event(name: str, arg: str) -> bytes:
+    return b"E %s\n%s" % (name.encode(), arg.encode())
+
+
 def pack(to: JID, stanza: Element) -> bytes:
     """Back-compatible name: a delivery envelope."""
     return deliver(to, stanza)
@@ -50,8 +56,8 @@ def unpack(payload: bytes) -> Envelope:
     text = head.decode()
     kind = text[:1]
     rest = text[1:]
-    if kind == "K":
-        return Envelope("K", 0, rest.strip(), body)
+    if kind in ("K", "E"):
+        return Envelope(kind, 0, rest.strip(), body)
     num, _, target = rest.partition(" ")
     try:
         hops = int(num)

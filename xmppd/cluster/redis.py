@@ -142,6 +142,12 @@ class RedisBackend:
         self._enqueue(("xadd", node, payload, 0, fut))
         return fut
 
+    def broadcast(self, payload: bytes) -> None:
+        """Hand ``payload`` to every other live node."""
+        for node in self._alive:
+            if node != self.node:
+                self.send(node, payload)
+
     def nodes(self) -> list[str]:
         return sorted(self._alive)
 

@@ -146,6 +146,7 @@ class BlockingModule(Module):
         current.update(new)
         async with self._lock:
             await self.store.add(self.host, user.local or "", new)
+        self.server.cluster_event("blocking", str(user))
         self._push(user, "block", jids)
 
     @iq_handler("set", NS, "unblock", dest="self")
@@ -164,13 +165,29 @@ class BlockingModule(Module):
                 await self.store.remove(self.host, user.local or "", gone)
             else:
                 await self.store.clear(self.host, user.local or "")
+        self.server.cluster_event("blocking", str(user))
         self._push(user, "unblock", jids)
 
+    @hook("cluster/event/blocking")
+    async def _changed_elsewhere(self, user: str) -> None:
+        """Another cluster node changed this user's block list: load it again."""
+        try:
+            jid = JID.parse(user)
+        except JIDError:
+            return
+        if jid.domain != self.host or jid.local is None:
+            return
+        jids = await self.store.load_user(self.host, jid.local)
+        if jids:
+            self.lists[jid] = jids
+        else:
+            self.lists.pop(jid, None)
+
     def _push(self, user: JID, what: str, jids: list[str]) -> None:
-        for s in self.server.sessions.local_resources(user):
+        for s in self.server.sessions.resources(user):
             payload = Element("{%s}%s" % (NS, what), {}, [Element(ITEM, {"jid": j}) for j in jids])
             s.send(Element(IQ, {"type": "set", "id": f"block{next(self._ids)}",
-                                "to": s.jid_str}, [payload]))
+                                "to": str(s.jid)}, [payload]))
 
     # -- presence around blocking -------------------------------------------------------
     def _roster(self) -> Optional[RosterModule]:

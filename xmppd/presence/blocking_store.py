@@ -39,6 +39,13 @@ class BlockingStore:
             return out
         return await self.db.run(run)
 
+    async def load_user(self, host: str, user: str) -> set[str]:
+        """One user's block list (another cluster node changed it)."""
+        def run(conn: Connection) -> set[str]:
+            return {r.jid for r in conn.execute(select(blocklist.c.jid).where(
+                blocklist.c.server_host == host, blocklist.c.username == user))}
+        return await self.db.run(run)
+
     async def add(self, host: str, user: str, jids: Sequence[str]) -> None:
         rows = [{"server_host": host, "username": user, "jid": j} for j in jids]
         await self.db.run(lambda conn: upsert(conn, blocklist, rows,

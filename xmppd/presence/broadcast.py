@@ -174,24 +174,43 @@ class Broadcast:
         if cache is None:
             return
         prober = frm.bare
+        # a probe another node handed over: answer for our sessions only (decided now,
+        # the answer may run after the roster loads)
+        forward = not self.server.forwarded
 
         def answer(cr: Roster) -> None:
             if not cr.state(prober).frm:
                 return   # RFC 6121 4.3.2: reveal nothing
             if any(s.available for s in self.server.sessions.resources(contact)):
-                self._answer(cr, prober, frm)
+                self._answer(cr, prober, frm, forward)
             else:
                 self.server.hooks.fire_all("presence/probe-offline", frm, [contact])
         cache.run(contact, answer)
 
-    def _answer(self, cr: Roster, prober: JID, to: JID) -> None:
+    def _answer(self, cr: Roster, prober: JID, to: JID, forward: bool = True) -> None:
         if not cr.state(prober).frm:
             return
         for s in self.server.sessions.resources(cr.user):
-            if s.available:
-                out = getattr(s, "data", {}).get(OUT)
+            if not s.available:
+                continue
+            data = getattr(s, "data", None)
+            if data is not None:
+                out = data.get(OUT)
                 if out is not None:
                     self.send(out, to)
+        if forward:
+            self._probe_elsewhere(cr.user, to)
+
+    def _probe_elsewhere(self, user: JID, prober: JID) -> None:
+        """Sessions of ``user`` on other cluster nodes: those nodes answer for them."""
+        nodes = {s.node for s in self.server.sessions.resources(user)
+                 if s.available and getattr(s, "data", None) is None}
+        for node in nodes:
+            probe = Element("{jabber:client}presence",
+                            {"type": "probe", "from": str(prober), "to": str(user)})
+            backend: Any = self.server.sessions.backend
+            from ..cluster.envelope import route
+            backend.send(node, route(probe))
 
     # -- after subscription changes ------------------------------------------------------------
     def send_current(self, user: JID, contact: JID) -> None:
@@ -200,12 +219,13 @@ class Broadcast:
             out = s.data.get(OUT) if s.available else None
             if out is not None:
                 self.send(out, contact)
+        self._probe_elsewhere(user, contact)
 
     def send_unavailable(self, user: JID, contact: JID) -> None:
         """``contact`` may no longer see ``user``."""
-        for s in self.server.sessions.local_resources(user):
+        for s in self.server.sessions.resources(user):
             if s.available:
-                self.send(freeze(presence("unavailable", s.jid_str)), contact)
+                self.send(freeze(presence("unavailable", str(s.jid))), contact)
 
     # -- what waited for this login ----------------------------------------------------------------
     def _deliver_pending(self, r: Roster, session: Any) -> None:

@@ -15,6 +15,7 @@ from typing import Any, Optional, Union
 from ..confval import v_bool, v_pos_int_or_infinity
 from ..jid import JID, JIDError
 from ..moduleapi import Module, Option, hook, iq_handler
+from ..sessions import flags_of
 from ..stanza import IQ, StanzaError, StanzaEvent, iq_result
 from ..xml import Element
 from .broadcast import Broadcast
@@ -24,6 +25,7 @@ from .subscription import NONE
 from .subscriptions import Subscriptions
 
 QUERY = "{%s}query" % NS
+INTERESTED = "roster"   # session flag: the client asked for the roster, so it gets pushes
 VER_FEATURE = "{urn:xmpp:features:rosterver}ver"
 PREAPPROVAL_FEATURE = "{urn:xmpp:features:pre-approval}sub"
 MAX_TEXT = 1023   # bytes allowed in a name or a group name
@@ -41,7 +43,9 @@ class RosterModule(Module):
 
     def setup(self) -> None:
         assert self.server.db is not None
-        self.cache = RosterCache(RosterStore(self.server.db), self.host)
+        self.cache = RosterCache(RosterStore(self.server.db), self.host,
+                                 lambda user: self.server.cluster_event("roster", str(user)))
+        self.api.hook("cluster/event/roster", self._changed_elsewhere)
         self.broadcast = Broadcast(self)
         self.subscriptions = Subscriptions(self)
         self._ids = itertools.count(1)
@@ -50,6 +54,15 @@ class RosterModule(Module):
         self.api.add_stream_feature("post-auth", lambda s: Element(PREAPPROVAL_FEATURE))
         self.broadcast.setup(self.api)
         self.subscriptions.setup(self.api)
+
+    def _changed_elsewhere(self, user: str) -> None:
+        """Another cluster node stored a change to this user's roster."""
+        try:
+            jid = JID.parse(user)
+        except JIDError:
+            return
+        if jid.domain == self.host:
+            self.cache.invalidate(jid)
 
     async def stop_async(self) -> None:
         await self.cache.drain()
@@ -85,14 +98,14 @@ class RosterModule(Module):
     def push(self, roster: Roster, item: Item) -> None:
         """Roster push (RFC 6121 2.1.6) to every interested resource of the owner."""
         payload = item.element() if item.visible else item.removed_element()
-        for s in self.server.sessions.local_resources(roster.user):
-            if not s.data.get("roster:interested"):
-                continue
+        for s in self.server.sessions.resources(roster.user):
+            if INTERESTED not in flags_of(s):
+                continue  # (resources on other cluster nodes too)
             q = Element(QUERY, {}, [payload])
             if self.opts["versioning"]:
                 q.attrs["ver"] = str(roster.version)
             s.send(Element(IQ, {"type": "set", "id": f"push{next(self._ids)}",
-                                "to": s.jid_str}, [q]))
+                                "to": str(s.jid)}, [q]))
 
     def changed(self, roster: Roster, item: Item, before: Optional[tuple[Any, ...]]) -> None:
         """Store a changed item; if what the user sees of it changed (``before`` is the
@@ -107,7 +120,7 @@ class RosterModule(Module):
     def get(self, ev: StanzaEvent) -> Any:
         session = ev.origin
         if session is not None and hasattr(session, "data"):
-            session.data["roster:interested"] = True
+            self.server.sessions.set_flag(session, INTERESTED)
         query = ev.stanza.first_child()
         assert query is not None
         ver = query.attrs.get("ver") if self.opts["versioning"] else None

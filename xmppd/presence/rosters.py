@@ -135,9 +135,12 @@ def _call(fn: Callable[[Roster], T], roster: Roster, fut: asyncio.Future[T]) -> 
 
 
 class RosterCache:
-    def __init__(self, store: RosterStore, host: str) -> None:
+    def __init__(self, store: RosterStore, host: str,
+                 on_committed: Optional[Callable[[JID], None]] = None) -> None:
         self.store = store
         self.host = host
+        # after a write of a user's roster is committed (other nodes reload theirs)
+        self.on_committed = on_committed or (lambda user: None)
         self._entries: dict[JID, _Entry] = {}
         self._writes: dict[JID, list[Callable[[Connection], None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -257,9 +260,21 @@ class RosterCache:
                     await self.store.db.run(run)
                 except Exception:
                     log.exception("storing the roster of %s failed", user)
+                else:
+                    self.on_committed(user)
         finally:
             self._writes.pop(user, None)
             self._maybe_evict(user)
+
+    def invalidate(self, user: JID) -> None:
+        """Another node changed ``user``'s roster: reload our copy, if we keep one."""
+        e = self._entries.get(user)
+        if e is None or e.roster is None or user in self._writes:
+            return
+        e.roster = None
+        e.refs += 1  # held while reloading, released by the load
+        e.pending.append((lambda r: None, asyncio.get_running_loop().create_future()))
+        self._load(user, e)
 
     async def drain(self) -> None:
         """Wait until every load and write under way is done (at shutdown)."""

@@ -108,6 +108,8 @@ class Subscriptions:
                 stanza = stanza.copy()
                 stanza.attrs["from"] = str(contact)
                 stanza.attrs["to"] = str(owner)
+            if self.server.forward_to_sessions(owner, stanza):
+                return True   # the node where the owner is logged in changes the roster
             self.cache.run(owner, lambda r: self._inbound(r, contact, kind, stanza))
             return True
         if kind == "probe":

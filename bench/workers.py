@@ -1,0 +1,136 @@
+"""One worker against two: the same one-to-one load on ``xmppd run --workers 1`` and ``2``.
+
+    .venv/bin/python bench/workers.py                 # 3 interleaved runs, medians
+    .venv/bin/python bench/workers.py --runs 1 --step-seconds 5
+
+Uses the servers and the load generator of ``bench/compare.py``: the same
+accounts (``register_bulk``), 1,000 users sending chat messages to random
+others, the rate stepped up until p99 delivery latency exceeds 200 ms or a
+message is lost. With two workers the kernel spreads the connections over both
+(SO_REUSEPORT), so about half of the messages cross from one worker to the
+other through the private Redis the master starts.
+
+Prints, for each worker count, the rate that held (median of the runs), the
+server's CPU time per delivered message (all worker processes and Redis
+together) and the ratio two/one. Placement: ``--server-cpu`` and
+``--loadgen-cpu`` (``taskset`` lists); by default nothing is pinned, because
+two workers need both cores of a two-core machine, and then the load generator
+competes with them for CPU: on such a machine the ratio understates what two
+workers do with two cores of their own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare  # noqa: E402
+
+
+class Workers(compare.Xmppd):
+    def __init__(self, base: Path, args: argparse.Namespace, workers: int) -> None:
+        self.name = "xmppd-w%d" % workers
+        self.workers = workers
+        super().__init__(base, args)
+
+    def command(self) -> list[str]:
+        return super().command() + ["--workers", str(self.workers)]
+
+    def start(self) -> None:
+        super().start()
+        assert self.proc is not None
+        # the master: the load generator counts its children (workers, Redis) too
+        self.pid = self.proc.pid
+        time.sleep(1.0)  # the workers find each other through Redis
+
+
+def cpu_per_delivery(res: dict[str, Any]) -> Optional[float]:
+    """At the highest rate that held (CPU per message falls as batches grow with load)."""
+    held = [s for s in res.get("steps", []) if s.get("held")]
+    if not held:
+        return None
+    return max(held, key=lambda s: s["rate"]).get("server_cpu_us_per_delivery")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--users", type=int, default=1000)
+    ap.add_argument("--start-rate", type=float, default=1000)
+    ap.add_argument("--step-seconds", type=float, default=10)
+    ap.add_argument("--factor", type=float, default=1.5)
+    ap.add_argument("--refine", type=int, default=2)
+    ap.add_argument("--server-cpu", default=None)
+    ap.add_argument("--loadgen-cpu", default=None)
+    ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--phase-timeout", type=float, default=1800)
+    ap.add_argument("--out", help="JSON file (default bench/results/workers-TIMESTAMP.json)")
+    args = ap.parse_args()
+    args.muc_archive = False
+    args.one2one_users = args.users
+    args.one2one_start = args.start_rate
+    counts = [int(x) for x in args.workers.split(",")]
+
+    base = Path(tempfile.mkdtemp(prefix="xmppd-workers-"))
+    base.chmod(0o755)
+    results: dict[str, Any] = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+                               "runs": {}}
+    try:
+        servers = [Workers(base, args, n) for n in counts]
+        for srv in servers:
+            srv.setup_accounts(args.users + 20)
+        # one SCRAM cache for all: the accounts are the same on every server
+        first = servers[0]
+        first.start()
+        try:
+            compare.loadgen(first, args, "prime", ["--users", str(args.users + 20)], pinned=False)
+        finally:
+            first.stop()
+        for srv in servers[1:]:
+            shutil.copy(base / ("scram-cache-%s.json" % first.name),
+                        base / ("scram-cache-%s.json" % srv.name))
+        for _ in range(args.runs):
+            for srv in servers:
+                results["runs"].setdefault(srv.name, []).append(
+                    compare.run_phase(srv, args, "one2one"))
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+    print()
+    print("| workers | msgs/s held (median) | runs | server CPU us/delivery | p99 ms |")
+    print("|---|---|---|---|---|")
+    medians: dict[int, Optional[float]] = {}
+    for n in counts:
+        lst = results["runs"]["xmppd-w%d" % n]
+        vals = [v for v in (compare.headline("one2one", r) for r in lst) if v is not None]
+        med = statistics.median(vals) if vals else None
+        medians[n] = med
+        cpus = [c for c in (cpu_per_delivery(r) for r in lst) if c is not None]
+        p99 = [r.get("p99_ms") for r in lst if r.get("p99_ms") is not None]
+        print("| %d | %s | %s | %s | %s |" % (
+            n, compare.fmt(med), ", ".join(compare.fmt(v) for v in vals),
+            compare.fmt(statistics.median(cpus)) if cpus else "-",
+            compare.fmt(statistics.median(p99)) if p99 else "-"))
+    if len(counts) == 2 and all(medians.values()):
+        a, b = (medians[n] for n in counts)
+        assert a and b
+        print("\n%d workers / %d worker: %.2fx" % (counts[1], counts[0], b / a))
+    out = Path(args.out) if args.out else compare.ROOT / "bench" / "results" / (
+        "workers-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=1))
+    print("JSON: %s" % out)
+
+
+if __name__ == "__main__":
+    main()
