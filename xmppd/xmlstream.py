@@ -396,10 +396,23 @@ _FRAGMENT_HEAD = (b"<stream:stream xmlns='jabber:client' "
                   b"xmlns:stream='http://etherx.jabber.org/streams'>")
 
 
+_STANZA_LIMIT = 16 * 1024 * 1024
+_shared: list[XMLStreamParser] = []   # one open stream, reused: a new parser costs more
+
+
 def parse_stanza(data: bytes) -> Element:
     """Parse one serialized stanza (as written to a client stream) into an element."""
-    p = XMLStreamParser(len(data) + 1024)
-    for ev in p.feed(_FRAGMENT_HEAD + data):
+    if len(data) > _STANZA_LIMIT:
+        raise StreamError("policy-violation", "stanza too large")
+    if _shared:
+        p = _shared.pop()
+    else:
+        p = XMLStreamParser(_STANZA_LIMIT)
+        p.feed(_FRAGMENT_HEAD)
+    events = p.feed(data)  # a StreamError leaves that parser broken: not put back
+    for ev in events:
         if isinstance(ev, Element):
+            if len(events) == 1 and p.depth == 1 and not p._buf and p._stanza_start < 0:
+                _shared.append(p)  # nothing left over in it: reuse it
             return ev
     raise StreamError("not-well-formed", "incomplete stanza")
