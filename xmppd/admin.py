@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import inspect
+import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from .commands import CommandError
 from .jid import JID, JIDError
 from .storage.accounts import AccountError, AccountStore
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .server import Server
@@ -128,7 +132,11 @@ def install(server: Server) -> None:
         for s in server.sessions.local_resources(bare):
             s.stream_error("not-authorized", "account deleted")
             s.ended("unregistered")
-        server.hooks.fire_all("account/removed", bare)  # modules drop the user's data
+        # modules drop the user's data (roster, block list, offline messages, files...)
+        done = [r for r in server.hooks.fire_all("account/removed", bare) if inspect.isawaitable(r)]
+        for res in await asyncio.gather(*done, return_exceptions=True):
+            if isinstance(res, Exception):
+                log.warning("removing the data of %s: %s", bare, res)
         return out
     cmds.register("unregister", unregister, HELP["unregister"])
 

@@ -183,6 +183,15 @@ class BlockingModule(Module):
         else:
             self.lists.pop(jid, None)
 
+    @hook("account/removed")
+    async def _account_removed(self, user: JID) -> None:
+        if user.domain != self.host or user.local is None:
+            return
+        self.lists.pop(user.bare, None)
+        async with self._lock:
+            await self.store.clear(self.host, user.local)
+        self.server.cluster_event("blocking", str(user.bare))
+
     def _push(self, user: JID, what: str, jids: list[str]) -> None:
         for s in self.server.sessions.resources(user):
             payload = Element("{%s}%s" % (NS, what), {}, [Element(ITEM, {"jid": j}) for j in jids])

@@ -96,6 +96,16 @@ class LastModule(Module):
             except Exception:
                 log.exception("storing last activity failed")
 
+    @hook("account/removed")
+    async def _account_removed(self, user: JID) -> None:
+        if user.domain != self.host or user.local is None:
+            return
+        user = user.bare
+        self._seen.pop(user, None)
+        self._status.pop(user, None)
+        self._dirty.discard(user)
+        await self.store.delete(self.host, user.local or "")
+
     # -- activity -----------------------------------------------------------------
     def touch(self, user: JID, when: Optional[float] = None) -> None:
         self._seen[user] = time.time() if when is None else when

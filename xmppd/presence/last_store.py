@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Optional
 
-from sqlalchemy import BigInteger, Column, MetaData, PrimaryKeyConstraint, String, Table, Text, select
+from sqlalchemy import BigInteger, Column, MetaData, PrimaryKeyConstraint, String, Table, Text, delete, select
 from sqlalchemy.engine import Connection
 
 from ..storage import Database, migration
@@ -43,6 +43,10 @@ class LastStore:
                     out[r.username] = (int(r.seconds), r.state or "")
             return out
         return await self.db.run(run)
+
+    async def delete(self, host: str, user: str) -> None:
+        await self.db.run(lambda conn: conn.execute(delete(last_activity).where(
+            last_activity.c.server_host == host, last_activity.c.username == user)))
 
     async def get(self, host: str, user: str) -> Optional[tuple[int, str]]:
         return (await self.get_many(host, [user])).get(user)

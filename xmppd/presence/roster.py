@@ -21,6 +21,7 @@ from ..xml import Element
 from .broadcast import Broadcast
 from .roster_store import RosterStore
 from .rosters import GROUP, ITEM, NS, Item, Roster, RosterCache
+from .stanzas import presence
 from .subscription import NONE
 from .subscriptions import Subscriptions
 
@@ -66,6 +67,27 @@ class RosterModule(Module):
 
     async def stop_async(self) -> None:
         await self.cache.drain()
+
+    @hook("account/removed")
+    async def _account_removed(self, user: JID) -> None:
+        """The account is deleted: its contacts learn that the subscriptions ended
+        (as when each item is removed, RFC 6121 2.5.2), then the roster goes."""
+        if user.domain != self.host or user.local is None:
+            return
+        user = user.bare
+
+        def end_all(r: Roster) -> None:
+            for item in list(r.items.values()):
+                st = item.state
+                if st.to or st.ask:
+                    self.server.router.route(presence("unsubscribe", str(user), str(item.jid)))
+                if st.frm or st.pending_in:
+                    self.server.router.route(presence("unsubscribed", str(user), str(item.jid)))
+            r.items.clear()
+        await self.cache.run(user, end_all)
+        await self.cache.drain()
+        await self.cache.store.delete_user(self.host, user.local or "")
+        self.server.cluster_event("roster", str(user))
 
     def stop(self) -> None:
         self.cache.flush_sync()

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    delete,
     select,
 )
 from sqlalchemy.engine import Connection
@@ -109,6 +110,13 @@ class RosterStore:
 
     async def load(self, host: str, user: str) -> tuple[int, list[ItemRow]]:
         return await self.db.run(lambda conn: self.load_sync(conn, host, user))
+
+    async def delete_user(self, host: str, user: str) -> None:
+        """The account is gone: its roster and roster version too."""
+        def run(conn: Connection) -> None:
+            for t in (roster_items, roster_versions):
+                conn.execute(delete(t).where(t.c.server_host == host, t.c.username == user))
+        await self.db.run(run)
 
     # -- writes (``conn`` steps, batched by the caller in one transaction) ---
     @staticmethod

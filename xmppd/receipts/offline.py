@@ -19,6 +19,7 @@ import time
 from typing import Any, Optional
 
 from ..confval import v_bool, v_enum, v_str
+from ..jid import JID
 from ..moduleapi import Module, Option, hook
 from ..stanza import MESSAGE, StanzaError, StanzaEvent
 from ..xml import Element
@@ -53,6 +54,11 @@ class Offline(Module):
         assert self.server.db is not None
         self.db = self.server.db
         self._tasks: set[asyncio.Task[Any]] = set()
+
+    @hook("account/removed")
+    async def _account_removed(self, user: JID) -> None:
+        if user.domain == self.host and user.local is not None:
+            await self.db.run(store.delete_all_op(self.host, user.local))
 
     # -- storing ------------------------------------------------------------
     def limit(self, ev: StanzaEvent) -> float:

@@ -101,6 +101,13 @@ def delete_op(host: str, user: str, keys: Iterable[str]) -> Op:
     return op
 
 
+def delete_all_op(host: str, user: str) -> Op:
+    def op(conn: Connection) -> int:
+        return int(conn.execute(delete(offline).where(
+            offline.c.server_host == host, offline.c.username == user)).rowcount)
+    return op
+
+
 def count_op(host: str, user: str) -> Callable[[Connection], int]:
     def op(conn: Connection) -> int:
         return int(conn.execute(select(func.count()).select_from(offline).where(
