@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/workers.py                 # 3 interleaved runs, medians
     .venv/bin/python bench/workers.py --runs 1 --step-seconds 5
+    .venv/bin/python bench/workers.py --phase logins  # logins/s instead
 
 Uses the servers and the load generator of ``bench/compare.py``: the same
 accounts (``register_bulk``), 1,000 users sending chat messages to random
@@ -64,6 +65,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workers", default="1,2")
+    ap.add_argument("--phase", default="one2one", choices=("one2one", "logins"),
+                    help="logins: connect, SCRAM-SHA-1, bind, presence at 50 in flight")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--users", type=int, default=1000)
     ap.add_argument("--start-rate", type=float, default=1000)
@@ -79,6 +82,7 @@ def main() -> None:
     args.muc_archive = False
     args.one2one_users = args.users
     args.one2one_start = args.start_rate
+    args.logins = args.users
     counts = [int(x) for x in args.workers.split(",")]
 
     base = Path(tempfile.mkdtemp(prefix="xmppd-workers-"))
@@ -102,17 +106,18 @@ def main() -> None:
         for _ in range(args.runs):
             for srv in servers:
                 results["runs"].setdefault(srv.name, []).append(
-                    compare.run_phase(srv, args, "one2one"))
+                    compare.run_phase(srv, args, args.phase))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
     print()
-    print("| workers | msgs/s held (median) | runs | server CPU us/delivery | p99 ms |")
+    unit = "msgs/s held" if args.phase == "one2one" else "logins/s"
+    print("| workers | %s (median) | runs | server CPU us/delivery | p99 ms |" % unit)
     print("|---|---|---|---|---|")
     medians: dict[int, Optional[float]] = {}
     for n in counts:
         lst = results["runs"]["xmppd-w%d" % n]
-        vals = [v for v in (compare.headline("one2one", r) for r in lst) if v is not None]
+        vals = [v for v in (compare.headline(args.phase, r) for r in lst) if v is not None]
         med = statistics.median(vals) if vals else None
         medians[n] = med
         cpus = [c for c in (cpu_per_delivery(r) for r in lst) if c is not None]

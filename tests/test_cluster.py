@@ -7,12 +7,13 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 import pytest
 import yaml
 from conftest import run
-from helpers.peer import ROSTER, Peer, befriend, error_condition, is_message, is_presence, is_push
+from helpers.peer import (ROSTER, Peer, befriend, error_condition, is_message, is_presence, is_push,
+                          push_state)
 from helpers.procs import RedisServer, XmppdServer, free_port, wait_port
 from helpers.raw import STANZA_ERR, C, RawClient
 
@@ -20,16 +21,20 @@ MakeServer = Callable[..., XmppdServer]
 
 
 def make_cluster(make_server: MakeServer, redis: RedisServer, tmp: Path, n: int = 3,
-                 users: tuple[str, ...] = ("alice", "bob", "carol")) -> list[XmppdServer]:
+                 users: tuple[str, ...] = ("alice", "bob", "carol"),
+                 modules: Optional[dict[str, Any]] = None, password: str = "pw") -> list[XmppdServer]:
+    """``n`` started nodes on one Redis (emptied first) and one database."""
+    subprocess.run(["redis-cli", "-p", str(redis.port), "flushall"], check=True,
+                   capture_output=True)
     shared_db = str(tmp / "shared.db")
     nodes = []
     for i in range(n):
         srv = make_server(config={"sm_db_type": "redis", "redis_server": "127.0.0.1",
                                   "redis_port": redis.port, "node_name": f"node{i}@test",
-                                  "sql_database": shared_db})
+                                  "sql_database": shared_db}, modules=modules)
         nodes.append(srv)
     for u in users:
-        nodes[0].register(u, "pw")
+        nodes[0].register(u, password)
     for srv in nodes:
         srv.start()
     return nodes
@@ -37,8 +42,6 @@ def make_cluster(make_server: MakeServer, redis: RedisServer, tmp: Path, n: int 
 
 @pytest.fixture
 def cluster(make_server: MakeServer, redis_server: RedisServer, tmp_path: Path) -> Iterator[list[XmppdServer]]:
-    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True,
-                   capture_output=True)
     yield make_cluster(make_server, redis_server, tmp_path)
 
 
@@ -335,20 +338,9 @@ def test_no_acknowledged_message_is_lost_when_a_node_dies(
 
 def test_carbons_receipts_and_markers_across_nodes(
         make_server: MakeServer, redis_server: RedisServer, tmp_path: Path) -> None:
-    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True,
-                   capture_output=True)
-    shared_db = str(tmp_path / "shared.db")
-    nodes = []
-    for i in range(3):
-        nodes.append(make_server(config={
-            "sm_db_type": "redis", "redis_server": "127.0.0.1", "redis_port": redis_server.port,
-            "node_name": f"node{i}@test", "sql_database": shared_db},
-            modules={"mod_carboncopy": {}, "mod_receipts": {}, "mod_offline": {},
-                     "mod_stanza_id": {}, "mod_ping": {}}))
-    for u in ("alice", "bob"):
-        nodes[0].register(u, "pw")
-    for n in nodes:
-        n.start()
+    nodes = make_cluster(make_server, redis_server, tmp_path, users=("alice", "bob"),
+                         modules={"mod_carboncopy": {}, "mod_receipts": {}, "mod_offline": {},
+                                  "mod_stanza_id": {}, "mod_ping": {}})
     carbons = "urn:xmpp:carbons:2"
     fwd = "{urn:xmpp:forward:0}forwarded"
 
@@ -389,19 +381,9 @@ def test_carbons_receipts_and_markers_across_nodes(
 def test_presence_rosters_and_blocking_across_nodes(
         make_server: MakeServer, redis_server: RedisServer, tmp_path: Path) -> None:
     """Contacts on different nodes subscribe, see each other come and go, and block."""
-    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True,
-                   capture_output=True)
-    shared_db = str(tmp_path / "shared.db")
-    nodes = []
-    for i in range(3):
-        nodes.append(make_server(config={
-            "sm_db_type": "redis", "redis_server": "127.0.0.1", "redis_port": redis_server.port,
-            "node_name": f"node{i}@test", "sql_database": shared_db},
-            modules={"mod_roster": {}, "mod_blocking": {}, "mod_last": {}, "mod_ping": {}}))
-    for u in ("romeo", "juliet"):
-        nodes[0].register(u, "secret")
-    for n in nodes:
-        n.start()
+    nodes = make_cluster(make_server, redis_server, tmp_path, users=("romeo", "juliet"),
+                         modules={"mod_roster": {}, "mod_blocking": {}, "mod_last": {},
+                                  "mod_ping": {}}, password="secret")
 
     async def main() -> None:
         romeo = await Peer(nodes[0].c2s, "romeo", resource="balcony").login()
@@ -449,4 +431,11 @@ def test_presence_rosters_and_blocking_across_nodes(
                          "<body>hello!</body></message>")
         msg = await juliet.expect(is_message("romeo@localhost"))
         assert msg.findtext(C + "body") == "hello!"
+        # the admin deletes Juliet's account on node 0: her sessions on nodes 1 and 2 end,
+        # and Romeo's roster shows that the subscriptions ended
+        nodes[0].ctl("unregister", "juliet", "localhost")
+        for p in (juliet, tablet):
+            assert await p.client.stream_error() == "policy-violation"
+        while push_state(await romeo.expect(is_push("juliet@localhost"))) != ("none", None):
+            pass
     run(main(), timeout=120)

@@ -132,6 +132,11 @@ def install(server: Server) -> None:
         for s in server.sessions.local_resources(bare):
             s.stream_error("not-authorized", "account deleted")
             s.ended("unregistered")
+        backend = server.sessions.backend
+        if backend.remote_sessions(bare):
+            from .cluster.envelope import kick
+            for e in backend.remote_sessions(bare):   # sessions on other cluster nodes
+                backend.send(e.node, kick(e.jid, "account deleted"))
         # modules drop the user's data (roster, block list, offline messages, files...)
         done = [r for r in server.hooks.fire_all("account/removed", bare) if inspect.isawaitable(r)]
         for res in await asyncio.gather(*done, return_exceptions=True):
