@@ -31,8 +31,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "xmppd:"
 RETRIES = 5
-LINGER = 0.005        # seconds the queue reader waits after a short batch
-WRITE_LINGER = 0.002  # seconds the writer waits for more before a lone write
+LINGER = 0.005        # seconds the queue reader waits after a short batch, under load
+WRITE_LINGER = 0.002  # seconds the writer waits for more before a lone write, under load
 MAX_PENDING = 100_000
 
 
@@ -233,15 +233,17 @@ class RedisBackend:
             self.on_nodes_changed()
 
     async def _writer(self) -> None:
+        busy = False
         while True:
             op = await self._ops.get()
-            if self._ops.empty():
-                # gather what the next moments bring: one pipeline for many costs far
-                # less CPU than one each
+            if busy and self._ops.empty():
+                # under load, gather what the next moments bring: one pipeline for many
+                # costs far less CPU than one each (when idle, a lone write goes at once)
                 await asyncio.sleep(WRITE_LINGER)
             batch = [op]
             while not self._ops.empty() and len(batch) < 512:
                 batch.append(self._ops.get_nowait())
+            busy = len(batch) > 1
             await self._apply(batch)
 
     async def _flush_ops(self) -> None:
@@ -376,9 +378,9 @@ class RedisBackend:
                     if isinstance(res_, Exception):
                         log.warning("cluster: storing a handed-over stanza failed: %s", res_)
             done.extend(ids)
-            if node is None and len(ids) < 500:
-                # let a few more arrive: one read for several stanzas costs far less
-                # CPU than one each, for a millisecond of latency
+            if node is None and 1 < len(ids) < 500:
+                # under load, let a few more arrive: one read for several stanzas costs
+                # far less CPU than one each, for a few milliseconds of latency
                 await asyncio.sleep(LINGER)
 
     async def _heartbeat_loop(self) -> None:
