@@ -154,7 +154,12 @@ class Broadcast:
         offline = []
         hosts = self.server.hosts
         for c in r.publishers():
-            if c.domain not in hosts or c.local is None:
+            if c.domain not in hosts:
+                # a contact on another server: its server answers (RFC 6121 4.3.1, the
+                # probe comes from the user's bare JID)
+                self.server.router.route(presence("probe", str(r.user), str(c)))
+                continue
+            if c.local is None:
                 continue
             if any(s.available for s in self.server.sessions.resources(c)):
                 cache = self._cache_for(c.domain)

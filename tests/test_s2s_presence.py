@@ -1,0 +1,46 @@
+"""Contacts on two federated servers: subscriptions, presence and probes over s2s."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from conftest import run
+from helpers.federation import federated_pair
+from helpers.peer import Peer, befriend, is_presence
+from helpers.procs import XmppdServer
+
+MODULES = {"mod_ping": {}, "mod_disco": {}, "mod_roster": {}, "mod_last": {}}
+
+
+def test_contacts_on_two_servers_see_each_other(make_server: Callable[..., XmppdServer]) -> None:
+    a, b = federated_pair(make_server)
+    for srv in (a, b):
+        srv.config["modules"] = MODULES
+        srv.write_config()
+    a.register("alice", "secret", host="a.test")
+    b.register("bob", "secret", host="b.test")
+    a.start()
+    b.start()
+
+    async def main() -> None:
+        alice = await Peer(a.c2s, "alice", resource="home", host="a.test").login()
+        bob = await Peer(b.c2s, "bob", resource="phone", host="b.test").login()
+        # the first stanza each way waits for an s2s stream (dialback): give it time
+        await alice.send("<message to='bob@b.test/phone' id='w1'><body>hi</body></message>")
+        await bob.expect(lambda el: el.get("id") == "w1", 20)
+        await bob.send("<message to='alice@a.test/home' id='w2'><body>hi</body></message>")
+        await alice.expect(lambda el: el.get("id") == "w2", 20)
+        await befriend(alice, bob)
+        # Bob leaves and comes back: Alice sees both; his server probes hers for her
+        await bob.close()
+        await alice.expect(is_presence("bob@b.test/phone", "unavailable"), 10)
+        bob = await Peer(b.c2s, "bob", resource="phone", host="b.test").login()
+        await alice.expect(is_presence("bob@b.test/phone"), 10)
+        await bob.expect(is_presence("alice@a.test/home"), 10)
+        # last activity of a contact on the other server: online now
+        res = await alice.iq("<query xmlns='jabber:iq:last'/>", to="bob@b.test")
+        assert res.find("{jabber:iq:last}query").get("seconds") == "0"  # type: ignore[union-attr]
+        await alice.close()
+        await bob.expect(is_presence("alice@a.test/home", "unavailable"), 10)
+        await bob.close()
+    run(main(), timeout=120)
