@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Optional
@@ -80,8 +81,10 @@ def handle_payload(server: Server, payload: bytes) -> Optional[Awaitable[Any]]:
     """Handle a payload from another node; an awaitable means: not done until it is."""
     env = unpack(payload)
     if env.kind == "E":
-        return server.hooks.run_all(f"cluster/event/{env.target}",
-                                    env.body.decode(errors="replace"))
+        done = [r for r in server.hooks.fire_all(f"cluster/event/{env.target}",
+                                                 env.body.decode(errors="replace"))
+                if inspect.isawaitable(r)]
+        return asyncio.gather(*done) if done else None
     if env.kind == "K":
         try:
             s = server.sessions.get_local(JID.parse(env.target))
