@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -275,6 +277,55 @@ def test_rooms_are_sharded_and_survive_their_node(make_server: MakeServer, redis
             assert m.get("from") == f"{room}/Alice"
         held = [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes[:2]]
         assert sorted(held, key=len) == [[], [room]]
+    run(main(), timeout=120)
+
+
+def test_a_stalled_node_comes_back_and_rooms_keep_one_owner(
+        make_server: MakeServer, redis_server: RedisServer, tmp_path: Path) -> None:
+    """A node that stops answering for longer than the heartbeat TTL is taken for dead;
+    when it comes back, every room has one owner again (one order for each room)."""
+    nodes = make_cluster(make_server, redis_server, tmp_path, n=2, users=("alice", "bob"),
+                         modules={"mod_muc": {"default_room_options": {"persistent": True}}})
+    room = _room_owned_by("node0@test", ["node0@test", "node1@test"])
+
+    async def main() -> None:
+        a = RawClient(nodes[0].c2s_tls, tls=True)
+        b = RawClient(nodes[1].c2s_tls, tls=True)
+        await a.login("alice", "pw", "a")
+        await b.login("bob", "pw", "b")
+        await _settle()
+        await _join(a, room, "Alice")
+        await _join(b, room, "Bob")
+        assert nodes[1].ctl("muc_online_rooms", "global").stdout.split() == []
+        assert nodes[0].pid is not None
+        os.kill(nodes[0].pid, signal.SIGSTOP)  # node0 stalls: no heartbeat, no answers
+        try:
+            for _ in range(150):
+                if "node0@test" not in nodes[1].ctl("cluster_nodes").stdout:
+                    break
+                await asyncio.sleep(0.2)
+            assert "node0@test" not in nodes[1].ctl("cluster_nodes").stdout
+            # meanwhile node1 serves the room: bob joins it there again
+            await b.send(f"<presence to='{room}/Bob'><x xmlns='{MUC}'/></presence>")
+            await b.recv_until(lambda e: e.tag == C + "presence" and any(
+                s.get("code") == "110" for s in e.iter(f"{{{MUC}#user}}status")), timeout=10)
+            assert nodes[1].ctl("muc_online_rooms", "global").stdout.split() == [room]
+        finally:
+            os.kill(nodes[0].pid, signal.SIGCONT)
+        # node0 is back: node1 hands the room back to its owner and tells bob (332)
+        gone = await b.recv_until(lambda e: e.tag == C + "presence" and any(
+            s.get("code") == "332" for s in e.iter(f"{{{MUC}#user}}status")), timeout=20)
+        assert gone.get("type") == "unavailable"
+        assert "node0@test" in nodes[1].ctl("cluster_nodes").stdout
+        held = [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes]
+        assert held == [[room], []]
+        # one room, one order: bob rejoins and both see each other's messages
+        await _join(b, room, "Bob")
+        await b.send(f"<message to='{room}' type='groupchat'><body>back</body></message>")
+        for cl in (a, b):
+            m = await cl.recv_until(lambda e: e.tag == C + "message" and
+                                    e.findtext(C + "body") == "back", timeout=10)
+            assert m.get("from") == f"{room}/Bob"
     run(main(), timeout=120)
 
 

@@ -92,7 +92,9 @@ class RawClient:
                 elif self.depth == 0:
                     self.eof = True
 
-    async def recv(self, timeout: float = 5.0) -> ET.Element:
+    # waits for what must come are generous (shared, noisy CI machines); waits for
+    # silence pass their own short timeout
+    async def recv(self, timeout: float = 15.0) -> ET.Element:
         """The next top-level element (a stanza, features, an error...)."""
         while not self.pending:
             if self.eof:
@@ -100,7 +102,7 @@ class RawClient:
             await self._fill(timeout)
         return self.pending.pop(0)
 
-    async def recv_until(self, pred: "callable", timeout: float = 5.0) -> ET.Element:  # type: ignore[valid-type]
+    async def recv_until(self, pred: "callable", timeout: float = 15.0) -> ET.Element:  # type: ignore[valid-type]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:

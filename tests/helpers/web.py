@@ -54,7 +54,7 @@ class WSClient(RawClient):
         assert self.ws is not None
         await self.ws.send_str(data.decode() if isinstance(data, bytes) else data)
 
-    async def recv(self, timeout: float = 5.0) -> ET.Element:
+    async def recv(self, timeout: float = 15.0) -> ET.Element:
         assert self.ws is not None
         if self.eof:
             raise StreamClosed("closed")

@@ -176,12 +176,15 @@ class RedisBackend:
         value = _encode(entry) if entry is not None else ""
         await self._r.publish(PREFIX + "dirchg", f"{op}\t{self.node}\t{full}\t{value}")
 
-    async def _beat(self) -> None:
+    async def _beat(self) -> bool:
+        """Say this node is alive; True if others had taken it for dead meanwhile."""
         r = self._r
         pipe = r.pipeline(transaction=False)
         pipe.set(PREFIX + "node:" + self.node, str(time.time()), px=int(self.ttl * 1000))
+        pipe.sadd(PREFIX + "nodes", self.node)
         pipe.expire(self._dir_key(self.node), int(self.ttl * 3))
-        await pipe.execute()
+        res = await pipe.execute()
+        return bool(res[1])
 
     async def _load_directory(self) -> None:
         r = self._r
@@ -205,7 +208,11 @@ class RedisBackend:
         return alive
 
     def _add_remote(self, e: SessionEntry) -> None:
-        self._alive.add(e.node)
+        if e.node not in self._alive:
+            # a node we took for dead (it stalled) publishes again: rooms move back
+            log.info("cluster: node %s is back", e.node)
+            self._alive.add(e.node)
+            self.on_nodes_changed()
         old = self._by_full.get(e.jid)
         if old is not None and old.node != e.node:
             self._remove_remote(old.jid)
@@ -353,7 +360,8 @@ class RedisBackend:
                 continue
             if not res:
                 if node is not None:
-                    await r.delete(key)
+                    # an empty stream stays: deleting it could lose what a lagging
+                    # node adds in the meantime
                     return
                 continue
             ids = []
@@ -388,10 +396,11 @@ class RedisBackend:
         while True:
             await asyncio.sleep(self.heartbeat)
             try:
-                await self._beat()
-                if self._local and not await r.exists(self._dir_key(self.node)):
-                    # others took us for dead and dropped our sessions: publish again
-                    await r.sadd(PREFIX + "nodes", self.node)
+                if await self._beat():
+                    # this node stalled and the others took it for dead (dropping its
+                    # sessions): say it is back and publish its sessions again
+                    log.warning("cluster: taken for dead by the other nodes; joining again")
+                    await self._publish_change("J", "", None)
                     for e in list(self._local.values()):
                         self._enqueue(("pub", e))
                 nodes = [n.decode() for n in await r.smembers(PREFIX + "nodes")]
@@ -417,8 +426,10 @@ class RedisBackend:
         if not await r.set(PREFIX + "takeover:" + node, self.node, nx=True,
                            ex=int(self.ttl * 6) + 1):
             return
-        await r.srem(PREFIX + "nodes", node)
+        # the directory first: a stalled node that sees itself gone from the set
+        # publishes its sessions again, and they must not be deleted after that
         await r.delete(self._dir_key(node))
+        await r.srem(PREFIX + "nodes", node)
         wait = self.on_node_down(node)
         if wait is not None:
             await wait  # the dead node's journal first: it holds the older messages
@@ -428,6 +439,8 @@ class RedisBackend:
     async def _drain_dead(self, node: str) -> None:
         deadline = time.monotonic() + self.ttl * 5
         while True:
+            if node in self._alive:
+                return  # it was only stalled and reads its queue again
             await self._consume(node)
             if time.monotonic() > deadline:
                 return

@@ -18,6 +18,7 @@ import time
 from collections import Counter, deque
 from typing import Any, Optional
 
+from ..cluster.envelope import MAX_HOPS
 from ..confval import ConfigError, join, v_bool, v_int, v_pos_int_or_infinity, v_str, v_timeout
 from ..jid import JID
 from ..moduleapi import Module, Option, hook
@@ -151,6 +152,8 @@ class MucService(Module):
             return True
         room_jid = to.bare
         if self.server.forward_to_owner(str(room_jid), ev.stanza):
+            if room_jid in self.rooms:
+                self._hand_over(room_jid)  # a copy left from an older view of the cluster
             return True  # another node of the cluster holds this room
         room = self.rooms.get(room_jid)
         if room is not None:
@@ -299,6 +302,18 @@ class MucService(Module):
             log.exception("loading room %s", room_jid)
             failed = True
         pending = self.loading.pop(room_jid, [])
+        if self.server.owner_of(str(room_jid)) != self.server.node:
+            # the cluster changed while the room loaded: its new owner serves it (one
+            # more hop at most: if the views still disagree there, it is served there)
+            backend: Any = self.server.sessions.backend
+            prev = getattr(backend, "hops", 0)
+            backend.hops = max(prev, MAX_HOPS - 1)
+            try:
+                for ev in pending:
+                    self.route_in(ev)
+            finally:
+                backend.hops = prev
+            return
         if failed:
             for ev in pending:
                 self.server.router.bounce(ev.stanza, StanzaError("internal-server-error"),
