@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import inspect
-import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -19,8 +17,6 @@ from typing import TYPE_CHECKING, Any
 from .commands import CommandError
 from .jid import JID, JIDError
 from .storage.accounts import AccountError, AccountStore
-
-log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from .server import Server
@@ -132,16 +128,10 @@ def install(server: Server) -> None:
         for s in server.sessions.local_resources(bare):
             s.stream_error("not-authorized", "account deleted")
             s.ended("unregistered")
-        backend = server.sessions.backend
-        if backend.remote_sessions(bare):
-            from .cluster.envelope import kick
-            for e in backend.remote_sessions(bare):   # sessions on other cluster nodes
-                backend.send(e.node, kick(e.jid, "account deleted"))
+        for e in server.sessions.backend.remote_sessions(bare):  # on other cluster nodes
+            server.sessions.kick_remote(e.jid, e.node, "account deleted")
         # modules drop the user's data (roster, block list, offline messages, files...)
-        done = [r for r in server.hooks.fire_all("account/removed", bare) if inspect.isawaitable(r)]
-        for res in await asyncio.gather(*done, return_exceptions=True):
-            if isinstance(res, Exception):
-                log.warning("removing the data of %s: %s", bare, res)
+        await server.hooks.run_all("account/removed", bare)
         return out
     cmds.register("unregister", unregister, HELP["unregister"])
 
@@ -163,8 +153,7 @@ def install(server: Server) -> None:
             remote = server.sessions.backend.remote_session(full)
             if remote is None:
                 raise CommandError(f"no session {full}")
-            from .cluster.envelope import kick
-            server.sessions.backend.send(remote.node, kick(full, reason or "kicked"))
+            server.sessions.kick_remote(full, remote.node, reason or "kicked")
             return ""
         s.stream_error("policy-violation", reason)
         s.ended("kicked")

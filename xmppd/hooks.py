@@ -8,6 +8,8 @@ handler subscribes to exactly what it handles.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -56,6 +58,14 @@ class HookBus:
             if result is not None:
                 return result
         return None
+
+    async def run_all(self, event: str, *args: Any) -> None:
+        """:meth:`fire_all`, then wait for what the handlers started (coroutines,
+        futures); their exceptions are logged."""
+        pending = [r for r in self.fire_all(event, *args) if inspect.isawaitable(r)]
+        for res in await asyncio.gather(*pending, return_exceptions=True):
+            if isinstance(res, Exception):
+                log.error("hook %s failed: %r", event, res)
 
     def fire_all(self, event: str, *args: Any) -> list[Any]:
         """Call every handler (exceptions are logged) and collect non-None results."""

@@ -235,13 +235,6 @@ class Server:
                     log.exception("stopping module %s", inst.name)
         for vhost in self.hosts.values():
             for name in reversed(list(vhost.modules)):
-                try:
-                    await asyncio.wait_for(vhost.modules[name].stop_async(),
-                                           self.config["shutdown_timeout"])
-                except Exception:
-                    log.exception("stopping %s failed", name)
-        for vhost in self.hosts.values():
-            for name in reversed(list(vhost.modules)):
                 self.unload_module(vhost.name, name)
         for t in self._tasks:
             t.cancel()
@@ -334,13 +327,16 @@ class Server:
     def forward_to_owner(self, key: str, stanza: Element) -> bool:
         """Hand ``stanza`` to the node owning ``key``; False if this node owns it."""
         node = self.owner_of(key)
-        if node == self.node:
-            return False
+        return node != self.node and self.hand_to(node, stanza)
+
+    def hand_to(self, node: str, stanza: Element) -> bool:
+        """Route ``stanza`` on cluster node ``node``; False after too many hops (the
+        nodes' views disagree for now: serve it here rather than loop)."""
         backend: Any = self.sessions.backend
         from .cluster.envelope import MAX_HOPS, route
         hops = getattr(backend, "hops", 0)
         if hops >= MAX_HOPS:
-            return False  # views disagree for now: serve it here rather than loop
+            return False
         backend.send(node, route(stanza, hops))
         return True
 
@@ -353,15 +349,7 @@ class Server:
         if self.sessions.local_resources(user):
             return False
         nodes = sorted({s.node for s in self.sessions.resources(user)})
-        if not nodes:
-            return False
-        backend: Any = self.sessions.backend
-        from .cluster.envelope import MAX_HOPS, route
-        hops = getattr(backend, "hops", 0)
-        if hops >= MAX_HOPS:
-            return False
-        backend.send(nodes[0], route(stanza, hops))
-        return True
+        return bool(nodes) and self.hand_to(nodes[0], stanza)
 
     def cluster_event(self, name: str, arg: str) -> None:
         """Tell the other nodes (``cluster/event/<name>`` fires there with ``arg``)."""

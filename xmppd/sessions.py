@@ -95,8 +95,7 @@ class SessionRegistry:
         remote = self.backend.remote_session(jid)
         if remote is not None:
             # the same full JID on another node: the newer login wins
-            from .cluster.envelope import kick
-            self.backend.send(remote.node, kick(jid, "conflict"))
+            self.kick_remote(jid, remote.node, "conflict")
         self.local[jid] = session
         self.by_bare.setdefault(jid.bare, []).append(session)
         self.backend.publish(SessionEntry(jid, self.node, session.priority, session.available,
@@ -122,6 +121,11 @@ class SessionRegistry:
         if self.local.get(jid) is session:
             self.backend.publish(SessionEntry(jid, self.node, prio, avail,
                                               flags=flags_of(session)))
+
+    def kick_remote(self, jid: JID, node: str, reason: str) -> None:
+        """End the session ``jid`` on cluster node ``node`` (``conflict``: replaced)."""
+        from .cluster.envelope import kick
+        self.backend.send(node, kick(jid, reason))
 
     def set_flag(self, session: Any, flag: str, on: bool = True) -> None:
         """Turn a session flag on or off, and tell the other nodes."""

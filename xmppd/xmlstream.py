@@ -154,7 +154,7 @@ class XMLStreamParser:
         if self._parser is None:
             return True
         if self._closed or self._error is not None or self._header is None or \
-                len(self._stack) != 1 or self._buf or self._stanza_start >= 0:
+                not self.between_stanzas:
             return False
         self._parser = None  # type: ignore[assignment]
         return True
@@ -173,6 +173,11 @@ class XMLStreamParser:
         return p
 
     # -- public ------------------------------------------------------------
+    @property
+    def between_stanzas(self) -> bool:
+        """Inside the stream, with no part of a stanza pending."""
+        return len(self._stack) == 1 and not self._buf and self._stanza_start < 0
+
     @property
     def depth(self) -> int:
         return len(self._stack)
@@ -412,7 +417,7 @@ def parse_stanza(data: bytes) -> Element:
     events = p.feed(data)  # a StreamError leaves that parser broken: not put back
     for ev in events:
         if isinstance(ev, Element):
-            if len(events) == 1 and p.depth == 1 and not p._buf and p._stanza_start < 0:
+            if len(events) == 1 and p.between_stanzas:
                 _shared.append(p)  # nothing left over in it: reuse it
             return ev
     raise StreamError("not-well-formed", "incomplete stanza")

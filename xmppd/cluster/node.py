@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Optional
@@ -81,10 +80,8 @@ def handle_payload(server: Server, payload: bytes) -> Optional[Awaitable[Any]]:
     """Handle a payload from another node; an awaitable means: not done until it is."""
     env = unpack(payload)
     if env.kind == "E":
-        done = [r for r in server.hooks.fire_all(f"cluster/event/{env.target}",
-                                                 env.body.decode(errors="replace"))
-                if inspect.isawaitable(r)]
-        return asyncio.gather(*done) if done else None
+        return server.hooks.run_all(f"cluster/event/{env.target}",
+                                    env.body.decode(errors="replace"))
     if env.kind == "K":
         try:
             s = server.sessions.get_local(JID.parse(env.target))

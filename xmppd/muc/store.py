@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection
 from ..storage import migration
 from ..storage.engine import Database
 from ..xml import Element
-from ..xmlstream import XMLStreamParser
+from ..xmlstream import StreamError, parse_stanza
 
 meta = MetaData()
 rooms = Table(
@@ -78,21 +78,12 @@ def _v1(conn: Connection) -> None:
     meta.create_all(conn, tables=[rooms, affiliations, archive])
 
 
-_HEAD = (b"<stream:stream xmlns='jabber:client' "
-         b"xmlns:stream='http://etherx.jabber.org/streams'>")
-
-
 def parse_xml(text: str) -> Optional[Element]:
-    """One element from its serialized text (what the store keeps)."""
-    p = XMLStreamParser(1 << 24)
+    """One element from its serialized text (what the store keeps); None if unreadable."""
     try:
-        events = p.feed(_HEAD + text.encode())
-    except Exception:
+        return parse_stanza(text.encode())
+    except StreamError:
         return None
-    for ev in events:
-        if isinstance(ev, Element):
-            return ev
-    return None
 
 
 @dataclass

@@ -24,8 +24,9 @@ from ..jid import JID
 from ..moduleapi import ModuleAPI
 from ..stanza import StanzaEvent
 from ..xml import Element
+from ..xmlstream import parse_stanza
 from .rosters import Roster, RosterCache
-from .stanzas import freeze, parse_stanza, presence
+from .stanzas import freeze, presence
 
 if TYPE_CHECKING:
     from .roster import RosterModule
@@ -211,11 +212,7 @@ class Broadcast:
         nodes = {s.node for s in self.server.sessions.resources(user)
                  if s.available and getattr(s, "data", None) is None}
         for node in nodes:
-            probe = Element("{jabber:client}presence",
-                            {"type": "probe", "from": str(prober), "to": str(user)})
-            backend: Any = self.server.sessions.backend
-            from ..cluster.envelope import route
-            backend.send(node, route(probe))
+            self.server.hand_to(node, presence("probe", str(prober), str(user)))
 
     # -- after subscription changes ------------------------------------------------------------
     def send_current(self, user: JID, contact: JID) -> None:
@@ -241,8 +238,8 @@ class Broadcast:
             if hooks.fire("privacy/blocked", r.user, item.jid):
                 continue
             if item.request is not None:
-                session.send(parse_stanza(item.request))
+                session.send(parse_stanza(item.request.encode()))
             if item.answer is not None:
-                session.send(parse_stanza(item.answer))
+                session.send(parse_stanza(item.answer.encode()))
                 item.answer = None
                 self.cache.save(r, item, bump=False)

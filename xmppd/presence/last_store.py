@@ -4,7 +4,6 @@ status text of the last logout (ejabberd's ``last`` table, in epoch seconds)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
 
 from sqlalchemy import BigInteger, Column, MetaData, PrimaryKeyConstraint, String, Table, Text, delete, select
 from sqlalchemy.engine import Connection
@@ -47,9 +46,6 @@ class LastStore:
     async def delete(self, host: str, user: str) -> None:
         await self.db.run(lambda conn: conn.execute(delete(last_activity).where(
             last_activity.c.server_host == host, last_activity.c.username == user)))
-
-    async def get(self, host: str, user: str) -> Optional[tuple[int, str]]:
-        return (await self.get_many(host, [user])).get(user)
 
     @staticmethod
     def put_many_sync(conn: Connection, host: str,

@@ -294,6 +294,3 @@ class RosterCache:
                     self.store.db.run_sync(run)
                 except Exception:
                     log.exception("storing the roster of %s failed", user)
-
-    def loaded(self) -> int:
-        return sum(1 for e in self._entries.values() if e.roster is not None)

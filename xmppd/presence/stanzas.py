@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from typing import Optional
 
 from ..stanza import PRESENCE
-from ..xml import CLIENT_NS, STREAM_NS, Element, serialize, start_tag
-from ..xmlstream import XMLStreamParser
+from ..xml import CLIENT_NS, Element, serialize, start_tag
 
 IDLE_NS = "urn:xmpp:idle:1"
 IDLE = "{%s}idle" % IDLE_NS
 STATUS = "{jabber:client}status"
-_HEAD = ("<stream:stream xmlns='jabber:client' xmlns:stream='%s'>" % STREAM_NS).encode()
-
-
-def parse_stanza(data: str) -> Element:
-    """Parse one stored stanza (as written by ``serialize``) back into an element."""
-    p = XMLStreamParser(1 << 20)
-    events = p.feed(_HEAD + data.encode("utf-8"))
-    for ev in events:
-        if isinstance(ev, Element):
-            return ev
-    raise ValueError("no stanza in stored data")
-
-
-def to_text(el: Element) -> str:
-    return serialize(el).decode("utf-8")
 
 
 def freeze(el: Element) -> Element:
@@ -64,6 +47,3 @@ def idle(since: float) -> Element:
     """XEP-0319 ``<idle since=.../>``."""
     return Element(IDLE, {"since": iso8601(since)})
 
-
-def now() -> float:
-    return time.time()

@@ -46,9 +46,6 @@ class SubState:
                        pending_in=self.pending_in if pending_in is None else pending_in,
                        approved=self.approved if approved is None else approved)
 
-    def is_empty(self) -> bool:
-        return self == NONE
-
     def label(self) -> str:
         """'None + Pending Out+In' style, as in the RFC's tables (for tests and logs)."""
         s = self.sub.capitalize()

@@ -18,7 +18,7 @@ from ..moduleapi import ModuleAPI
 from ..stanza import StanzaError, StanzaEvent
 from ..xml import Element
 from .rosters import Item, Roster
-from .stanzas import presence, to_text
+from .stanzas import presence
 from .subscription import NONE, SUBSCRIPTION_TYPES, SubState, inbound, outbound
 
 if TYPE_CHECKING:
@@ -135,12 +135,12 @@ class Subscriptions:
         item.state = res.state
         if kind == "subscribe":
             if res.deliver:
-                item.request = to_text(stanza)
+                item.request = str(stanza)
         else:
             if not res.state.pending_in:
                 item.request = None
             if res.deliver:   # kept for the next login only if nobody can see it now
-                item.answer = None if available else to_text(stanza)
+                item.answer = None if available else str(stanza)
         if res.state.frm:
             item.request = None
         self.mod.changed(r, item, before)

@@ -6,8 +6,8 @@ import datetime
 from typing import Optional
 
 from ..stanza import BODY
-from ..xml import Element, serialize
-from ..xmlstream import XMLStreamParser
+from ..xml import Element
+from ..xmlstream import parse_stanza
 
 DELAY_NS = "urn:xmpp:delay"
 DELAY = "{%s}delay" % DELAY_NS
@@ -20,10 +20,6 @@ THREAD = "{jabber:client}thread"
 
 # payloads that alone do not make a message worth storing
 _NOT_CONTENT = {CHATSTATES_NS, HINTS_NS, SID_NS, DELAY_NS, "urn:xmpp:carbons:2"}
-
-_HEAD = (b"<stream:stream xmlns='jabber:client' "
-         b"xmlns:stream='http://etherx.jabber.org/streams'>")
-
 
 def stamp(ts: float) -> str:
     """XEP-0082 date-time in UTC with milliseconds."""
@@ -67,15 +63,6 @@ def worth_storing(el: Element, store_empty_body: str = "unless_chat_state") -> b
     return False
 
 
-def to_text(el: Element) -> str:
-    return serialize(el).decode("utf-8")
-
-
 def from_text(text: str) -> Element:
-    """Parse one stored stanza."""
-    parser = XMLStreamParser(1 << 26)
-    events = parser.feed(_HEAD + text.encode("utf-8"))
-    for ev in events:
-        if isinstance(ev, Element):
-            return ev
-    raise ValueError("no stanza in stored text")
+    """Parse one stored stanza (stored as ``str(element)``)."""
+    return parse_stanza(text.encode("utf-8"))

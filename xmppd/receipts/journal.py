@@ -44,7 +44,7 @@ from ..moduleapi import Module, Option, hook
 from ..stanza import StanzaEvent
 from ..storage.migrations import migration
 from ..xml import Element
-from .common import delay, from_text, has_delay_from, to_text
+from .common import delay, from_text, has_delay_from
 from .offline import Offline
 from .stanza_id import SKIP_TYPES, StanzaIds, any_stanza_id, stanza_id, with_child
 
@@ -126,7 +126,7 @@ class Journal(Module):
         loop = asyncio.get_running_loop()
         self.live[key] = 0
         self._rows.append({"server_host": self.host, "msg_key": key, "node": self.server.node,
-                           "created_at": int(time.time() * 1e6), "xml": to_text(el)})
+                           "created_at": int(time.time() * 1e6), "xml": str(el)})
         fut = self._rows_fut
         if fut is None:
             fut = self._rows_fut = loop.create_future()

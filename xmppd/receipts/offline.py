@@ -24,7 +24,7 @@ from ..moduleapi import Module, Option, hook
 from ..stanza import MESSAGE, StanzaError, StanzaEvent
 from ..xml import Element
 from . import offline_store as store
-from .common import delay, from_text, has_delay_from, to_text, worth_storing
+from .common import delay, from_text, has_delay_from, worth_storing
 from .stanza_id import STANZA_ID, retry_key, stanza_id, with_child
 
 log = logging.getLogger(__name__)
@@ -87,7 +87,7 @@ class Offline(Module):
         fut = self.db.batch.submit(store.store_op(
             self.host, bare.local or "", key,
             store.hash_retry_key(retry_key(el, ev.from_jid, bare)), int(now * 1e6),
-            to_text(el), self.limit(ev)))
+            str(el), self.limit(ev)))
         fut.add_done_callback(lambda f: self._stored(f, ev))
         sm = getattr(ev.origin, "sm", None)
         if sm is not None and sm.durable:
