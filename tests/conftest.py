@@ -57,6 +57,19 @@ def make_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Call
     yield factory
     for srv in made:
         srv.stop()
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        for srv in made:  # shown with the failure: what the servers said
+            print(f"--- {srv.log_path} (last 60 lines) ---")
+            print("\n".join(srv.log.splitlines()[-60:]))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """Keep each phase's report on the test item (``rep_call``) for fixtures."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

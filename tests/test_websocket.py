@@ -94,6 +94,31 @@ def test_login_chat_and_close(server: Any) -> None:
     run(main())
 
 
+def test_a_message_during_the_closing_handshake_bounces(server: Any) -> None:
+    """After the client's <close/> the server answers <close/> and waits for the
+    WebSocket close frame; a message for the session meanwhile must bounce, not be
+    written to a stream that is over (it was dropped)."""
+    server.register("bob", "bob-pw")
+
+    async def main() -> None:
+        ws = WSClient(f"ws://127.0.0.1:{server.http}/ws")
+        assert await ws.login("alice", "alice-pw", "closing") == "alice@localhost/closing"
+        bob = RawClient(server.c2s)
+        await bob.login("bob", "bob-pw", "tcp")
+        await ws.send(CLOSE)
+        assert (await ws.recv()).tag == f"{{{FRAMING}}}close"
+        # the client does not answer the close frame yet: the WebSocket stays open
+        await bob.send("<message to='alice@localhost/closing' type='chat' id='late'>"
+                       "<body>too late</body></message>")
+        bounce = await bob.recv_until(lambda e: e.get("id") == "late")
+        assert bounce.get("type") == "error"
+        assert bounce.find("{jabber:client}error/{urn:ietf:params:xml:ns:xmpp-stanzas}"
+                           "service-unavailable") is not None
+        await ws.close()
+        await bob.close()
+    run(main())
+
+
 def test_wss_offers_plain_and_channel_binding(server: Any) -> None:
     server.register("bob", "bob-pw")
 

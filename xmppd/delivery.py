@@ -26,7 +26,7 @@ def best_resources(sessions: list[Any]) -> list[Any]:
     best: list[Any] = []
     top = -1
     for s in sessions:
-        if not s.available or s.priority < 0:
+        if not s.available or s.priority < 0 or s.gone:
             continue
         if s.priority > top:
             top = s.priority
@@ -62,7 +62,7 @@ def message_bare(ev: StanzaEvent) -> bool:
 def message_full(ev: StanzaEvent) -> bool:
     server = ev.server
     session = server.sessions.get(ev.to_jid)
-    if session is not None:
+    if session is not None and not session.gone:
         session.send(ev.stanza)
         return True
     type_ = ev.type

@@ -19,6 +19,7 @@ class Session(Protocol):
     priority: int
     available: bool
     node: str
+    gone: bool  # closed, nothing keeps what is sent: treat as ended
 
     def send(self, stanza: Element) -> None: ...
 
@@ -51,6 +52,8 @@ class RemoteSession:
     @property
     def flags(self) -> frozenset[str]:
         return self.entry.flags
+
+    gone = False  # the other node decides (it bounces or stores what it cannot write)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, RemoteSession) and other.entry.jid == self.entry.jid

@@ -190,6 +190,10 @@ class C2SStream:
         if isinstance(ev, StreamClose):
             self.closing = True  # a clean close ends the session (no resumption)
             self.close()
+            # nothing can be written after our closing tag: unregister now, so what
+            # is routed to the session meanwhile bounces or is stored, not dropped
+            # (the transport may take a while to close, e.g. a WebSocket handshake)
+            self.connection_lost()
         return None
 
     # -- stream header and features ---------------------------------------
@@ -355,6 +359,12 @@ class C2SStream:
             sm.on_send(self, stanza)
         if self.state != CLOSED:
             self.conn.write(stanza.to_bytes())
+
+    @property
+    def gone(self) -> bool:
+        """Closed, and nothing keeps what is sent to it (no stream management):
+        a stanza for it must be handled as if the session had ended already."""
+        return self.state == CLOSED and self.sm is None
 
     def write_raw(self, data: bytes) -> None:
         if self.state != CLOSED:

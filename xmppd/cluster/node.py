@@ -95,6 +95,17 @@ def handle_payload(server: Server, payload: bytes) -> Optional[Awaitable[Any]]:
                 s.stream_error("policy-violation", reason)
                 s.ended("kicked")
         return None
+    if env.kind == "D":
+        try:
+            local = server.sessions.get_local(JID.parse(env.target))
+        except JIDError:
+            local = None
+        if local is not None and not getattr(local, "filters", True) and \
+                getattr(local, "sm", True) is None:
+            # nothing here looks at the stanza (no client state filter, no stream
+            # management copy): the body is what the session would write, as is
+            local.write_raw(env.body)
+            return None
     try:
         el = parse_stanza(env.body)
     except StreamError as e:

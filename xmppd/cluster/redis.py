@@ -8,9 +8,11 @@ Keys (all prefixed ``xmppd:``):
   sessions, refreshed with a TTL so the entries of a dead node vanish on their own;
 - channel ``dirchg``: directory changes, so every node keeps a local replica and
   routing reads it without a network round trip;
-- stream ``q:<node>``: payloads handed to the node (see :mod:`.envelope`). The
-  node deletes an entry once it has handled it; when a node dies, one survivor
-  claims its stream and routes what is left there.
+- stream ``q:<node>``: payloads handed to the node (see :mod:`.envelope`), one
+  per entry (field ``p``) or, when a write batch holds several for the node, all
+  of them in one entry (field ``m``, each after its 4-byte length). The node
+  deletes an entry once it has handled it; when a node dies, one survivor claims
+  its stream and routes what is left there.
 
 Writes go through one writer task, in order, in pipelines. A hand-over that
 fails is retried with back-off; after the last retry the sender is told.
@@ -48,6 +50,24 @@ def _decode(node: str, full: str, value: str) -> Optional[SessionEntry]:
                             frozenset(f for f in flags.split(",") if f))
     except (ValueError, JIDError):
         return None
+
+
+def join_payloads(payloads: list[bytes]) -> bytes:
+    """Several payloads in one stream entry: each after its length (4 bytes)."""
+    return b"".join(len(p).to_bytes(4, "big") + p for p in payloads)
+
+
+def split_payloads(packed: bytes) -> list[bytes]:
+    out = []
+    i, end = 0, len(packed)
+    while i + 4 <= end:
+        n = int.from_bytes(packed[i:i + 4], "big")
+        if i + 4 + n > end:
+            log.warning("cluster: a stream entry ends inside a payload; dropping its tail")
+            break
+        out.append(packed[i + 4:i + 4 + n])
+        i += 4 + n
+    return out
 
 
 class RedisBackend:
@@ -263,9 +283,12 @@ class RedisBackend:
     async def _apply(self, batch: list[tuple[Any, ...]]) -> None:
         r = self._r
         pipe = r.pipeline(transaction=False)
+        to_node: dict[str, list[bytes]] = {}
         for op in batch:
             kind = op[0]
-            if kind == "pub":
+            if kind == "xadd":
+                to_node.setdefault(op[1], []).append(op[2])
+            elif kind == "pub":
                 e = op[1]
                 value = _encode(e)
                 pipe.hset(self._dir_key(self.node), str(e.jid), value)
@@ -273,8 +296,13 @@ class RedisBackend:
             elif kind == "unpub":
                 pipe.hdel(self._dir_key(self.node), str(op[1]))
                 pipe.publish(PREFIX + "dirchg", f"U\t{self.node}\t{op[1]}\t")
-            elif kind == "xadd":
-                pipe.xadd(PREFIX + "q:" + op[1], {b"p": op[2]})
+        for node, payloads in to_node.items():
+            # one stream entry for what this batch hands to a node: one command to
+            # pack and one entry to read instead of one per stanza
+            if len(payloads) == 1:
+                pipe.xadd(PREFIX + "q:" + node, {b"p": payloads[0]})
+            else:
+                pipe.xadd(PREFIX + "q:" + node, {b"m": join_payloads(payloads)})
         try:
             await pipe.execute()
         except Exception as e:  # noqa: BLE001 - Redis unreachable: retry hand-overs
@@ -371,15 +399,21 @@ class RedisBackend:
                     ids.append(entry_id)
                     last = entry_id
                     payload = fields.get(b"p")
-                    if payload is None:
-                        continue
-                    try:
-                        wait = self._deliver(payload)
-                    except Exception:
-                        log.exception("cluster: handling a payload failed")
-                        continue
-                    if wait is not None:
-                        pending.append(wait)
+                    if payload is not None:
+                        payloads: list[bytes] = [payload]
+                    else:
+                        packed = fields.get(b"m")
+                        if packed is None:
+                            continue
+                        payloads = split_payloads(packed)
+                    for payload in payloads:
+                        try:
+                            wait = self._deliver(payload)
+                        except Exception:
+                            log.exception("cluster: handling a payload failed")
+                            continue
+                        if wait is not None:
+                            pending.append(wait)
             if pending:
                 # what must be stored here first (the journal) is, before Redis forgets it
                 for res_ in await asyncio.gather(*pending, return_exceptions=True):
