@@ -241,6 +241,28 @@ def test_stream_errors_are_remote_stream_errors(bare: Any) -> None:
     run(main())
 
 
+def test_stream_management_error_keeps_its_condition(make_server: Any) -> None:
+    """The XEP-0198 <handled-count-too-high/> child reaches a BOSH client inside the
+    remote-stream-error (it was lost there)."""
+    sm3 = "urn:xmpp:sm:3"
+    srv = web_listeners(make_server(modules={"mod_stream_mgmt": {}}))
+    srv.register("alice", "alice-pw")
+    srv.start()
+
+    async def main() -> None:
+        c = BoshClient(url(srv), wait=1)
+        await c.login("alice", "alice-pw")
+        await c.send(f"<enable xmlns='{sm3}'/>")
+        await c.recv_until(lambda e: e.tag == f"{{{sm3}}}enabled")
+        await c.send(f"<a xmlns='{sm3}' h='3'/>")
+        # the terminate body carries the stream error (XEP-0206 7.4)
+        err = await c.recv_until(lambda e: e.tag == f"{{{STREAM}}}error")
+        assert err.find("{urn:ietf:params:xml:ns:xmpp-streams}undefined-condition") is not None
+        too_high = err.find(f"{{{sm3}}}handled-count-too-high")
+        assert too_high is not None and too_high.get("h") == "3"
+    run(main())
+
+
 def test_oversize_stanza(make_server: Any) -> None:
     srv = web_listeners(make_server(), max_stanza_size=5000)
     srv.start()

@@ -368,3 +368,4 @@ def test_client_closes_stream(server: XmppdServer) -> None:
         assert await c.closed()
         assert c.eof
     run(main())
+

@@ -385,13 +385,14 @@ class TCPFraming:
     def footer(self) -> bytes:
         return b"</stream:stream>"
 
-    def error(self, condition: str, text: Optional[str] = None) -> bytes:
+    def error(self, condition: str, text: Optional[str] = None, extra: bytes = b"") -> bytes:
+        """A stream error; ``extra``: an application-specific condition element."""
         from .xml import escape_text
         inner = "<%s xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" % condition
         if text:
             inner += ("<text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>%s</text>"
                       % escape_text(text))
-        return ("<stream:error>%s</stream:error>" % inner).encode()
+        return b"<stream:error>%s%s</stream:error>" % (inner.encode(), extra)
 
     def features(self, children: bytes) -> bytes:
         return b"<stream:features>" + children + b"</stream:features>"

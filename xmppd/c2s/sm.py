@@ -277,11 +277,8 @@ class StreamMgmt(Module):
         sm.dead = True
         err = Element("{%s}handled-count-too-high" % NS, {"h": str(e.h % MOD),
                                                             "send-count": str(e.sent % MOD)})
-        data = session.conn.framing.error("undefined-condition",
-                                          "you acknowledged more than was sent")
-        if data.endswith(b"</stream:error>"):
-            data = data[:-len(b"</stream:error>")] + serialize(err) + b"</stream:error>"
-        session.write_raw(data)
+        session.write_raw(session.conn.framing.error(
+            "undefined-condition", "you acknowledged more than was sent", serialize(err)))
         session.close()
         session.ended("sm error")
 

@@ -57,12 +57,14 @@ def add_client_ns(data: bytes) -> bytes:
     return b"".join((data[:i], _CLIENT_XMLNS, data[i:]))
 
 
-def stream_error_bytes(condition: str, text: Optional[str], declare: bool) -> bytes:
+def stream_error_bytes(condition: str, text: Optional[str], declare: bool,
+                       extra: bytes = b"") -> bytes:
+    """A stream error; ``extra``: an application-specific condition element."""
     inner = "<%s xmlns='%s'/>" % (condition, STREAMS_NS)
     if text:
         inner += "<text xmlns='%s' xml:lang='en'>%s</text>" % (STREAMS_NS, escape_text(text))
     decl = " xmlns:stream='%s'" % STREAM_NS if declare else ""
-    return ("<stream:error%s>%s</stream:error>" % (decl, inner)).encode()
+    return b"<stream:error%s>%s%s</stream:error>" % (decl.encode(), inner.encode(), extra)
 
 
 def _features(children: bytes) -> bytes:
@@ -129,8 +131,8 @@ class WebSocketFraming:
     def footer(self) -> bytes:
         return b"<close xmlns='urn:ietf:params:xml:ns:xmpp-framing'/>"
 
-    def error(self, condition: str, text: Optional[str] = None) -> bytes:
-        return stream_error_bytes(condition, text, True)
+    def error(self, condition: str, text: Optional[str] = None, extra: bytes = b"") -> bytes:
+        return stream_error_bytes(condition, text, True, extra)
 
     def features(self, children: bytes) -> bytes:
         return _features(children)
@@ -197,8 +199,8 @@ class BoshFraming:
     def footer(self) -> bytes:
         return b""
 
-    def error(self, condition: str, text: Optional[str] = None) -> bytes:
-        self.error_payload = stream_error_bytes(condition, text, True)
+    def error(self, condition: str, text: Optional[str] = None, extra: bytes = b"") -> bytes:
+        self.error_payload = stream_error_bytes(condition, text, True, extra)
         return b""
 
     def features(self, children: bytes) -> bytes:
