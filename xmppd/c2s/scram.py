@@ -13,12 +13,13 @@ import hashlib
 import hmac
 import os
 import re
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Optional
 
 import precis_i18n
+
+from .. import tokens
 
 HASHES = {"SHA-1": "sha1", "SHA-256": "sha256"}
 _OPAQUE = precis_i18n.get_profile("OpaqueString")
@@ -165,7 +166,7 @@ class ScramServer:
         if not client_nonce or not self.username:
             raise SaslFailure("malformed-request")
         self._client_first_bare = bare
-        self._nonce = client_nonce + (self._server_nonce or secrets.token_urlsafe(18))
+        self._nonce = client_nonce + (self._server_nonce or tokens.token_urlsafe(18))
         return self.username
 
     def challenge(self, keys: Optional[ScramKeys]) -> bytes:

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
+from .. import tokens
 from ..jid import JID, JIDError, resourceprep
 from ..shaper import TokenBucket
 from ..stanza import IQ, StanzaError, error_reply, iq_result
@@ -205,7 +205,7 @@ class C2SStream:
         if self.host and host != self.host:
             host = ""  # a restart must keep the host
         vhost = server.hosts.get(host)
-        self.stream_id = secrets.token_urlsafe(12)
+        self.stream_id = tokens.token_urlsafe(12)
         attrs = {"id": self.stream_id, "from": vhost.name if vhost else
                  (self.host or next(iter(server.hosts))), "version": "1.0", "xml:lang": "en"}
         if self.state == HEADER or self.vhost is None:
@@ -307,7 +307,7 @@ class C2SStream:
         requested = child.findtext("{%s}resource" % BIND_NS)
         try:
             resource = resourceprep(requested.strip()) if requested and requested.strip() \
-                else secrets.token_hex(6)
+                else tokens.token_hex(6)
         except JIDError:
             self.send(error_reply(iq, StanzaError("bad-request", text="invalid resource")))
             return True
@@ -409,7 +409,7 @@ class C2SStream:
                  self.stream_id, text or "")
         if self.state == HEADER:
             self.conn.write(self.conn.framing.header(
-                {"id": secrets.token_urlsafe(8), "from": self.host or next(iter(self.server.hosts)),
+                {"id": tokens.token_urlsafe(8), "from": self.host or next(iter(self.server.hosts)),
                  "version": "1.0"}))
         self.conn.write(self.conn.framing.error(condition, text))
         self.close()

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    bindparam,
     delete,
     select,
 )
@@ -94,6 +95,14 @@ def _item(r: Any) -> ItemRow:
                    bool(r.visible), int(r.ver), r.request, r.answer)
 
 
+# built once: a roster is read at every login
+_VERSION = select(roster_versions.c.version).where(
+    roster_versions.c.server_host == bindparam("host"),
+    roster_versions.c.username == bindparam("user"))
+_ITEMS = select(roster_items).where(roster_items.c.server_host == bindparam("host"),
+                                    roster_items.c.username == bindparam("user"))
+
+
 class RosterStore:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -101,11 +110,9 @@ class RosterStore:
     # -- reads -------------------------------------------------------------
     @staticmethod
     def load_sync(conn: Connection, host: str, user: str) -> tuple[int, list[ItemRow]]:
-        ver = conn.execute(select(roster_versions.c.version).where(
-            roster_versions.c.server_host == host,
-            roster_versions.c.username == user)).scalar()
-        rows = conn.execute(select(roster_items).where(
-            roster_items.c.server_host == host, roster_items.c.username == user))
+        key = {"host": host, "user": user}
+        ver = conn.execute(_VERSION, key).scalar()
+        rows = conn.execute(_ITEMS, key)
         return int(ver or 0), [_item(r) for r in rows]
 
     async def load(self, host: str, user: str) -> tuple[int, list[ItemRow]]:
