@@ -10,8 +10,8 @@ from typing import Iterator
 import pytest
 from conftest import run
 from helpers.procs import PostgresServer, XmppdServer
-from helpers.raw import STREAM, RawClient, local
-from helpers.smclient import SM, SMClient, body, stanza_id
+from helpers.raw import RawClient, local
+from helpers.smclient import SM, SMClient, ack_too_much, body, stanza_id
 
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
          "ken", "lena", "mike", "nina", "oscar", "pat")
@@ -342,13 +342,7 @@ def test_acking_more_than_was_sent_is_a_stream_error(server: XmppdServer) -> Non
     async def main() -> None:
         c = RawClient(server.c2s)
         await c.login(USERS[0], "pw", "sm")
-        await c.send(f"<enable xmlns='{SM}'/>")
-        await c.recv_until(lambda e: e.tag == f"{{{SM}}}enabled")
-        await c.send(f"<a xmlns='{SM}' h='7'/>")
-        err = await c.recv_until(lambda e: e.tag == f"{{{STREAM}}}error")
-        assert err.find("{urn:ietf:params:xml:ns:xmpp-streams}undefined-condition") is not None
-        too_high = err.find(f"{{{SM}}}handled-count-too-high")
-        assert too_high is not None
+        too_high = await ack_too_much(c, 7)
         assert too_high.get("h") == "7" and too_high.get("send-count") == "0"
         assert await c.closed()
     run(main())

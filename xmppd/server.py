@@ -329,12 +329,13 @@ class Server:
         node = self.owner_of(key)
         return node != self.node and self.hand_to(node, stanza)
 
-    def hand_to(self, node: str, stanza: Element) -> bool:
+    def hand_to(self, node: str, stanza: Element, last_hop: bool = False) -> bool:
         """Route ``stanza`` on cluster node ``node``; False after too many hops (the
-        nodes' views disagree for now: serve it here rather than loop)."""
+        nodes' views disagree for now: serve it here rather than loop). ``last_hop``:
+        ``node`` serves it even if its view disagrees (no further forwarding)."""
         backend: Any = self.sessions.backend
         from .cluster.envelope import MAX_HOPS, route
-        hops = getattr(backend, "hops", 0)
+        hops = MAX_HOPS - 1 if last_hop else getattr(backend, "hops", 0)
         if hops >= MAX_HOPS:
             return False
         backend.send(node, route(stanza, hops))

@@ -12,7 +12,7 @@ import xml.etree.ElementTree as ET
 from collections import deque
 from typing import Optional
 
-from helpers.raw import SASL, RawClient, StreamClosed, local
+from helpers.raw import SASL, STREAM, RawClient, StreamClosed, local
 
 SM = "urn:xmpp:sm:3"
 C = "{jabber:client}"
@@ -191,3 +191,17 @@ def stanza_id(el: ET.Element) -> Optional[str]:
 
 
 __all__ = ["SASL", "SMClient", "body", "stanza_id"]
+
+
+async def ack_too_much(c: RawClient, h: int) -> ET.Element:
+    """Enable stream management on ``c`` (any transport), acknowledge ``h`` stanzas
+    that were never sent; the stream error must be <undefined-condition/>: return
+    its <handled-count-too-high/> (XEP-0198 5)."""
+    await c.send(f"<enable xmlns='{SM}'/>")
+    await c.recv_until(lambda e: e.tag == f"{{{SM}}}enabled")
+    await c.send(f"<a xmlns='{SM}' h='{h}'/>")
+    err = await c.recv_until(lambda e: e.tag == f"{{{STREAM}}}error")
+    assert err.find("{urn:ietf:params:xml:ns:xmpp-streams}undefined-condition") is not None
+    too_high = err.find(f"{{{SM}}}handled-count-too-high")
+    assert too_high is not None
+    return too_high

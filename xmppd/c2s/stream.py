@@ -367,6 +367,12 @@ class C2SStream:
         a stanza for it must be handled as if the session had ended already."""
         return self.state == CLOSED and self.sm is None
 
+    @property
+    def writes_as_is(self) -> bool:
+        """Nothing looks at what :meth:`send` gets (no client state filter, no stream
+        management copy): a serialized stanza can go to :meth:`write_raw` unparsed."""
+        return not self.filters and self.sm is None
+
     def write_raw(self, data: bytes) -> None:
         if self.state != CLOSED:
             self.conn.write(data)

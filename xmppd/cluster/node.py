@@ -95,30 +95,25 @@ def handle_payload(server: Server, payload: bytes) -> Optional[Awaitable[Any]]:
                 s.stream_error("policy-violation", reason)
                 s.ended("kicked")
         return None
-    if env.kind == "D":
-        try:
-            local = server.sessions.get_local(JID.parse(env.target))
-        except JIDError:
-            local = None
-        if local is not None and not getattr(local, "filters", True) and \
-                getattr(local, "sm", True) is None:
-            # nothing here looks at the stanza (no client state filter, no stream
-            # management copy): the body is what the session would write, as is
-            local.write_raw(env.body)
-            return None
-    try:
-        el = parse_stanza(env.body)
-    except StreamError as e:
-        log.warning("cluster: dropping an unreadable payload: %s", e)
-        return None
     if env.kind == "R":
-        _reroute(server, el, env.hops + 1)
+        try:
+            _reroute(server, parse_stanza(env.body), env.hops + 1)
+        except StreamError as e:
+            log.warning("cluster: dropping an unreadable payload: %s", e)
         return None
     try:
         full = JID.parse(env.target)
     except JIDError:
         return None
     session = server.sessions.get_local(full)
+    if session is not None and session.writes_as_is:
+        session.write_raw(env.body)  # the body is what the session would write
+        return None
+    try:
+        el = parse_stanza(env.body)
+    except StreamError as e:
+        log.warning("cluster: dropping an unreadable payload: %s", e)
+        return None
     if session is not None:
         # the journal keeps a copy until the client acknowledges it (if it can)
         keep = server.hooks.fire_all("cluster/arrived", session, el)

@@ -18,7 +18,6 @@ import time
 from collections import Counter, deque
 from typing import Any, Optional
 
-from ..cluster.envelope import MAX_HOPS
 from ..confval import ConfigError, join, v_bool, v_int, v_pos_int_or_infinity, v_str, v_timeout
 from ..jid import JID
 from ..moduleapi import Module, Option, hook
@@ -302,17 +301,12 @@ class MucService(Module):
             log.exception("loading room %s", room_jid)
             failed = True
         pending = self.loading.pop(room_jid, [])
-        if self.server.owner_of(str(room_jid)) != self.server.node:
+        owner = self.server.owner_of(str(room_jid))
+        if owner != self.server.node:
             # the cluster changed while the room loaded: its new owner serves it (one
             # more hop at most: if the views still disagree there, it is served there)
-            backend: Any = self.server.sessions.backend
-            prev = getattr(backend, "hops", 0)
-            backend.hops = max(prev, MAX_HOPS - 1)
-            try:
-                for ev in pending:
-                    self.route_in(ev)
-            finally:
-                backend.hops = prev
+            for ev in pending:
+                self.server.hand_to(owner, ev.stanza, last_hop=True)
             return
         if failed:
             for ev in pending:
