@@ -652,17 +652,30 @@ async def phase_memory(bench: Bench, args: argparse.Namespace) -> dict[str, Any]
 
 async def phase_logins(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     idx = list(range(args.offset, args.offset + args.users))
+    cpu0 = cpu_seconds(args.server_pid)
+    own0 = sum(os.times()[:2])
     t = time.monotonic()
     clients, durs = await bench.many(idx, args.concurrency)
     elapsed = time.monotonic() - t
+    cpu = cpu_seconds(args.server_pid) - cpu0
+    own = sum(os.times()[:2]) - own0
     bench.cache.save()
     bench.close_all(clients)
     rate = len(clients) / elapsed
-    log("logins: %d in %.2f s = %.0f/s, p50 %.1f ms, p99 %.1f ms"
-        % (len(clients), elapsed, rate, pct(durs, 50), pct(durs, 99)))
-    return {"phase": "logins", "logins": len(clients), "concurrency": args.concurrency,
-            "seconds": round(elapsed, 3), "logins_per_s": round(rate, 1),
-            "p50_ms": round(pct(durs, 50), 2), "p99_ms": round(pct(durs, 99), 2)}
+    out = {"phase": "logins", "logins": len(clients), "concurrency": args.concurrency,
+           "seconds": round(elapsed, 3), "logins_per_s": round(rate, 1),
+           "p50_ms": round(pct(durs, 50), 2), "p99_ms": round(pct(durs, 99), 2),
+           # near 100: the load generator itself is the limit
+           "loadgen_cpu_percent": round(100 * own / max(1e-6, elapsed), 1)}
+    if args.server_pid:
+        out["server_cpu_percent"] = round(100 * cpu / max(1e-6, elapsed), 1)
+        out["server_cpu_us_per_login"] = round(cpu * 1e6 / max(1, len(clients)), 1)
+    log("logins: %d in %.2f s = %.0f/s, p50 %.1f ms, p99 %.1f ms, loadgen CPU %.0f%%%s"
+        % (len(clients), elapsed, rate, pct(durs, 50), pct(durs, 99), out["loadgen_cpu_percent"],
+           ", server CPU %.0f%% (%.0f us/login)" % (out["server_cpu_percent"],
+                                                     out["server_cpu_us_per_login"])
+           if args.server_pid else ""))
+    return out
 
 
 async def join_room(bench: Bench, c: Client, room: str, nick: str, owner: bool) -> None:

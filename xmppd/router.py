@@ -253,12 +253,19 @@ class Router:
         reply = iq_result(ev.stanza, payload)
         if "from" not in reply.attrs:
             reply.attrs["from"] = str(ev.to_jid) if ev.to_jid else ev.host
-        if ev.origin is not None and hasattr(ev.origin, "send") and \
-                ev.stanza.attrs.get("to") is None:
-            # answered on the user's own behalf: straight back to the session
-            reply.attrs.pop("from", None)
-            ev.origin.send(reply)
-            return
+        origin = ev.origin
+        if origin is not None and hasattr(origin, "send"):
+            if ev.stanza.attrs.get("to") is None:
+                # answered on the user's own behalf: straight back to the session
+                reply.attrs.pop("from", None)
+                origin.send(reply)
+                return
+            if ev.to_jid is not None and ev.to_jid.local is None and \
+                    getattr(origin, "jid_str", None) == reply.attrs.get("to"):
+                # a service (the server, a component) answers a local session's own
+                # request (a ping, disco): no routing needed to find the session
+                origin.send(reply)
+                return
         self.route(reply)
 
 

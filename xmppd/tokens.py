@@ -15,17 +15,25 @@ _SIZE = 4096
 _lock = threading.Lock()
 _buf = b""
 _pos = 0
-_pid = 0
+
+
+def _forget() -> None:
+    """In a forked child: drop the parent's buffer, so no token repeats."""
+    global _buf, _pos, _lock
+    _lock = threading.Lock()  # the parent may have held it at the fork
+    _buf, _pos = b"", 0
+
+
+os.register_at_fork(after_in_child=_forget)
 
 
 def token_bytes(n: int) -> bytes:
     """``n`` random bytes from the OS's generator."""
-    global _buf, _pos, _pid
+    global _buf, _pos
     with _lock:
-        if _pos + n > len(_buf) or _pid != os.getpid():
+        if _pos + n > len(_buf):
             _buf = os.urandom(max(_SIZE, n))
             _pos = 0
-            _pid = os.getpid()  # a forked child must not repeat its parent's tokens
         out = _buf[_pos:_pos + n]
         _pos += n
     return out

@@ -21,10 +21,19 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 
 
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free loopback port, never one handed out before in this test run: servers are
+    configured before they start, and the kernel may offer a port twice meanwhile."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _given:
+            _given.add(port)
+            return port
 
 
 def wait_port(port: int, timeout: float = 20.0, proc: Optional[subprocess.Popen[Any]] = None) -> None:

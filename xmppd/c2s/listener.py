@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import ssl
 import time
 from typing import TYPE_CHECKING, Any, Optional
@@ -68,12 +67,7 @@ class C2SConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.peer_ip = peer[0] if peer else ""
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            try:
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            except OSError:
-                pass
+        # TCP_NODELAY: asyncio and uvloop set it on every TCP transport already
         self.server.connections.add(self)
         refused = self.server.admit_connection(self)
         if refused is not None:

@@ -8,6 +8,7 @@ import asyncio
 import base64
 import binascii
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Optional
 
 from ..jid import JID, JIDError, nodeprep
@@ -49,14 +50,22 @@ def mechanisms(stream: C2SStream) -> list[str]:
     return mechs
 
 
+_FEATURES: dict[tuple[bool, tuple[str, ...]], bytes] = {}
+
+
 def features(stream: C2SStream) -> bytes:
-    mechs = "".join("<mechanism>%s</mechanism>" % m for m in mechanisms(stream))
-    out = "<mechanisms xmlns='%s'>%s</mechanisms>" % (SASL_NS, mechs)
+    """The SASL stream features; they depend on TLS and its channel bindings only."""
     cbs = channel_binding_types(stream)
-    if cbs:
-        out += "<sasl-channel-binding xmlns='%s'>%s</sasl-channel-binding>" % (
-            SASL_CB_NS, "".join("<channel-binding type='%s'/>" % t for t in cbs))
-    return out.encode()
+    key = (stream.conn.secure, cbs)
+    out = _FEATURES.get(key)
+    if out is None:
+        mechs = "".join("<mechanism>%s</mechanism>" % m for m in mechanisms(stream))
+        text = "<mechanisms xmlns='%s'>%s</mechanisms>" % (SASL_NS, mechs)
+        if cbs:
+            text += "<sasl-channel-binding xmlns='%s'>%s</sasl-channel-binding>" % (
+                SASL_CB_NS, "".join("<channel-binding type='%s'/>" % t for t in cbs))
+        out = _FEATURES[key] = text.encode()
+    return out
 
 
 def _b64(el: Element) -> Optional[bytes]:
@@ -93,19 +102,38 @@ class SaslExchange:
         if self.failures >= MAX_FAILURES:
             self.stream.stream_error("policy-violation", "too many failed authentications")
 
-    async def handle(self, el: Element) -> None:
+    def handle(self, el: Element) -> Optional[Awaitable[None]]:
+        """Take one SASL element; an awaitable when the step must wait (for the
+        credentials, a back-off), else None: the step is done."""
         try:
             if el.tag == AUTH_TAG:
                 delays = self.stream.server.hooks.fire_all("c2s/auth-delay", self.stream)
                 if delays:
-                    await asyncio.sleep(max(delays))  # back-off after failures
-            await self._handle(el)
+                    return self._later(self._delayed(max(delays), el))
+            pending = self._handle(el)
         except SaslFailure as e:
-            log.info("SASL failure from %s: %s", self.stream.conn.peer_ip, e.condition)
-            self.stream.server.hooks.fire_all("c2s/auth-failed", self.stream, e.condition)
-            self.fail(e.condition, e.text)
+            self._failed(e)
+            return None
+        return None if pending is None else self._later(pending)
 
-    async def _handle(self, el: Element) -> None:
+    def _failed(self, e: SaslFailure) -> None:
+        log.info("SASL failure from %s: %s", self.stream.conn.peer_ip, e.condition)
+        self.stream.server.hooks.fire_all("c2s/auth-failed", self.stream, e.condition)
+        self.fail(e.condition, e.text)
+
+    async def _later(self, pending: Awaitable[None]) -> None:
+        try:
+            await pending
+        except SaslFailure as e:
+            self._failed(e)
+
+    async def _delayed(self, delay: float, el: Element) -> None:
+        await asyncio.sleep(delay)  # back-off after failures
+        pending = self._handle(el)
+        if pending is not None:
+            await pending
+
+    def _handle(self, el: Element) -> Optional[Awaitable[None]]:
         name = el.tag[len(SASL_NS) + 2:]
         stream = self.stream
         if name == "abort":
@@ -123,9 +151,8 @@ class SaslExchange:
                     self.send("challenge", b"")
                     self.scram = None
                     stream.sasl_pending = "PLAIN"
-                    return
-                await self._plain(data)
-                return
+                    return None
+                return self._plain(data)
             hash_label, plus = SCRAM[mech]
             self.scram = ScramServer(
                 hash_label, plus, channel_binding_types(stream), stream.conn.channel_binding,
@@ -133,25 +160,22 @@ class SaslExchange:
                 iterations=stream.server.config["scram_iterations"])
             if data is None:
                 self.send("challenge", b"")
-                return
-            await self._scram_first(data)
-            return
+                return None
+            return self._scram_first(data)
         if name == "response":
             data = _b64(el) or b""
             if stream.sasl_pending == "PLAIN":
                 stream.sasl_pending = None
-                await self._plain(data)
-                return
+                return self._plain(data)
             scram = self.scram
             if scram is None:
                 raise SaslFailure("malformed-request", "no exchange in progress")
             if not scram.username:
-                await self._scram_first(data)
-                return
-            final = scram.final(data)
+                return self._scram_first(data)
+            final = scram.final(data)  # the proof is checked here: no waiting
             self.scram = None
-            await self._success(scram.username, scram.authzid, final)
-            return
+            self._success(scram.username, scram.authzid, final)
+            return None
         raise SaslFailure("malformed-request")
 
     async def _lookup(self, username: str) -> tuple[str, Optional[Credentials]]:
@@ -185,9 +209,9 @@ class SaslExchange:
             None, check_password, password, creds.sha256, "sha256")
         if not ok:
             raise SaslFailure("not-authorized")
-        await self._success(user, authzid or None, None)
+        self._success(user, authzid or None, None)
 
-    async def _success(self, user: str, authzid: Optional[str], data: Optional[bytes]) -> None:
+    def _success(self, user: str, authzid: Optional[str], data: Optional[bytes]) -> None:
         stream = self.stream
         jid = JID(user, stream.host, None, prepped=True)
         if authzid:

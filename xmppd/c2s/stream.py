@@ -71,6 +71,21 @@ class Connection(Protocol):
 # stream states
 HEADER, NEGOTIATE, BIND, BOUND, CLOSED = range(5)
 
+# features are mostly empty elements, the same for every stream: serialized once
+_FEATURES: dict[tuple[Any, ...], bytes] = {}
+
+
+def _feature_bytes(el: Element) -> bytes:
+    if el.children:
+        return serialize(el, "")
+    key = (el.tag, *el.attrs.items())
+    out = _FEATURES.get(key)
+    if out is None:
+        if len(_FEATURES) > 256:  # bounded: a caps hash changes with the modules
+            _FEATURES.clear()
+        out = _FEATURES[key] = serialize(el, "")
+    return out
+
 
 class C2SStream:
     __slots__ = (
@@ -127,7 +142,10 @@ class C2SStream:
                 if throttle is not None:
                     throttle(delay)
         if self.busy:
+            # a step is waiting: keep the order, and stop reading until it is done
+            # (paused only now: most clients wait for the answer and send nothing)
             self.queue.extend(events)
+            self.conn.pause_reading()
             return
         self._process(events)
 
@@ -143,7 +161,6 @@ class C2SStream:
             if pending is not None:
                 self.busy = True
                 self.queue[:0] = events[i + 1:]
-                self.conn.pause_reading()
                 asyncio.ensure_future(self._wait(pending))
                 return
 
@@ -246,7 +263,7 @@ class C2SStream:
         for factory in vhost.stream_features[stage]:
             el = factory(self)
             if el is not None:
-                parts.append(serialize(el, ""))
+                parts.append(_feature_bytes(el))
         return b"".join(parts)
 
     # -- negotiation -------------------------------------------------------

@@ -28,6 +28,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from ..storage import Database, migration
+from ..storage.rawsql import RawQuery
 from ..storage.upsert import upsert
 from .subscription import SubState
 
@@ -102,6 +103,23 @@ _VERSION = select(roster_versions.c.version).where(
 _ITEMS = select(roster_items).where(roster_items.c.server_host == bindparam("host"),
                                     roster_items.c.username == bindparam("user"))
 
+# read at every login: on the driver's cursor (see rawsql)
+_VERSIONS = RawQuery("SELECT username, version FROM roster_versions"
+                     " WHERE server_host = ? AND username IN ({in})")
+_MANY_ITEMS = RawQuery(
+    "SELECT username, contact, name, \"groups\", subscription, ask, pending_in, approved,"
+    " visible, ver, request, answer FROM roster_items"
+    " WHERE server_host = ? AND username IN ({in})")
+
+
+def _raw_item(r: tuple[Any, ...]) -> ItemRow:
+    """An item from a row of ``_MANY_ITEMS`` (after its username)."""
+    try:
+        groups = tuple(str(g) for g in json.loads(r[3]))
+    except (ValueError, TypeError):
+        groups = ()
+    return ItemRow(r[1], r[2], groups, SubState(r[4], bool(r[5]), bool(r[6]), bool(r[7])),
+                   bool(r[8]), int(r[9]), r[10], r[11])
 
 class RosterStore:
     def __init__(self, db: Database) -> None:
@@ -117,6 +135,24 @@ class RosterStore:
 
     async def load(self, host: str, user: str) -> tuple[int, list[ItemRow]]:
         return await self.db.run(lambda conn: self.load_sync(conn, host, user))
+
+    @staticmethod
+    def load_many_sync(conn: Connection, host: str,
+                       users: list[str]) -> dict[str, tuple[int, list[ItemRow]]]:
+        """The rosters of several users of ``host`` (absent users: empty rosters)."""
+        out: dict[str, tuple[int, list[ItemRow]]] = {u: (0, []) for u in users}
+        for i in range(0, len(users), 500):
+            chunk = users[i:i + 500]
+            for r in _VERSIONS.rows(conn, (host,), chunk):
+                out[r[0]] = (int(r[1] or 0), out[r[0]][1])
+            for r in _MANY_ITEMS.rows(conn, (host,), chunk):
+                out[r[0]][1].append(_raw_item(r))
+        return out
+
+    async def load_many(self, host: str,
+                        users: list[str]) -> dict[str, tuple[int, list[ItemRow]]]:
+        """:meth:`load_many_sync` in one database hand-off (logins come in bursts)."""
+        return await self.db.run(lambda conn: self.load_many_sync(conn, host, users))
 
     async def delete_user(self, host: str, user: str) -> None:
         """The account is gone: its roster and roster version too."""

@@ -144,6 +144,8 @@ class RosterCache:
         self._entries: dict[JID, _Entry] = {}
         self._writes: dict[JID, list[Callable[[Connection], None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._queued: dict[JID, _Entry] = {}  # waiting to be loaded
+        self._loading = False  # a batch of loads is in flight
 
     # -- lifetime ------------------------------------------------------------
     def acquire(self, user: JID) -> None:
@@ -173,21 +175,44 @@ class RosterCache:
         task.add_done_callback(self._tasks.discard)
 
     def _load(self, user: JID, e: _Entry) -> None:
-        self._spawn(self._do_load(user, e))
+        # loads wait for the one batch in flight and then go together: logins
+        # come in bursts, and one hand-off to the database serves them all
+        self._queued[user] = e
+        if not self._loading and len(self._queued) == 1:
+            asyncio.get_running_loop().call_soon(self._start_loads)
 
-    async def _do_load(self, user: JID, e: _Entry) -> None:
-        assert user.local is not None
-        try:
-            version, rows = await self.store.load(self.host, user.local)
-        except Exception as exc:
-            log.exception("loading the roster of %s failed", user)
-            pending, e.pending = e.pending, []
-            if self._entries.get(user) is e:
-                del self._entries[user]
-            for _, fut in pending:
-                fut.set_exception(exc)
-                fut.exception()
+    def _start_loads(self) -> None:
+        if self._loading or not self._queued:
             return
+        batch, self._queued = self._queued, {}
+        self._loading = True
+        self._spawn(self._load_batch(batch))
+
+    async def _load_batch(self, batch: dict[JID, _Entry]) -> None:
+        try:
+            found = await self.store.load_many(self.host, [u.local or "" for u in batch])
+        except Exception as exc:
+            log.exception("loading the rosters of %d users failed", len(batch))
+            for user, e in batch.items():
+                self._failed(user, e, exc)
+            return
+        finally:
+            self._loading = False
+            if self._queued:
+                self._start_loads()
+        for user, e in batch.items():
+            version, rows = found.get(user.local or "", (0, []))
+            self._loaded(user, e, version, rows)
+
+    def _failed(self, user: JID, e: _Entry, exc: Exception) -> None:
+        pending, e.pending = e.pending, []
+        if self._entries.get(user) is e:
+            del self._entries[user]
+        for _, fut in pending:
+            fut.set_exception(exc)
+            fut.exception()
+
+    def _loaded(self, user: JID, e: _Entry, version: int, rows: list[ItemRow]) -> None:
         roster = Roster(user, version)
         for r in rows:
             try:
@@ -278,7 +303,10 @@ class RosterCache:
 
     async def drain(self) -> None:
         """Wait until every load and write under way is done (at shutdown)."""
-        while self._tasks:
+        while self._tasks or self._queued:
+            if not self._tasks:
+                await asyncio.sleep(0)  # queued loads start on the next turn
+                continue
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def flush_sync(self) -> None:

@@ -32,6 +32,7 @@ from ..c2s.scram import ScramKeys, derive_keys
 from ..jid import JIDError, nodeprep
 from .engine import Database
 from .migrations import migration
+from .rawsql import RawQuery
 
 meta = MetaData()
 users = Table(
@@ -49,6 +50,14 @@ users = Table(
     Column("sha256_server_key", LargeBinary, nullable=False),
     PrimaryKeyConstraint("server_host", "username"),
 )
+
+
+
+# read at every login: on the driver's cursor (see rawsql)
+_CREDENTIALS = RawQuery(
+    "SELECT username, sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,"
+    " sha256_salt, sha256_iterations, sha256_stored_key, sha256_server_key"
+    " FROM users WHERE server_host = ? AND username IN ({in})")
 
 
 @migration("accounts", 1, "users table with SCRAM keys")
@@ -221,13 +230,10 @@ class AccountStore:
             out = {}
             for host, names in by_host.items():
                 for i in range(0, len(names), 500):
-                    for r in conn.execute(select(users).where(
-                            users.c.server_host == host, users.c.username.in_(names[i:i + 500]))):
-                        out[(host, r.username)] = Credentials(
-                            ScramKeys(r.sha1_salt, r.sha1_iterations, r.sha1_stored_key,
-                                      r.sha1_server_key),
-                            ScramKeys(r.sha256_salt, r.sha256_iterations, r.sha256_stored_key,
-                                      r.sha256_server_key),
+                    for r in _CREDENTIALS.rows(conn, (host,), names[i:i + 500]):
+                        out[(host, r[0])] = Credentials(
+                            ScramKeys(bytes(r[1]), r[2], bytes(r[3]), bytes(r[4])),
+                            ScramKeys(bytes(r[5]), r[6], bytes(r[7]), bytes(r[8])),
                         )
             return out
         return self.db.run_sync(run)
