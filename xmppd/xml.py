@@ -85,7 +85,11 @@ class Element:
 
     @property
     def text(self) -> str:
-        return "".join(c for c in self.children if isinstance(c, str))
+        children = self.children
+        if len(children) == 1:  # the usual case: one text node (or one element)
+            c = children[0]
+            return c if isinstance(c, str) else ""
+        return "".join([c for c in children if isinstance(c, str)])
 
     def elements(self) -> Iterator[Element]:
         for c in self.children:

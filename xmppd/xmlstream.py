@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-from .xml import CLIENT_NS, STREAM_NS, Element
+from .xml import CLIENT_NS, STREAM_NS, Element, escape_attr, escape_text
 
 SERVER_NS = "jabber:server"
 _START_TAG = re.compile(rb"<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:'[^']*'|\"[^\"]*\"))*\s*(/?)>")
@@ -374,11 +374,9 @@ class TCPFraming:
         return self.parser.release()
 
     def header(self, attrs: dict[str, str]) -> bytes:
-        from .xml import escape_attr
         parts = ["<?xml version='1.0'?><stream:stream xmlns='%s' "
                  "xmlns:stream='http://etherx.jabber.org/streams'" % self.content_ns]
-        for k, v in attrs.items():
-            parts.append(" %s='%s'" % (k, escape_attr(v)))
+        parts += [" %s='%s'" % (k, escape_attr(v)) for k, v in attrs.items()]
         parts.append(">")
         return "".join(parts).encode()
 
@@ -387,7 +385,6 @@ class TCPFraming:
 
     def error(self, condition: str, text: Optional[str] = None, extra: bytes = b"") -> bytes:
         """A stream error; ``extra``: an application-specific condition element."""
-        from .xml import escape_text
         inner = "<%s xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>" % condition
         if text:
             inner += ("<text xmlns='urn:ietf:params:xml:ns:xmpp-streams' xml:lang='en'>%s</text>"

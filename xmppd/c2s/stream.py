@@ -222,7 +222,7 @@ class C2SStream:
         if self.host and host != self.host:
             host = ""  # a restart must keep the host
         vhost = server.hosts.get(host)
-        self.stream_id = tokens.token_urlsafe(12)
+        self.stream_id = tokens.token_hex(12)
         attrs = {"id": self.stream_id, "from": vhost.name if vhost else
                  (self.host or next(iter(server.hosts))), "version": "1.0", "xml:lang": "en"}
         if self.state == HEADER or self.vhost is None:
