@@ -21,9 +21,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    bindparam,
     delete,
-    select,
 )
 from sqlalchemy.engine import Connection
 
@@ -86,23 +84,6 @@ def _row(host: str, user: str, it: ItemRow) -> dict[str, Any]:
             "ver": it.ver, "request": it.request, "answer": it.answer}
 
 
-def _item(r: Any) -> ItemRow:
-    try:
-        groups = tuple(str(g) for g in json.loads(r.groups))
-    except (ValueError, TypeError):
-        groups = ()
-    return ItemRow(r.contact, r.name, groups,
-                   SubState(r.subscription, bool(r.ask), bool(r.pending_in), bool(r.approved)),
-                   bool(r.visible), int(r.ver), r.request, r.answer)
-
-
-# built once: a roster is read at every login
-_VERSION = select(roster_versions.c.version).where(
-    roster_versions.c.server_host == bindparam("host"),
-    roster_versions.c.username == bindparam("user"))
-_ITEMS = select(roster_items).where(roster_items.c.server_host == bindparam("host"),
-                                    roster_items.c.username == bindparam("user"))
-
 # read at every login: on the driver's cursor (see rawsql)
 _VERSIONS = RawQuery("SELECT username, version FROM roster_versions"
                      " WHERE server_host = ? AND username IN ({in})")
@@ -112,7 +93,7 @@ _MANY_ITEMS = RawQuery(
     " WHERE server_host = ? AND username IN ({in})")
 
 
-def _raw_item(r: tuple[Any, ...]) -> ItemRow:
+def _item(r: tuple[Any, ...]) -> ItemRow:
     """An item from a row of ``_MANY_ITEMS`` (after its username)."""
     try:
         groups = tuple(str(g) for g in json.loads(r[3]))
@@ -121,21 +102,12 @@ def _raw_item(r: tuple[Any, ...]) -> ItemRow:
     return ItemRow(r[1], r[2], groups, SubState(r[4], bool(r[5]), bool(r[6]), bool(r[7])),
                    bool(r[8]), int(r[9]), r[10], r[11])
 
+
 class RosterStore:
     def __init__(self, db: Database) -> None:
         self.db = db
 
     # -- reads -------------------------------------------------------------
-    @staticmethod
-    def load_sync(conn: Connection, host: str, user: str) -> tuple[int, list[ItemRow]]:
-        key = {"host": host, "user": user}
-        ver = conn.execute(_VERSION, key).scalar()
-        rows = conn.execute(_ITEMS, key)
-        return int(ver or 0), [_item(r) for r in rows]
-
-    async def load(self, host: str, user: str) -> tuple[int, list[ItemRow]]:
-        return await self.db.run(lambda conn: self.load_sync(conn, host, user))
-
     @staticmethod
     def load_many_sync(conn: Connection, host: str,
                        users: list[str]) -> dict[str, tuple[int, list[ItemRow]]]:
@@ -146,7 +118,7 @@ class RosterStore:
             for r in _VERSIONS.rows(conn, (host,), chunk):
                 out[r[0]] = (int(r[1] or 0), out[r[0]][1])
             for r in _MANY_ITEMS.rows(conn, (host,), chunk):
-                out[r[0]][1].append(_raw_item(r))
+                out[r[0]][1].append(_item(r))
         return out
 
     async def load_many(self, host: str,
