@@ -57,6 +57,7 @@ FAILURE = re.compile(rb"<failure\b.*?(?:/>|</failure>)", re.S)
 STREAM_ERROR = re.compile(rb"<stream:error>.*?</stream:error>", re.S)
 MARK = re.compile(rb"B:(\d+):(\d+):E")
 MARK_KEEP = 64  # a marker is shorter than this
+BOUNCE = re.compile(rb"<message\b[^>]*\btype=['\"]error['\"]")
 
 
 def iq_done(iq_id: str) -> re.Pattern[bytes]:
@@ -170,18 +171,20 @@ class Scram:
 class Stats:
     """Shared receive-side counters of one phase step."""
 
-    __slots__ = ("received", "latencies", "seen", "track")
+    __slots__ = ("received", "latencies", "seen", "track", "bounced")
 
     def __init__(self) -> None:
         self.received = 0
         self.latencies: list[int] = []
         self.seen: dict[int, int] = {}
         self.track = False
+        self.bounced = 0  # error replies (they carry the marker back, counted as seen)
 
     def reset(self) -> None:
         self.received = 0
         self.latencies = []
         self.seen = {}
+        self.bounced = 0
 
 
 class Client(asyncio.Protocol):
@@ -236,6 +239,8 @@ class Client(asyncio.Protocol):
             last = m.end()
             n += 1
         stats.received += n
+        if n and b"type='error'" in data:
+            stats.bounced += len(BOUNCE.findall(data))
         rest = len(data) - last
         if rest > MARK_KEEP:
             last = len(data) - MARK_KEEP
@@ -534,7 +539,8 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
         achieved = sent / elapsed
         step = {"rate": round(rate), "sent": sent, "achieved_rate": round(achieved, 1),
                 "deliveries": stats.received, "expected": expected, "lost": missing,
-                "duplicates": dup, "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
+                "duplicates": dup, "bounced": stats.bounced,
+                "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
                 "max_ms": round(pct(lat, 100), 2), "sender_lag_max_ms": round(lag_max * 1000, 1),
                 # near 100: the load generator itself is the limit
                 "loadgen_cpu_percent": round(100 * own / max(1e-6, loop.time() - start), 1)}
