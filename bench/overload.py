@@ -36,10 +36,12 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--phase-timeout", type=float, default=1800)
     ap.add_argument("--out", help="JSON file (default bench/results/overload-TIMESTAMP.json)")
+    ap.add_argument("--keep", help="keep the servers' directories (logs) here")
     args = ap.parse_args()
     args.muc_archive = False
     args.server_cpu = args.loadgen_cpu = None  # two workers need both cores
-    base = Path(tempfile.mkdtemp(prefix="xmppd-overload-"))
+    base = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="xmppd-overload-"))
+    base.mkdir(parents=True, exist_ok=True)
     base.chmod(0o755)
     try:
         srv = Workers(base, args, args.workers)
@@ -54,7 +56,8 @@ def main() -> None:
         finally:
             srv.stop()
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(base, ignore_errors=True)
     step = res["steps"][0]
     out = {"command": " ".join([Path(sys.executable).name, *sys.argv]), "workers": args.workers,
            "offered_per_s": args.rate, "seconds": args.seconds, "sent": step["sent"],

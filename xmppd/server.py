@@ -100,6 +100,7 @@ class Server:
         self.db: Optional[Database] = None
         self.accounts: AccountStore = None  # type: ignore[assignment]
         self.connections: set[Any] = set()
+        self.reads_held = False  # overload: client connections are not read (see hold_reads)
         self.listeners: list[Any] = []
         self.started_at = time.time()
         self.reuse_port = False
@@ -256,6 +257,16 @@ class Server:
         if spec is None or spec["rate"] == float("inf"):
             return None
         return spec["rate"], spec["burst_size"]
+
+    def hold_reads(self, held: bool) -> None:
+        """Stop (or resume) reading from client TCP connections: the cluster's queue of
+        hand-overs is too long, so senders are slowed down (TCP pushes back on them)
+        rather than having their messages bounced."""
+        self.reads_held = held
+        for conn in list(self.connections):
+            apply = getattr(conn, "apply_reading", None)
+            if apply is not None:
+                apply()
 
     def admit_connection(self, conn: Any) -> Optional[str]:
         """None to accept a new connection, else why it is refused."""

@@ -170,12 +170,16 @@ class C2SConnection(asyncio.Protocol):
         self._shaped = False
         self._apply_reading()
 
+    def apply_reading(self) -> None:
+        """Read or not, after a change of the server's hold (see Server.hold_reads)."""
+        self._apply_reading()
+
     def _apply_reading(self) -> None:
         t = self.transport
         if t is None or t.is_closing():
             return
         try:
-            if self._paused or self._shaped:
+            if self._paused or self._shaped or self.server.reads_held:
                 t.pause_reading()
             else:
                 t.resume_reading()

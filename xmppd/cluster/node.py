@@ -64,6 +64,8 @@ def attach(server: Server) -> None:
     backend.on_node_down = node_down
     backend.on_nodes_changed = nodes_changed
     backend.on_send_failed = send_failed
+    if hasattr(backend, "on_backlog"):
+        backend.on_backlog = server.hold_reads
 
 
 def _reroute(server: Server, el: object, hops: int) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Optional
@@ -36,6 +37,9 @@ RETRIES = 5
 LINGER = 0.005        # seconds the queue reader waits after a short batch, under load
 WRITE_LINGER = 0.002  # seconds the writer waits for more before a lone write, under load
 MAX_PENDING = 100_000
+YIELD_EVERY = 500     # payloads handled between two turns of the event loop
+BACKLOG_HIGH = 20_000  # hand-overs waiting for Redis: stop reading from clients...
+BACKLOG_LOW = 5_000    # ...until this few are left
 
 
 def _encode(e: SessionEntry) -> str:
@@ -96,6 +100,11 @@ class RedisBackend:
         self.on_node_down: Callable[[str], Any] = lambda n: None
         self.on_send_failed: Callable[[str, bytes], None] = lambda n, p: None
         self.on_nodes_changed: Callable[[], None] = lambda: None
+        self._beating: Optional[_Heartbeat] = None
+        # overload: clients are read again once the hand-overs have gone out
+        self.on_backlog: Callable[[bool], None] = lambda held: None
+        self._held = False
+        self._writes_ok = True
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self, deliver: Callable[[bytes], Any]) -> None:
@@ -114,12 +123,18 @@ class RedisBackend:
         await self._publish_change("J", "", None)
         await self._load_directory()
         self._tasks = [asyncio.ensure_future(t) for t in (
-            self._writer(), self._listen(), self._consume(), self._heartbeat_loop())]
+            self._writer(), self._listen(), self._consume(), self._watch_nodes())]
+        self._beating = _Heartbeat(self, asyncio.get_running_loop())
+        self._beating.start()
         log.info("cluster: node %s joined (%d other nodes alive)", self.node, len(self._alive) - 1)
 
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
+        beating, self._beating = self._beating, None
+        if beating is not None:
+            # stopped before the node key is deleted, or it would set it again
+            await asyncio.get_running_loop().run_in_executor(None, beating.stop)
         r = self._r
         if r is None:
             return
@@ -181,10 +196,21 @@ class RedisBackend:
         return PREFIX + "dir:" + node
 
     def _enqueue(self, op: tuple[Any, ...]) -> None:
-        if self._ops.qsize() >= MAX_PENDING and op[0] == "xadd":
+        q = self._ops
+        if q.qsize() >= MAX_PENDING and op[0] == "xadd":
             self._give_up(op)
             return
-        self._ops.put_nowait(op)
+        q.put_nowait(op)
+        if not self._held and self._writes_ok and q.qsize() > BACKLOG_HIGH:
+            # more is coming in than goes out: slow the senders down (TCP pushes
+            # back on them) instead of letting the queue overflow into bounces
+            self._set_held(True)
+
+    def _set_held(self, held: bool) -> None:
+        self._held = held
+        log.info("cluster: %d hand-overs waiting; %s reading from clients", self._ops.qsize(),
+                 "pausing" if held else "resuming")
+        self.on_backlog(held)
 
     def _give_up(self, op: tuple[Any, ...]) -> None:
         fut = op[4]
@@ -307,6 +333,9 @@ class RedisBackend:
             await pipe.execute()
         except Exception as e:  # noqa: BLE001 - Redis unreachable: retry hand-overs
             log.warning("cluster: redis write failed (%s); retrying", e)
+            self._writes_ok = False
+            if self._held:  # never hold clients while Redis is away: local traffic goes on
+                self._set_held(False)
             for op in batch:
                 if op[0] == "xadd":
                     attempt = op[3] + 1
@@ -318,6 +347,9 @@ class RedisBackend:
                 else:
                     asyncio.get_running_loop().call_later(0.5, self._enqueue, op)
             return
+        self._writes_ok = True
+        if self._held and self._ops.qsize() < BACKLOG_LOW:
+            self._set_held(False)
         for op in batch:
             if op[0] == "xadd" and not op[4].done():
                 op[4].set_result(True)
@@ -394,6 +426,7 @@ class RedisBackend:
                 continue
             ids = []
             pending = []
+            handled = 0
             for _key, entries in res:
                 for entry_id, fields in entries:
                     ids.append(entry_id)
@@ -414,6 +447,11 @@ class RedisBackend:
                             continue
                         if wait is not None:
                             pending.append(wait)
+                        handled += 1
+                        if handled % YIELD_EVERY == 0:
+                            # a backlog read at once can hold a hundred thousand stanzas:
+                            # let clients and timers have their turn in between
+                            await asyncio.sleep(0)
             if pending:
                 # what must be stored here first (the journal) is, before Redis forgets it
                 for res_ in await asyncio.gather(*pending, return_exceptions=True):
@@ -425,22 +463,16 @@ class RedisBackend:
                 # far less CPU than one each, for a few milliseconds of latency
                 await asyncio.sleep(LINGER)
 
-    async def _heartbeat_loop(self) -> None:
+    async def _watch_nodes(self) -> None:
+        """Which nodes are alive (their heartbeats are in the thread, see _Heartbeat)."""
         r = self._r
         while True:
             await asyncio.sleep(self.heartbeat)
             try:
-                if await self._beat():
-                    # this node stalled and the others took it for dead (dropping its
-                    # sessions): say it is back and publish its sessions again
-                    log.warning("cluster: taken for dead by the other nodes; joining again")
-                    await self._publish_change("J", "", None)
-                    for e in list(self._local.values()):
-                        self._enqueue(("pub", e))
                 nodes = [n.decode() for n in await r.smembers(PREFIX + "nodes")]
                 alive = await self._check_alive(nodes)
             except Exception as e:  # noqa: BLE001
-                log.warning("cluster: heartbeat failed: %s", e)
+                log.warning("cluster: reading the node set failed: %s", e)
                 continue
             for node in alive - self._alive:
                 self._alive.add(node)
@@ -449,6 +481,15 @@ class RedisBackend:
                 log.warning("cluster: node %s is gone", node)
                 self._drop_node(node)
                 await self._take_over(node)
+
+    def _rejoin(self) -> None:
+        """This node stalled and the others took it for dead (dropping its sessions):
+        say it is back and publish its sessions again."""
+        log.warning("cluster: taken for dead by the other nodes; joining again")
+        task = asyncio.ensure_future(self._publish_change("J", "", None))
+        self._tasks.append(task)
+        for e in list(self._local.values()):
+            self._enqueue(("pub", e))
 
     async def _take_over(self, node: str) -> None:
         """One survivor routes what a dead node left in its queue.
@@ -479,3 +520,50 @@ class RedisBackend:
             if time.monotonic() > deadline:
                 return
             await asyncio.sleep(self.heartbeat)
+
+
+class _Heartbeat(threading.Thread):
+    """The node's heartbeat, in a thread with its own Redis connection.
+
+    A node busy with a backlog can hold its event loop for longer than the TTL;
+    beating from the loop, it was then taken for dead, its sessions dropped and
+    its queue drained by another node (messages bounced and delivered twice). The
+    thread beats while the process lives and reaches Redis: only a dead, stopped
+    (SIGSTOP) or cut-off node is taken for dead. What others hand to a busy node
+    waits in its queue.
+    """
+
+    def __init__(self, backend: RedisBackend, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(name="xmppd-cluster-heartbeat", daemon=True)
+        self.backend = backend
+        self.loop = loop
+        self._halt = threading.Event()
+
+    def run(self) -> None:
+        import redis
+
+        b = self.backend
+        r = redis.Redis(socket_timeout=max(1.0, b.ttl / 2), **b._conn_args)
+        try:
+            while not self._halt.wait(b.heartbeat):
+                try:
+                    pipe = r.pipeline(transaction=False)
+                    pipe.set(PREFIX + "node:" + b.node, str(time.time()), px=int(b.ttl * 1000))
+                    pipe.sadd(PREFIX + "nodes", b.node)
+                    pipe.expire(b._dir_key(b.node), int(b.ttl * 3))
+                    res = pipe.execute()
+                except Exception as e:  # noqa: BLE001 - Redis away: try again
+                    log.warning("cluster: heartbeat failed: %s", e)
+                    continue
+                if res[1] and not self._halt.is_set():
+                    # re-added to the node set: a survivor had taken this node for dead
+                    try:
+                        self.loop.call_soon_threadsafe(b._rejoin)
+                    except RuntimeError:  # the loop is closed: shutting down
+                        return
+        finally:
+            r.close()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self.join(timeout=5)
