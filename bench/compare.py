@@ -459,6 +459,15 @@ def _deb_version(pkg: str) -> str:
 
 # -- running -----------------------------------------------------------------------
 
+def write_results(results: Any, out: Optional[str], kind: str) -> Path:
+    """Write ``results`` as JSON to ``out``, or to bench/results/KIND-TIMESTAMP.json."""
+    path = Path(out) if out else ROOT / "bench" / "results" / (
+        "%s-%s.json" % (kind, time.strftime("%Y%m%d-%H%M%S")))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1))
+    return path
+
+
 def loadgen(server: Server, args: argparse.Namespace, phase: str, extra: list[str],
             pinned: bool = True) -> dict[str, Any]:
     cache = server.base.parent / ("scram-cache-%s.json" % server.name)
@@ -690,10 +699,7 @@ def main() -> None:
             summary.setdefault(name, {})[phase] = entry
     results["summary"] = summary
     results["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
-    out = Path(args.out) if args.out else ROOT / "bench" / "results" / (
-        "compare-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
+    out = write_results(results, args.out, "compare")
     print()
     print("versions: " + ", ".join("%s %s" % kv for kv in results["versions"].items()))
     print("runs per phase: %d (median shown); server on CPU %s, load generator on CPU %s"

@@ -13,11 +13,9 @@ is full). Anything else is lost. Prints the three counts and writes JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -69,11 +67,7 @@ def main() -> None:
           % (args.workers, args.rate, args.seconds, out["sent"],
              out["came_out"] - out["bounced"], out["bounced"], out["lost"], out["duplicates"],
              out["p99_ms"], out["max_ms"]))
-    path = Path(args.out) if args.out else compare.ROOT / "bench" / "results" / (
-        "overload-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1))
-    print("JSON: %s" % path)
+    print("JSON: %s" % compare.write_results(out, args.out, "overload"))
 
 
 if __name__ == "__main__":

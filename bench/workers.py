@@ -23,7 +23,6 @@ workers do with two cores of their own.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -130,11 +129,7 @@ def main() -> None:
         a, b = (medians[n] for n in counts)
         assert a and b
         print("\n%d workers / %d worker: %.2fx" % (counts[1], counts[0], b / a))
-    out = Path(args.out) if args.out else compare.ROOT / "bench" / "results" / (
-        "workers-%s.json" % time.strftime("%Y%m%d-%H%M%S"))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=1))
-    print("JSON: %s" % out)
+    print("JSON: %s" % compare.write_results(results, args.out, "workers"))
 
 
 if __name__ == "__main__":

@@ -200,9 +200,7 @@ class Router:
                 JID.parse(to)
             except JIDError:
                 reply.attrs["from"] = getattr(origin, "host", "") or next(iter(self.server.hosts))
-        if origin is not None and hasattr(origin, "send") and \
-                getattr(origin, "jid_str", None) == reply.attrs.get("to"):
-            origin.send(reply)  # straight back to the local sender
+        if _back_to_origin(origin, reply):
             return
         self.deliver_reply(reply)
 
@@ -261,12 +259,20 @@ class Router:
                 origin.send(reply)
                 return
             if ev.to_jid is not None and ev.to_jid.local is None and \
-                    getattr(origin, "jid_str", None) == reply.attrs.get("to"):
+                    _back_to_origin(origin, reply):
                 # a service (the server, a component) answers a local session's own
                 # request (a ping, disco): no routing needed to find the session
-                origin.send(reply)
                 return
         self.route(reply)
+
+
+def _back_to_origin(origin: Any, reply: Element) -> bool:
+    """Send ``reply`` straight to the local session it answers, if it is addressed there."""
+    if origin is not None and hasattr(origin, "send") and \
+            getattr(origin, "jid_str", None) == reply.attrs.get("to"):
+        origin.send(reply)
+        return True
+    return False
 
 
 def is_iq(el: Element) -> bool:

@@ -90,7 +90,7 @@ class C2SConnection(asyncio.Protocol):
             self._throttled = True
             log.info("throttling %s (%s): over its rate limit", self.stream, self.peer_ip)
         self._shaped = True
-        self._apply_reading()
+        self.apply_reading()
         asyncio.get_running_loop().call_later(delay, self._unshape)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
@@ -160,21 +160,18 @@ class C2SConnection(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         self._paused = True
-        self._apply_reading()
+        self.apply_reading()
 
     def resume_reading(self) -> None:
         self._paused = False
-        self._apply_reading()
+        self.apply_reading()
 
     def _unshape(self) -> None:
         self._shaped = False
-        self._apply_reading()
+        self.apply_reading()
 
     def apply_reading(self) -> None:
-        """Read or not, after a change of the server's hold (see Server.hold_reads)."""
-        self._apply_reading()
-
-    def _apply_reading(self) -> None:
+        """Read or not, after any change: busy stream, shaper, the server's hold."""
         t = self.transport
         if t is None or t.is_closing():
             return

@@ -222,15 +222,16 @@ class RedisBackend:
         value = _encode(entry) if entry is not None else ""
         await self._r.publish(PREFIX + "dirchg", f"{op}\t{self.node}\t{full}\t{value}")
 
-    async def _beat(self) -> bool:
-        """Say this node is alive; True if others had taken it for dead meanwhile."""
-        r = self._r
-        pipe = r.pipeline(transaction=False)
+    def _beat_into(self, pipe: Any) -> Any:
+        """The heartbeat's commands (on a pipeline of the asyncio or the blocking client);
+        the reply's second item is 1 if others had taken this node for dead meanwhile."""
         pipe.set(PREFIX + "node:" + self.node, str(time.time()), px=int(self.ttl * 1000))
         pipe.sadd(PREFIX + "nodes", self.node)
         pipe.expire(self._dir_key(self.node), int(self.ttl * 3))
-        res = await pipe.execute()
-        return bool(res[1])
+        return pipe
+
+    async def _beat(self) -> None:
+        await self._beat_into(self._r.pipeline(transaction=False)).execute()
 
     async def _load_directory(self) -> None:
         r = self._r
@@ -547,11 +548,7 @@ class _Heartbeat(threading.Thread):
         try:
             while not self._halt.wait(b.heartbeat):
                 try:
-                    pipe = r.pipeline(transaction=False)
-                    pipe.set(PREFIX + "node:" + b.node, str(time.time()), px=int(b.ttl * 1000))
-                    pipe.sadd(PREFIX + "nodes", b.node)
-                    pipe.expire(b._dir_key(b.node), int(b.ttl * 3))
-                    res = pipe.execute()
+                    res = b._beat_into(r.pipeline(transaction=False)).execute()
                 except Exception as e:  # noqa: BLE001 - Redis away: try again
                     log.warning("cluster: heartbeat failed: %s", e)
                     continue

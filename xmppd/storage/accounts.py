@@ -52,7 +52,6 @@ users = Table(
 )
 
 
-
 # read at every login: on the driver's cursor (see rawsql)
 _CREDENTIALS = RawQuery(
     "SELECT username, sha1_salt, sha1_iterations, sha1_stored_key, sha1_server_key,"
