@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional, Protocol
 
 from .cluster.base import ClusterBackend, SessionEntry
+from .cluster.envelope import deliver, kick
 from .jid import JID
 from .xml import Element
 
@@ -62,7 +63,6 @@ class RemoteSession:
         return hash(self.entry.jid)
 
     def send(self, stanza: Element) -> None:
-        from .cluster.envelope import deliver
         backend = self.backend
         hops = getattr(backend, "hops", 0)
         fut = backend.send(self.entry.node, deliver(self.entry.jid, stanza, hops))
@@ -127,7 +127,6 @@ class SessionRegistry:
 
     def kick_remote(self, jid: JID, node: str, reason: str) -> None:
         """End the session ``jid`` on cluster node ``node`` (``conflict``: replaced)."""
-        from .cluster.envelope import kick
         self.backend.send(node, kick(jid, reason))
 
     def set_flag(self, session: Any, flag: str, on: bool = True) -> None:

@@ -15,7 +15,9 @@ Keys (all prefixed ``xmppd:``):
   its stream and routes what is left there.
 
 Writes go through one writer task, in order, in pipelines. A hand-over that
-fails is retried with back-off; after the last retry the sender is told.
+fails is retried with back-off; after the last retry the sender is told. The
+stream writes and reads, hundreds of small batches a second, go over lean
+connections of their own (:mod:`.resp`); the rest uses redis-py.
 """
 
 from __future__ import annotations
@@ -29,13 +31,14 @@ from typing import Any, Optional
 
 from ..jid import JID, JIDError
 from .base import SessionEntry
+from .resp import RespConnection, stream_entries
 
 log = logging.getLogger(__name__)
 
 PREFIX = "xmppd:"
 RETRIES = 5
-LINGER = 0.005        # seconds the queue reader waits after a short batch, under load
-WRITE_LINGER = 0.002  # seconds the writer waits for more before a lone write, under load
+LINGER = 0.005        # seconds the queue reader waits after a read, before the next
+WRITE_LINGER = 0.005  # seconds between two writes of the writer, at least
 MAX_PENDING = 100_000
 YIELD_EVERY = 500     # payloads handled between two turns of the event loop
 BACKLOG_HIGH = 20_000  # hand-overs waiting for Redis: stop reading from clients...
@@ -89,6 +92,7 @@ class RedisBackend:
         self.ttl = ttl
         self.hops = 0  # hop count of the payload being handled (see envelope)
         self._r: Any = None
+        self._w: Optional[RespConnection] = None  # the writer's lean connection (see resp)
         self._local: dict[JID, SessionEntry] = {}
         self._by_full: dict[JID, SessionEntry] = {}
         self._by_bare: dict[JID, dict[JID, SessionEntry]] = {}
@@ -112,6 +116,7 @@ class RedisBackend:
 
         self._deliver = deliver
         self._r = aioredis.Redis(**self._conn_args)
+        self._w = RespConnection(**self._conn_args)
         r = self._r
         await r.ping()
         self._pubsub = r.pubsub()
@@ -150,6 +155,8 @@ class RedisBackend:
             await r.aclose()
         except Exception:  # noqa: BLE001
             pass
+        if self._w is not None:
+            self._w.close()
         self._r = None
 
     # -- the seam ------------------------------------------------------------
@@ -287,17 +294,21 @@ class RedisBackend:
             self.on_nodes_changed()
 
     async def _writer(self) -> None:
-        busy = False
+        loop = asyncio.get_running_loop()
+        last = 0.0
         while True:
             op = await self._ops.get()
-            if busy and self._ops.empty():
-                # under load, gather what the next moments bring: one pipeline for many
-                # costs far less CPU than one each (when idle, a lone write goes at once)
-                await asyncio.sleep(WRITE_LINGER)
+            wait = last + WRITE_LINGER - loop.time()
+            if wait > 0:
+                # at most one write every WRITE_LINGER: each write wakes Redis, its
+                # reply wakes this node and the entry wakes the reading node, and on
+                # a busy machine those wake-ups cost more than the stanzas themselves
+                # (when idle, a lone write goes at once)
+                await asyncio.sleep(wait)
             batch = [op]
             while not self._ops.empty() and len(batch) < 512:
                 batch.append(self._ops.get_nowait())
-            busy = len(batch) > 1
+            last = loop.time()
             await self._apply(batch)
 
     async def _flush_ops(self) -> None:
@@ -308,8 +319,9 @@ class RedisBackend:
             await self._apply(batch)
 
     async def _apply(self, batch: list[tuple[Any, ...]]) -> None:
-        r = self._r
-        pipe = r.pipeline(transaction=False)
+        w = self._w
+        assert w is not None
+        cmds: list[list[Any]] = []
         to_node: dict[str, list[bytes]] = {}
         for op in batch:
             kind = op[0]
@@ -318,20 +330,20 @@ class RedisBackend:
             elif kind == "pub":
                 e = op[1]
                 value = _encode(e)
-                pipe.hset(self._dir_key(self.node), str(e.jid), value)
-                pipe.publish(PREFIX + "dirchg", f"P\t{self.node}\t{e.jid}\t{value}")
+                cmds.append(["HSET", self._dir_key(self.node), str(e.jid), value])
+                cmds.append(["PUBLISH", PREFIX + "dirchg", f"P\t{self.node}\t{e.jid}\t{value}"])
             elif kind == "unpub":
-                pipe.hdel(self._dir_key(self.node), str(op[1]))
-                pipe.publish(PREFIX + "dirchg", f"U\t{self.node}\t{op[1]}\t")
+                cmds.append(["HDEL", self._dir_key(self.node), str(op[1])])
+                cmds.append(["PUBLISH", PREFIX + "dirchg", f"U\t{self.node}\t{op[1]}\t"])
         for node, payloads in to_node.items():
             # one stream entry for what this batch hands to a node: one command to
             # pack and one entry to read instead of one per stanza
             if len(payloads) == 1:
-                pipe.xadd(PREFIX + "q:" + node, {b"p": payloads[0]})
+                cmds.append(["XADD", PREFIX + "q:" + node, "*", b"p", payloads[0]])
             else:
-                pipe.xadd(PREFIX + "q:" + node, {b"m": join_payloads(payloads)})
+                cmds.append(["XADD", PREFIX + "q:" + node, "*", b"m", join_payloads(payloads)])
         try:
-            await pipe.execute()
+            await w.execute(cmds)
         except Exception as e:  # noqa: BLE001 - Redis unreachable: retry hand-overs
             log.warning("cluster: redis write failed (%s); retrying", e)
             self._writes_ok = False
@@ -391,28 +403,28 @@ class RedisBackend:
         """Handle payloads queued for this node (or a dead node's leftovers)."""
         key = PREFIX + "q:" + (node or self.node)
         done: list[bytes] = []   # handled entries, deleted with the next read
+        conn = RespConnection(**self._conn_args)
         try:
-            await self._consume_loop(key, node, done)
+            await self._consume_loop(conn, key, node, done)
         finally:
             if done:  # stopping: what was handled must not come back at the next start
                 try:
-                    await asyncio.wait_for(self._r.xdel(key, *done), 2)
+                    await asyncio.wait_for(conn.execute([["XDEL", key, *done]]), 2)
                 except BaseException:  # noqa: BLE001 - best effort at shutdown
                     pass
+            conn.close()
 
-    async def _consume_loop(self, key: str, node: Optional[str], done: list[bytes]) -> None:
+    async def _consume_loop(self, conn: RespConnection, key: str, node: Optional[str],
+                            done: list[bytes]) -> None:
         last = b"0"
-        r = self._r
+        read = ["XREAD", "COUNT", "500"] + ([] if node else ["BLOCK", "1000"]) + ["STREAMS", key]
         while True:
             try:
+                cmds = [read + [last]]
                 if done:
-                    pipe = r.pipeline(transaction=False)
-                    pipe.xdel(key, *done)
-                    pipe.xread({key: last}, count=500, block=None if node else 1000)
-                    res = (await pipe.execute())[-1]
-                    done.clear()
-                else:
-                    res = await r.xread({key: last}, count=500, block=None if node else 1000)
+                    cmds.insert(0, ["XDEL", key, *done])
+                res = stream_entries((await conn.execute(cmds))[-1])
+                done.clear()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # noqa: BLE001
@@ -428,40 +440,39 @@ class RedisBackend:
             ids = []
             pending = []
             handled = 0
-            for _key, entries in res:
-                for entry_id, fields in entries:
-                    ids.append(entry_id)
-                    last = entry_id
-                    payload = fields.get(b"p")
-                    if payload is not None:
-                        payloads: list[bytes] = [payload]
-                    else:
-                        packed = fields.get(b"m")
-                        if packed is None:
-                            continue
-                        payloads = split_payloads(packed)
-                    for payload in payloads:
-                        try:
-                            wait = self._deliver(payload)
-                        except Exception:
-                            log.exception("cluster: handling a payload failed")
-                            continue
-                        if wait is not None:
-                            pending.append(wait)
-                        handled += 1
-                        if handled % YIELD_EVERY == 0:
-                            # a backlog read at once can hold a hundred thousand stanzas:
-                            # let clients and timers have their turn in between
-                            await asyncio.sleep(0)
+            for entry_id, fields in res:
+                ids.append(entry_id)
+                last = entry_id
+                payload = fields.get(b"p")
+                if payload is not None:
+                    payloads: list[bytes] = [payload]
+                else:
+                    packed = fields.get(b"m")
+                    if packed is None:
+                        continue
+                    payloads = split_payloads(packed)
+                for payload in payloads:
+                    try:
+                        wait = self._deliver(payload)
+                    except Exception:
+                        log.exception("cluster: handling a payload failed")
+                        continue
+                    if wait is not None:
+                        pending.append(wait)
+                    handled += 1
+                    if handled % YIELD_EVERY == 0:
+                        # a backlog read at once can hold a hundred thousand stanzas:
+                        # let clients and timers have their turn in between
+                        await asyncio.sleep(0)
             if pending:
                 # what must be stored here first (the journal) is, before Redis forgets it
                 for res_ in await asyncio.gather(*pending, return_exceptions=True):
                     if isinstance(res_, Exception):
                         log.warning("cluster: storing a handed-over stanza failed: %s", res_)
             done.extend(ids)
-            if node is None and 1 < len(ids) < 500:
-                # under load, let a few more arrive: one read for several stanzas costs
-                # far less CPU than one each, for a few milliseconds of latency
+            if node is None and len(ids) < 500:
+                # let more arrive before the next read: one read for several stanzas
+                # costs far less CPU than one each, for a few milliseconds of latency
                 await asyncio.sleep(LINGER)
 
     async def _watch_nodes(self) -> None:

@@ -1,0 +1,129 @@
+"""The lean Redis connection of the hand-over path (xmppd/cluster/resp.py), on a real
+redis-server: replies in order, errors, a lost connection, AUTH and SELECT."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+import redis
+from helpers.procs import RedisServer
+
+from xmppd.cluster.resp import RespConnection, RespError, pack, stream_entries
+
+WORD = "s3cret"  # the private server's requirepass
+
+
+def test_pack_is_resp() -> None:
+    assert pack(["SET", b"k", 12]) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n"
+
+
+def test_pipelined_replies_come_in_order(redis_server: RedisServer) -> None:
+    async def main() -> list[object]:
+        c = RespConnection(host="127.0.0.1", port=redis_server.port)
+        try:
+            await c.execute([["DEL", "resp:s", "resp:n"]])
+            return await c.execute([["INCR", "resp:n"], ["INCR", "resp:n"],
+                                    ["XADD", "resp:s", "*", "p", b"one\x00\xff"],
+                                    ["XADD", "resp:s", "*", "m", b"two"],
+                                    ["XREAD", "COUNT", "10", "STREAMS", "resp:s", "0"]])
+        finally:
+            c.close()
+
+    one, two, id1, id2, read = asyncio.run(main())
+    assert (one, two) == (1, 2)
+    assert stream_entries(read) == [(id1, {b"p": b"one\x00\xff"}), (id2, {b"m": b"two"})]
+    # what redis-py reads is the same
+    r = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    assert r.xread({"resp:s": "0"}) == [[b"resp:s", [(id1, {b"p": b"one\x00\xff"}),
+                                                     (id2, {b"m": b"two"})]]]
+
+
+def test_an_error_reply_raises_and_the_connection_goes_on(redis_server: RedisServer) -> None:
+    async def main() -> tuple[str, list[object]]:
+        c = RespConnection(host="127.0.0.1", port=redis_server.port)
+        try:
+            with pytest.raises(RespError) as err:
+                await c.execute([["SET", "resp:k", "word"], ["INCR", "resp:k"],
+                                 ["SET", "resp:after", "1"]])
+            return str(err.value), await c.execute([["GET", "resp:k"], ["GET", "resp:after"]])
+        finally:
+            c.close()
+
+    msg, after = asyncio.run(main())
+    assert "not an integer" in msg
+    assert after == [b"word", b"1"]  # the other commands of the batch ran
+
+
+def test_a_cancelled_call_does_not_shift_the_replies(redis_server: RedisServer) -> None:
+    async def main() -> list[object]:
+        c = RespConnection(host="127.0.0.1", port=redis_server.port)
+        try:
+            await c.execute([["DEL", "resp:empty"]])
+            blocked = asyncio.ensure_future(
+                c.execute([["XREAD", "BLOCK", "300", "STREAMS", "resp:empty", "$"]]))
+            await asyncio.sleep(0.05)
+            blocked.cancel()
+            # its reply (nil, after 300 ms) still comes first on the connection
+            return await c.execute([["PING"], ["ECHO", "x"]])
+        finally:
+            c.close()
+
+    assert asyncio.run(main()) == [b"PONG", b"x"]
+
+
+def test_a_lost_connection_fails_and_the_next_call_connects_again() -> None:
+    srv = RedisServer().start()
+    try:
+        async def main() -> tuple[BaseException, list[object]]:
+            c = RespConnection(host="127.0.0.1", port=srv.port)
+            await c.execute([["SET", "resp:x", "1"]])
+            srv.stop()
+            try:
+                await c.execute([["GET", "resp:x"]])
+            except (ConnectionError, OSError) as e:
+                lost: BaseException = e
+            else:
+                raise AssertionError("a call on a dead server succeeded")
+            srv.start()
+            try:
+                return lost, await c.execute([["SET", "resp:x", "2"], ["GET", "resp:x"]])
+            finally:
+                c.close()
+
+        lost, again = asyncio.run(main())
+        assert isinstance(lost, (ConnectionError, OSError))
+        assert again == [b"OK", b"2"]
+    finally:
+        srv.stop()
+
+
+def test_password_and_database() -> None:
+    srv = RedisServer().start()
+    try:
+        admin = redis.Redis(host="127.0.0.1", port=srv.port)
+        admin.config_set("requirepass", WORD)
+        admin = redis.Redis(host="127.0.0.1", port=srv.port, password=WORD, db=3)
+
+        async def main() -> tuple[BaseException, list[object]]:
+            wrong = RespConnection(host="127.0.0.1", port=srv.port, password=WORD + "x")
+            try:
+                await wrong.execute([["PING"]])
+            except RespError as e:
+                refused: BaseException = e
+            else:
+                raise AssertionError("a wrong password was taken")
+            finally:
+                wrong.close()
+            c = RespConnection(host="127.0.0.1", port=srv.port, password=WORD, db=3)
+            try:
+                return refused, await c.execute([["SET", "resp:db", "three"]])
+            finally:
+                c.close()
+
+        refused, ok = asyncio.run(main())
+        assert "WRONGPASS" in str(refused) or "invalid" in str(refused)
+        assert ok == [b"OK"]
+        assert admin.get("resp:db") == b"three"  # in database 3
+    finally:
+        srv.stop()

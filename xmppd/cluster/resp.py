@@ -1,0 +1,149 @@
+"""A lean Redis connection for the hand-over path (stream writes and reads).
+
+redis-py's asyncio pipeline spends 200-300 µs of Python on each batch (command
+objects, retry wrappers, response callbacks), and a node hands stanzas over in
+hundreds of small batches a second. This connection only packs commands into
+RESP, writes them in one go and gathers the replies with hiredis' parser; it
+costs about a third of that. Everything else (directory, pub/sub, heartbeats)
+keeps using redis-py.
+
+One connection serves one user (the writer task, a queue reader) that waits
+for each call before the next; replies are matched to calls in order, also
+those of a call that was cancelled. A lost connection fails the calls that wait with
+:class:`ConnectionError`; the next call connects again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, Optional, Union
+
+import hiredis
+
+Arg = Union[bytes, str, int]
+
+
+def pack(args: Sequence[Arg]) -> bytes:
+    """One command in RESP: an array of bulk strings."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        if isinstance(a, str):
+            a = a.encode()
+        elif isinstance(a, int):
+            a = b"%d" % a
+        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    return b"".join(out)
+
+
+class RespError(Exception):
+    """Redis answered a command with an error."""
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: Optional[asyncio.Transport] = None
+        self.reader = hiredis.Reader()
+        # (replies expected, replies so far, future), in the order of the writes
+        self.waiting: deque[tuple[int, list[Any], asyncio.Future[list[Any]]]] = deque()
+        self.lost: Optional[Exception] = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        reader = self.reader
+        reader.feed(data)
+        waiting = self.waiting
+        while True:
+            reply = reader.gets()
+            if reply is False:
+                return
+            if not waiting:
+                continue  # nothing asked for it
+            n, got, fut = waiting[0]
+            got.append(reply)
+            if len(got) == n:
+                waiting.popleft()
+                if not fut.done():
+                    fut.set_result(got)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.lost = ConnectionError("redis connection lost: %s" % (exc or "closed"))
+        while self.waiting:
+            fut = self.waiting.popleft()[2]
+            if not fut.done():
+                fut.set_exception(self.lost)
+
+
+class RespConnection:
+    """Pipelined commands over one connection to Redis."""
+
+    def __init__(self, *, host: str = "localhost", port: int = 6379, db: int = 0,
+                 password: Optional[str] = None, unix_socket_path: Optional[str] = None,
+                 **_ignored: Any) -> None:
+        self.host, self.port, self.db, self.password = host, port, db, password
+        self.unix_socket_path = unix_socket_path
+        self._proto: Optional[_Protocol] = None
+
+    async def _connect(self) -> _Protocol:
+        loop = asyncio.get_running_loop()
+        if self.unix_socket_path:
+            _t, proto = await loop.create_unix_connection(_Protocol, self.unix_socket_path)
+        else:
+            _t, proto = await loop.create_connection(_Protocol, self.host, self.port)
+        hello: list[list[Arg]] = []
+        if self.password:
+            hello.append(["AUTH", self.password])
+        if self.db:
+            hello.append(["SELECT", self.db])
+        if hello:
+            try:
+                await self._send(proto, hello)
+            except BaseException:
+                if proto.transport is not None:
+                    proto.transport.close()
+                raise
+        return proto
+
+    async def _ready(self) -> _Protocol:
+        proto = self._proto
+        if proto is None or proto.lost is not None:
+            proto = self._proto = await self._connect()
+        return proto
+
+    @staticmethod
+    async def _send(proto: _Protocol, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        if proto.lost is not None or proto.transport is None:
+            raise ConnectionError("redis connection lost")
+        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        proto.waiting.append((len(commands), [], fut))
+        proto.transport.write(b"".join([pack(c) for c in commands]))
+        replies = await fut
+        for r in replies:
+            if isinstance(r, hiredis.ReplyError):
+                raise RespError(str(r))
+        return replies
+
+    async def execute(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        """Send ``commands`` in one write; their replies, in order (an error reply raises
+        :class:`RespError` once all replies are in)."""
+        return await self._send(await self._ready(), commands)
+
+    def close(self) -> None:
+        proto, self._proto = self._proto, None
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
+
+
+def stream_entries(reply: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The entries of an XREAD reply for one stream: ``[(id, {field: value})]``."""
+    out: list[tuple[bytes, dict[bytes, bytes]]] = []
+    if not reply:
+        return out
+    for _key, entries in reply:
+        for entry_id, flat in entries:
+            fields = dict(zip(flat[::2], flat[1::2], strict=True)) if flat else {}
+            out.append((entry_id, fields))
+    return out
