@@ -127,3 +127,51 @@ def test_password_and_database() -> None:
         assert admin.get("resp:db") == b"three"  # in database 3
     finally:
         srv.stop()
+
+
+def test_hand_overs_go_on_after_redis_restarts() -> None:
+    """Redis goes away and comes back (empty: no persistence). A hand-over sent during the
+    outage is retried; the writer and the queue reader connect again, and the payload
+    arrives once (at its node, or at the node that took its queue over)."""
+    from xmppd.cluster.redis import RedisBackend
+
+    srv = RedisServer().start()
+    got_a: list[bytes] = []
+    got_b: list[bytes] = []
+    try:
+        async def main() -> tuple[bool, bool]:
+            a = RedisBackend("a@test", host="127.0.0.1", port=srv.port, heartbeat=0.2)
+            b = RedisBackend("b@test", host="127.0.0.1", port=srv.port, heartbeat=0.2)
+            await a.start(got_a.append)
+            await b.start(got_b.append)
+            try:
+                await asyncio.sleep(0.5)
+                before = a.send("b@test", b"D0 x@localhost/r\n<message id='before'/>")
+                assert before is not None and await before
+                for _ in range(40):
+                    if got_b:
+                        break
+                    await asyncio.sleep(0.05)
+                srv.stop()
+                during = a.send("b@test", b"D0 x@localhost/r\n<message id='during'/>")
+                assert during is not None
+                await asyncio.sleep(0.3)  # the first tries fail
+                srv.start()
+                taken = await asyncio.wait_for(during, 10)
+                for _ in range(100):
+                    if len(got_a) + len(got_b) >= 2:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.3)  # nothing comes twice
+                return bool(got_b), taken
+            finally:
+                await b.stop()
+                await a.stop()
+
+        first_arrived, taken = asyncio.run(main())
+    finally:
+        srv.stop()
+    assert first_arrived and taken
+    payloads = got_a + got_b
+    assert sorted(payloads) == sorted([b"D0 x@localhost/r\n<message id='before'/>",
+                                       b"D0 x@localhost/r\n<message id='during'/>"])

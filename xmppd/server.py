@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import secrets
@@ -135,9 +136,9 @@ class Server:
         self.accounts = AccountStore(self.db, cfg["scram_iterations"])
         from . import admin
         admin.install(self)
-        from .cluster.node import attach
+        from .cluster.node import attach, handle_payload
         attach(self)
-        await self.sessions.backend.start(self._remote_delivery)
+        await self.sessions.backend.start(functools.partial(handle_payload, self))
         for host, mods in plan.items():
             await self._load_host_modules(self.hosts[host], mods)
         # modules finish start-up work that needs every host loaded (the journal
@@ -321,10 +322,6 @@ class Server:
                     release = getattr(getattr(conn, "framing", None), "release", None)
                     if release is not None:
                         release()
-
-    def _remote_delivery(self, payload: bytes) -> Any:
-        from .cluster.node import handle_payload
-        return handle_payload(self, payload)
 
     # -- helpers for modules -----------------------------------------------------
     def owner_of(self, key: str) -> str:
