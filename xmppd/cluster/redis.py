@@ -39,6 +39,7 @@ PREFIX = "xmppd:"
 RETRIES = 5
 LINGER = 0.005        # seconds the queue reader waits after a read, before the next
 WRITE_LINGER = 0.005  # seconds between two writes of the writer, at least
+WRITE_BATCH = 512     # operations per write at most
 MAX_PENDING = 100_000
 YIELD_EVERY = 500     # payloads handled between two turns of the event loop
 BACKLOG_HIGH = 20_000  # hand-overs waiting for Redis: stop reading from clients...
@@ -299,14 +300,14 @@ class RedisBackend:
         while True:
             op = await self._ops.get()
             wait = last + WRITE_LINGER - loop.time()
-            if wait > 0:
+            if wait > 0 and self._ops.qsize() < WRITE_BATCH:
                 # at most one write every WRITE_LINGER: each write wakes Redis, its
                 # reply wakes this node and the entry wakes the reading node, and on
                 # a busy machine those wake-ups cost more than the stanzas themselves
-                # (when idle, a lone write goes at once)
+                # (when idle, a lone write goes at once; a backlog goes without a pause)
                 await asyncio.sleep(wait)
             batch = [op]
-            while not self._ops.empty() and len(batch) < 512:
+            while not self._ops.empty() and len(batch) < WRITE_BATCH:
                 batch.append(self._ops.get_nowait())
             last = loop.time()
             await self._apply(batch)
