@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
+from typing import Any
 
 import redis
-
+from conftest import run
 from helpers.procs import RedisServer
+from helpers.raw import C, RawClient
+from helpers.web import BoshClient, WSClient, web_listeners
+from test_cluster import make_cluster
+
 from xmppd.cluster.redis import PREFIX, RedisBackend
 
 
@@ -87,3 +93,77 @@ def test_a_long_hand_over_queue_holds_client_reads_until_it_drains(
     assert held_at_once == [True]
     assert changes == [True, False]
     assert len(got) == 200  # and every one reached the other node
+
+
+def test_held_reads_hold_websocket_bosh_and_tcp_clients(
+        make_server: Any, redis_server: RedisServer, tmp_path: Path) -> None:
+    """Redis stalls (CLIENT PAUSE WRITE: hand-overs wait, keys do not expire) while a
+    WebSocket client floods a user on the other node: past the high mark the node stops
+    reading its clients over every transport, and once Redis takes writes again all
+    the messages arrive and the held requests are answered."""
+    flood = 21_000  # more than BACKLOG_HIGH (20,000) hand-overs
+    made: list[Any] = []
+
+    def web_on_the_first(**kw: Any) -> Any:
+        srv = make_server(**kw)
+        if not made:
+            web_listeners(srv)  # WebSocket and BOSH on node0
+        made.append(srv)
+        return srv
+
+    node0, node1 = make_cluster(web_on_the_first, redis_server, tmp_path, n=2,
+                                users=("alice", "bob", "carol", "dave"))
+    admin = redis.Redis(host="127.0.0.1", port=redis_server.port)
+
+    def ping(i: str) -> str:
+        return (f"<iq xmlns='jabber:client' type='get' id='{i}' to='localhost'>"
+                "<ping xmlns='urn:xmpp:ping'/></iq>")
+
+    def is_result(i: str) -> Any:
+        return lambda e: e.tag == C + "iq" and e.get("id") == i
+
+    async def main() -> tuple[int, bool, bool, bool]:
+        bob = RawClient(node1.c2s_tls, tls=True)
+        await bob.login("bob", "pw", "raw")
+        ws = WSClient(f"ws://127.0.0.1:{node0.http}/ws")
+        await ws.login("alice", "pw")
+        tcp = RawClient(node0.c2s_tls, tls=True)
+        await tcp.login("carol", "pw")
+        bosh = BoshClient(f"http://127.0.0.1:{node0.http}/bosh")
+        await bosh.login("dave", "pw")
+        await asyncio.sleep(0.5)  # node0 sees bob on node1
+        admin.execute_command("CLIENT", "PAUSE", "30000", "WRITE")
+        try:
+            assert ws.ws is not None
+            for n in range(flood):
+                await ws.ws.send_str(f"<message xmlns='jabber:client' to='bob@localhost/raw' "
+                                     f"type='chat' id='f{n}'><body>{n}</body></message>")
+            for _ in range(300):
+                if "pausing reading from clients" in node0.log:
+                    break
+                await asyncio.sleep(0.1)
+            else:
+                raise AssertionError("node0 never held its clients")
+            await ws.send(ping("ws"))
+            await tcp.send(ping("tcp"))
+            await bosh.send(ping("bosh"))
+            waits = [asyncio.ensure_future(c.recv_until(is_result(i), 60))
+                     for c, i in ((ws, "ws"), (tcp, "tcp"), (bosh, "bosh"))]
+            await asyncio.sleep(1.0)
+            held = [not w.done() for w in waits]
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+        answered = all(el is not None for el in await asyncio.gather(*waits))
+        got = 0
+        while got < flood:
+            el = await bob.recv(30)
+            if el.tag == C + "message":
+                got += 1
+        for c in (ws, tcp, bob):
+            await c.close()
+        return got, all(held), answered, "resuming reading from clients" in node0.log
+
+    got, held, answered, resumed = run(main())
+    assert held, "a client was still read while the node held its reads"
+    assert answered and resumed
+    assert got == flood  # nothing bounced, nothing lost

@@ -102,6 +102,8 @@ class Server:
         self.accounts: AccountStore = None  # type: ignore[assignment]
         self.connections: set[Any] = set()
         self.reads_held = False  # overload: client connections are not read (see hold_reads)
+        self.reads_open = asyncio.Event()  # set while they are read (WebSocket, BOSH wait)
+        self.reads_open.set()
         self.listeners: list[Any] = []
         self.started_at = time.time()
         self.reuse_port = False
@@ -260,10 +262,16 @@ class Server:
         return spec["rate"], spec["burst_size"]
 
     def hold_reads(self, held: bool) -> None:
-        """Stop (or resume) reading from client TCP connections: the cluster's queue of
-        hand-overs is too long, so senders are slowed down (TCP pushes back on them)
-        rather than having their messages bounced."""
+        """Stop (or resume) reading from clients: the cluster's queue of hand-overs is
+        too long, so senders are slowed down (TCP pushes back on them) rather than
+        having their messages bounced. TCP streams pause their transport; WebSocket
+        streams stop taking messages and BOSH requests with stanzas wait, both on
+        :attr:`reads_open`."""
         self.reads_held = held
+        if held:
+            self.reads_open.clear()
+        else:
+            self.reads_open.set()
         for conn in list(self.connections):
             apply = getattr(conn, "apply_reading", None)
             if apply is not None:

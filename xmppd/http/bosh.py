@@ -462,6 +462,9 @@ class BoshManager:
         session = self.sessions.get(sid)
         if session is None:
             return terminate("item-not-found")
+        if children and self.server.reads_held:
+            # the cluster's hand-overs drain first (see Server.hold_reads)
+            await self.server.reads_open.wait()
         return await session.request(attrs, children)
 
 
