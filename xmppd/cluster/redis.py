@@ -216,8 +216,10 @@ class RedisBackend:
 
     def _set_held(self, held: bool) -> None:
         self._held = held
-        log.info("cluster: %d hand-overs waiting; %s reading from clients", self._ops.qsize(),
-                 "pausing" if held else "resuming")
+        # the hold is what an operator should see (it slows every client of the node)
+        log.log(logging.WARNING if held else logging.INFO,
+                "cluster: %d hand-overs waiting; %s reading from clients", self._ops.qsize(),
+                "pausing" if held else "resuming")
         self.on_backlog(held)
 
     def _give_up(self, op: tuple[Any, ...]) -> None:

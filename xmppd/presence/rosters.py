@@ -12,6 +12,7 @@ transaction when they pile up.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Optional, TypeVar
@@ -20,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from ..jid import JID, JIDError
 from ..stanza import StanzaError
+from ..storage.batched import BatchedReads
 from ..xml import Element
 from .roster_store import ItemRow, RosterStore
 from .subscription import NONE, SubState
@@ -144,8 +146,10 @@ class RosterCache:
         self._entries: dict[JID, _Entry] = {}
         self._writes: dict[JID, list[Callable[[Connection], None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._queued: dict[JID, _Entry] = {}  # waiting to be loaded
-        self._loading = False  # a batch of loads is in flight
+        # loads go together, one batch at a time: logins come in bursts, and one
+        # hand-off to the database serves them all
+        self._reads: BatchedReads[str, tuple[int, list[ItemRow]]] = BatchedReads(
+            lambda users: store.load_many(host, users))
 
     # -- lifetime ------------------------------------------------------------
     def acquire(self, user: JID) -> None:
@@ -175,36 +179,20 @@ class RosterCache:
         task.add_done_callback(self._tasks.discard)
 
     def _load(self, user: JID, e: _Entry) -> None:
-        # loads wait for the one batch in flight and then go together: logins
-        # come in bursts, and one hand-off to the database serves them all
-        self._queued[user] = e
-        if not self._loading and len(self._queued) == 1:
-            asyncio.get_running_loop().call_soon(self._start_loads)
+        self._reads.get(user.local or "").add_done_callback(
+            functools.partial(self._arrived, user, e))
 
-    def _start_loads(self) -> None:
-        if self._loading or not self._queued:
+    def _arrived(self, user: JID, e: _Entry,
+                 fut: asyncio.Future[Optional[tuple[int, list[ItemRow]]]]) -> None:
+        exc = RuntimeError("cancelled") if fut.cancelled() else fut.exception()
+        if exc is not None:
+            log.warning("loading the roster of %s failed: %s", user, exc)
+            self._failed(user, e, exc)
             return
-        batch, self._queued = self._queued, {}
-        self._loading = True
-        self._spawn(self._load_batch(batch))
+        version, rows = fut.result() or (0, [])
+        self._loaded(user, e, version, rows)
 
-    async def _load_batch(self, batch: dict[JID, _Entry]) -> None:
-        try:
-            found = await self.store.load_many(self.host, [u.local or "" for u in batch])
-        except Exception as exc:
-            log.exception("loading the rosters of %d users failed", len(batch))
-            for user, e in batch.items():
-                self._failed(user, e, exc)
-            return
-        finally:
-            self._loading = False
-            if self._queued:
-                self._start_loads()
-        for user, e in batch.items():
-            version, rows = found.get(user.local or "", (0, []))
-            self._loaded(user, e, version, rows)
-
-    def _failed(self, user: JID, e: _Entry, exc: Exception) -> None:
+    def _failed(self, user: JID, e: _Entry, exc: BaseException) -> None:
         pending, e.pending = e.pending, []
         if self._entries.get(user) is e:
             del self._entries[user]
@@ -303,11 +291,11 @@ class RosterCache:
 
     async def drain(self) -> None:
         """Wait until every load and write under way is done (at shutdown)."""
-        while self._tasks or self._queued:
-            if not self._tasks:
-                await asyncio.sleep(0)  # queued loads start on the next turn
-                continue
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        while self._tasks or self._reads.busy:
+            await self._reads.drain()
+            await asyncio.sleep(0)  # what the loads started (their callbacks run now)
+            if self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     def flush_sync(self) -> None:
         """Write what is still queued (at shutdown, from synchronous code)."""

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..c2s.scram import ScramKeys, derive_keys
 from ..jid import JIDError, nodeprep
+from .batched import BatchedReads
 from .engine import Database
 from .migrations import migration
 from .rawsql import RawQuery
@@ -118,10 +119,8 @@ class AccountStore:
         self.iterations = iterations
         # credential lookups (one per login) are batched: those asked for while
         # a query runs go together in the next one (one thread hop, one query)
-        self._waiting: dict[tuple[str, str], list[asyncio.Future[Optional[Credentials]]]] = {}
-        self._in_flight = 0
-        self._max_in_flight = db.threads
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._reads: BatchedReads[tuple[str, str], Credentials] = BatchedReads(
+            lambda keys: db.call(self.get_many_sync, keys), db.threads)
 
     # -- sync API (usable without an event loop: the ctl command) --------
     def create_sync(self, host: str, username: str, password: str) -> bool:
@@ -242,46 +241,7 @@ class AccountStore:
             user = normalize_username(username)
         except AccountError:
             return None
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[Optional[Credentials]] = loop.create_future()
-        key = (host, user)
-        waiters = self._waiting.get(key)
-        if waiters is None:
-            self._waiting[key] = [fut]
-        else:
-            waiters.append(fut)
-        if self._in_flight < self._max_in_flight and len(self._waiting) == 1:
-            loop.call_soon(self._start_batch)
-        return await fut
-
-    def _start_batch(self) -> None:
-        if not self._waiting or self._in_flight >= self._max_in_flight:
-            return
-        batch, self._waiting = self._waiting, {}
-        self._in_flight += 1
-        task = asyncio.ensure_future(self._run_batch(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _run_batch(
-            self, batch: dict[tuple[str, str], list[asyncio.Future[Optional[Credentials]]]]) -> None:
-        try:
-            found = await self.db.call(self.get_many_sync, list(batch))
-        except Exception as e:
-            for futs in batch.values():
-                for f in futs:
-                    if not f.done():
-                        f.set_exception(e)
-            return
-        finally:
-            self._in_flight -= 1
-            if self._waiting:
-                self._start_batch()  # what came in meanwhile
-        for key, futs in batch.items():
-            creds = found.get(key)
-            for f in futs:
-                if not f.done():
-                    f.set_result(creds)
+        return await self._reads.get((host, user))
 
     async def create(self, host: str, username: str, password: str) -> bool:
         return await asyncio.get_running_loop().run_in_executor(
