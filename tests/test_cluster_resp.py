@@ -4,6 +4,7 @@ redis-server: replies in order, errors, a lost connection, AUTH and SELECT."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 import redis
@@ -175,3 +176,79 @@ def test_hand_overs_go_on_after_redis_restarts() -> None:
     payloads = got_a + got_b
     assert sorted(payloads) == sorted([b"D0 x@localhost/r\n<message id='before'/>",
                                        b"D0 x@localhost/r\n<message id='during'/>"])
+
+
+def test_a_reply_that_does_not_come_times_out_and_the_next_call_connects_again(
+        redis_server: RedisServer) -> None:
+    admin = redis.Redis(host="127.0.0.1", port=redis_server.port)
+
+    async def main() -> tuple[BaseException, float, list[object]]:
+        c = RespConnection(host="127.0.0.1", port=redis_server.port, timeout=0.5)
+        try:
+            await c.execute([["PING"]])
+            admin.execute_command("CLIENT", "PAUSE", "10000", "WRITE")  # writes wait
+            t = time.monotonic()
+            try:
+                await c.execute([["SET", "resp:paused", "1"]])
+            except TimeoutError as e:
+                err: BaseException = e
+            else:
+                raise AssertionError("a write during the pause was answered")
+            waited = time.monotonic() - t
+            return err, waited, await c.execute([["ECHO", "reads go on"]])  # a new connection
+        finally:
+            admin.execute_command("CLIENT", "UNPAUSE")
+            c.close()
+
+    err, waited, after = asyncio.run(main())
+    assert "did not answer" in str(err) and 0.4 < waited < 5
+    assert after == [b"reads go on"]
+
+
+def test_a_stalled_redis_releases_held_reads_and_hand_overs_go_on(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis stops answering writes: the writer's call times out, so the node counts
+    Redis as failing and lets its clients be read again (local traffic goes on) instead
+    of holding them until Redis answers; the hand-overs are retried, none is lost."""
+    import xmppd.cluster.redis as cr
+    import xmppd.cluster.resp as resp
+
+    monkeypatch.setattr(cr, "BACKLOG_HIGH", 50)
+    monkeypatch.setattr(cr, "BACKLOG_LOW", 10)
+    monkeypatch.setattr(resp, "REPLY_TIMEOUT", 0.5)
+    admin = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    got: list[bytes] = []
+
+    async def main() -> list[bool]:
+        during: list[bool] = []
+        a = cr.RedisBackend("a@test", host="127.0.0.1", port=redis_server.port)
+        b = cr.RedisBackend("b@test", host="127.0.0.1", port=redis_server.port)
+        changes: list[bool] = []
+        a.on_backlog = changes.append
+        await a.start(lambda p: None)
+        await b.start(got.append)
+        try:
+            await asyncio.sleep(1.5)  # a sees b alive
+            admin.execute_command("CLIENT", "PAUSE", "20000", "WRITE")
+            try:
+                for n in range(200):
+                    a.send("b@test", b"D0 x@localhost/r\n<message id='%d'/>" % n)
+                for _ in range(60):
+                    if changes == [True, False]:
+                        break
+                    await asyncio.sleep(0.05)
+                during = list(changes)  # before Redis answers again
+            finally:
+                admin.execute_command("CLIENT", "UNPAUSE")
+            for _ in range(200):
+                if len(set(got)) >= 200:
+                    break
+                await asyncio.sleep(0.05)
+            return during
+        finally:
+            await b.stop()
+            await a.stop()
+
+    during = asyncio.run(main())
+    assert during == [True, False]  # held, then released while Redis did not answer
+    assert len(set(got)) == 200  # every hand-over arrived after all

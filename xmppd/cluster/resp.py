@@ -10,7 +10,8 @@ keeps using redis-py.
 One connection serves one user (the writer task, a queue reader) that waits
 for each call before the next; replies are matched to calls in order, also
 those of a call that was cancelled. A lost connection fails the calls that wait with
-:class:`ConnectionError`; the next call connects again.
+:class:`ConnectionError`, a reply that does not come within ``timeout`` with
+:class:`TimeoutError` (the connection is closed); the next call connects again.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any, Optional, Union
 import hiredis
 
 Arg = Union[bytes, str, int]
+REPLY_TIMEOUT = 10.0  # seconds; a blocking XREAD asks for at most 1
 
 
 def pack(args: Sequence[Arg]) -> bytes:
@@ -82,17 +84,19 @@ class RespConnection:
 
     def __init__(self, *, host: str = "localhost", port: int = 6379, db: int = 0,
                  password: Optional[str] = None, unix_socket_path: Optional[str] = None,
-                 **_ignored: Any) -> None:
+                 timeout: Optional[float] = None, **_ignored: Any) -> None:
         self.host, self.port, self.db, self.password = host, port, db, password
         self.unix_socket_path = unix_socket_path
+        self.timeout = REPLY_TIMEOUT if timeout is None else timeout
         self._proto: Optional[_Protocol] = None
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         if self.unix_socket_path:
-            _t, proto = await loop.create_unix_connection(_Protocol, self.unix_socket_path)
+            opening = loop.create_unix_connection(_Protocol, self.unix_socket_path)
         else:
-            _t, proto = await loop.create_connection(_Protocol, self.host, self.port)
+            opening = loop.create_connection(_Protocol, self.host, self.port)
+        _t, proto = await asyncio.wait_for(opening, self.timeout)
         hello: list[list[Arg]] = []
         if self.password:
             hello.append(["AUTH", self.password])
@@ -113,14 +117,23 @@ class RespConnection:
             proto = self._proto = await self._connect()
         return proto
 
-    @staticmethod
-    async def _send(proto: _Protocol, commands: Sequence[Sequence[Arg]]) -> list[Any]:
-        if proto.lost is not None or proto.transport is None:
+    async def _send(self, proto: _Protocol, commands: Sequence[Sequence[Arg]]) -> list[Any]:
+        transport = proto.transport
+        if proto.lost is not None or transport is None:
             raise ConnectionError("redis connection lost")
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
         proto.waiting.append((len(commands), [], fut))
-        proto.transport.write(b"".join([pack(c) for c in commands]))
-        replies = await fut
+        transport.write(b"".join([pack(c) for c in commands]))
+        try:
+            replies = await asyncio.wait_for(fut, self.timeout)
+        except TimeoutError:
+            # Redis does not answer (stopped, or far too busy): give this connection
+            # up, the calls behind this one fail with it, and the next call connects
+            # again; the callers retry (hand-overs) or read again (queue readers)
+            err = TimeoutError("redis did not answer within %g s" % self.timeout)
+            proto.lost = err  # at once: closing completes on a later turn
+            transport.close()
+            raise err from None
         for r in replies:
             if isinstance(r, hiredis.ReplyError):
                 raise RespError(str(r))
