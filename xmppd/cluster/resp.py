@@ -121,23 +121,31 @@ class RespConnection:
         transport = proto.transport
         if proto.lost is not None or transport is None:
             raise ConnectionError("redis connection lost")
-        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[list[Any]] = loop.create_future()
         proto.waiting.append((len(commands), [], fut))
         transport.write(b"".join([pack(c) for c in commands]))
+        timer = loop.call_later(self.timeout, self._expire, proto, fut)
         try:
-            replies = await asyncio.wait_for(fut, self.timeout)
-        except TimeoutError:
-            # Redis does not answer (stopped, or far too busy): give this connection
-            # up, the calls behind this one fail with it, and the next call connects
-            # again; the callers retry (hand-overs) or read again (queue readers)
-            err = TimeoutError("redis did not answer within %g s" % self.timeout)
-            proto.lost = err  # at once: closing completes on a later turn
-            transport.close()
-            raise err from None
+            replies = await fut
+        finally:
+            timer.cancel()
         for r in replies:
             if isinstance(r, hiredis.ReplyError):
                 raise RespError(str(r))
         return replies
+
+    def _expire(self, proto: _Protocol, fut: asyncio.Future[list[Any]]) -> None:
+        """Redis did not answer (stopped, or far too busy): give this connection up,
+        the calls behind this one fail with it, and the next call connects again; the
+        callers retry (hand-overs) or read again (queue readers)."""
+        if fut.done():
+            return
+        err = TimeoutError("redis did not answer within %g s" % self.timeout)
+        proto.lost = err  # at once: closing completes on a later turn
+        fut.set_exception(err)
+        if proto.transport is not None:
+            proto.transport.close()
 
     async def execute(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Send ``commands`` in one write; their replies, in order (an error reply raises
