@@ -3,6 +3,8 @@
     .venv/bin/python bench/workers.py                 # 3 interleaved runs, medians
     .venv/bin/python bench/workers.py --runs 1 --step-seconds 5
     .venv/bin/python bench/workers.py --phase logins  # logins/s instead
+    .venv/bin/python bench/workers.py --per-worker-rate 6000 --step-seconds 15
+                                                      # CPU at equal load per worker
 
 Uses the servers and the load generator of ``bench/compare.py``: the same
 accounts (``register_bulk``), 1,000 users sending chat messages to random
@@ -13,11 +15,18 @@ other through the private Redis the master starts.
 
 Prints, for each worker count, the rate that held (median of the runs), the
 server's CPU time per delivered message (all worker processes and Redis
-together) and the ratio two/one. Placement: ``--server-cpu`` and
-``--loadgen-cpu`` (``taskset`` lists); by default nothing is pinned, because
-two workers need both cores of a two-core machine, and then the load generator
-competes with them for CPU: on such a machine the ratio understates what two
-workers do with two cores of their own.
+together) and the ratio two/one.
+
+``--per-worker-rate R`` measures instead what a second worker costs where the
+cores do not suffice to show it: N workers get a fixed N x R msgs/s (one step),
+and the table gives the server CPU per delivery. If two workers use X times the
+CPU of one per delivery at the same load per worker, two workers with a core
+each would hold about 2/X of one worker's rate (as long as the CPU is the limit).
+
+Placement: ``--server-cpu`` and ``--loadgen-cpu`` (``taskset`` lists); by
+default nothing is pinned, because two workers need both cores of a two-core
+machine, and then the load generator competes with them for CPU: on such a
+machine the ratio understates what two workers do with two cores of their own.
 """
 
 from __future__ import annotations
@@ -60,6 +69,43 @@ def cpu_per_delivery(res: dict[str, Any]) -> Optional[float]:
     return max(held, key=lambda s: s["rate"]).get("server_cpu_us_per_delivery")
 
 
+def run_fixed(srv: Workers, args: argparse.Namespace) -> dict[str, Any]:
+    """One step at ``workers x per_worker_rate`` msgs/s on a fresh server."""
+    rate = args.per_worker_rate * srv.workers
+    compare.log("%s: one2one at %d msgs/s: starting a fresh server" % (srv.name, rate))
+    srv.start()
+    try:
+        return compare.loadgen(srv, args, "one2one", [
+            "--users", str(args.users), "--start-rate", str(rate), "--max-rate", str(rate),
+            "--refine", "0", "--step-seconds", str(args.step_seconds)])
+    except Exception as e:  # keep going: one failing run must not hide the others
+        compare.log("%s: failed: %s" % (srv.name, e))
+        return {"phase": "one2one", "error": str(e)}
+    finally:
+        srv.stop()
+
+
+def print_fixed(results: dict[str, Any], counts: list[int], args: argparse.Namespace) -> None:
+    print("| workers | msgs/s | server CPU us/delivery (median) | runs | p99 ms (median) |")
+    print("|---|---|---|---|---|")
+    cpu: dict[int, float] = {}
+    for n in counts:
+        steps = [r["steps"][0] for r in results["runs"]["xmppd-w%d" % n] if r.get("steps")]
+        us = [s["server_cpu_us_per_delivery"] for s in steps if "server_cpu_us_per_delivery" in s]
+        p99 = [s["p99_ms"] for s in steps]
+        if us:
+            cpu[n] = statistics.median(us)
+        print("| %d | %d | %s | %s | %s |" % (
+            n, args.per_worker_rate * n, compare.fmt(cpu.get(n)),
+            ", ".join("%.1f" % u for u in us), compare.fmt(statistics.median(p99)) if p99 else "-"))
+    if len(counts) == 2 and len(cpu) == 2:
+        x = cpu[counts[1]] / cpu[counts[0]]
+        print("\nCPU per delivery, %d workers / %d worker at the same load per worker: %.2fx"
+              % (counts[1], counts[0], x))
+        print("with a core each, %d workers would hold about %.2fx one worker's rate "
+              "(if the CPU is the limit)" % (counts[1], counts[1] / counts[0] / x))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -75,6 +121,8 @@ def main() -> None:
     ap.add_argument("--server-cpu", default=None)
     ap.add_argument("--loadgen-cpu", default=None)
     ap.add_argument("--concurrency", type=int, default=50)
+    ap.add_argument("--per-worker-rate", type=float, default=None,
+                    help="one fixed step of N x this msgs/s for N workers: CPU per delivery")
     ap.add_argument("--phase-timeout", type=float, default=1800)
     ap.add_argument("--out", help="JSON file (default bench/results/workers-TIMESTAMP.json)")
     args = ap.parse_args()
@@ -105,9 +153,16 @@ def main() -> None:
         for _ in range(args.runs):
             for srv in servers:
                 results["runs"].setdefault(srv.name, []).append(
-                    compare.run_phase(srv, args, args.phase))
+                    run_fixed(srv, args) if args.per_worker_rate
+                    else compare.run_phase(srv, args, args.phase))
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+    if args.per_worker_rate:
+        print()
+        print_fixed(results, counts, args)
+        print("JSON: %s" % compare.write_results(results, args.out, "workers"))
+        return
 
     print()
     unit = "msgs/s held" if args.phase == "one2one" else "logins/s"
