@@ -14,8 +14,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from conftest import run
+from helpers.nodes import two_backends, until
 from helpers.procs import RedisServer
 from helpers.raw import C, RawClient
 from helpers.web import BoshClient, WSClient, web_listeners
@@ -58,36 +60,26 @@ def test_a_node_whose_loop_is_blocked_past_the_ttl_stays_alive(
 
 
 def test_a_long_hand_over_queue_holds_client_reads_until_it_drains(
-        redis_server: RedisServer, monkeypatch: object) -> None:
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
     """More hand-overs waiting than the high mark: the node stops reading its clients
     (they are slowed down, nothing bounces), and reads again below the low mark."""
     import xmppd.cluster.redis as cr
 
-    monkeypatch.setattr(cr, "BACKLOG_HIGH", 50)  # type: ignore[attr-defined]
-    monkeypatch.setattr(cr, "BACKLOG_LOW", 10)  # type: ignore[attr-defined]
+    monkeypatch.setattr(cr, "BACKLOG_HIGH", 50)
+    monkeypatch.setattr(cr, "BACKLOG_LOW", 10)
     got: list[bytes] = []
 
     async def main() -> tuple[list[bool], list[bool]]:
-        a = RedisBackend("a@test", host="127.0.0.1", port=redis_server.port)
-        b = RedisBackend("b@test", host="127.0.0.1", port=redis_server.port)
-        changes: list[bool] = []
-        a.on_backlog = changes.append
-        await a.start(lambda p: None)
-        await b.start(got.append)
-        try:
+        async with two_backends(redis_server.port, lambda p: None, got.append) as (a, _b):
+            changes: list[bool] = []
+            a.on_backlog = changes.append
             await asyncio.sleep(1.5)  # a sees b alive
             futs = [a.send("b@test", b"D0 x@localhost/r\n<message/>") for _ in range(200)]
             held_at_once = list(changes)
             results = await asyncio.gather(*futs)  # type: ignore[arg-type]
             assert all(results)  # Redis took every one: none bounced
-            for _ in range(100):
-                if len(got) >= 200:
-                    break
-                await asyncio.sleep(0.05)
+            await until(lambda: len(got) >= 200, 5)
             return held_at_once, changes
-        finally:
-            await b.stop()
-            await a.stop()
 
     held_at_once, changes = asyncio.run(main())
     assert held_at_once == [True]
@@ -138,12 +130,8 @@ def test_held_reads_hold_websocket_bosh_and_tcp_clients(
             for n in range(flood):
                 await ws.ws.send_str(f"<message xmlns='jabber:client' to='bob@localhost/raw' "
                                      f"type='chat' id='f{n}'><body>{n}</body></message>")
-            for _ in range(300):
-                if "pausing reading from clients" in node0.log:
-                    break
-                await asyncio.sleep(0.1)
-            else:
-                raise AssertionError("node0 never held its clients")
+            assert await until(lambda: "pausing reading from clients" in node0.log, 30), \
+                "node0 never held its clients"
             await ws.send(ping("ws"))
             await tcp.send(ping("tcp"))
             await bosh.send(ping("bosh"))
@@ -167,3 +155,38 @@ def test_held_reads_hold_websocket_bosh_and_tcp_clients(
     assert held, "a client was still read while the node held its reads"
     assert answered and resumed
     assert got == flood  # nothing bounced, nothing lost
+
+
+def test_a_stalled_redis_releases_held_reads_and_hand_overs_go_on(
+        redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis stops answering writes: the writer's call times out, so the node counts
+    Redis as failing and lets its clients be read again (local traffic goes on) instead
+    of holding them until Redis answers; the hand-overs are retried, none is lost."""
+    import xmppd.cluster.redis as cr
+    import xmppd.cluster.resp as resp
+
+    monkeypatch.setattr(cr, "BACKLOG_HIGH", 50)
+    monkeypatch.setattr(cr, "BACKLOG_LOW", 10)
+    monkeypatch.setattr(resp, "REPLY_TIMEOUT", 0.5)
+    admin = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    got: list[bytes] = []
+
+    async def main() -> list[bool]:
+        async with two_backends(redis_server.port, lambda p: None, got.append) as (a, _b):
+            changes: list[bool] = []
+            a.on_backlog = changes.append
+            await asyncio.sleep(1.5)  # a sees b alive
+            admin.execute_command("CLIENT", "PAUSE", "20000", "WRITE")
+            try:
+                for n in range(200):
+                    a.send("b@test", b"D0 x@localhost/r\n<message id='%d'/>" % n)
+                await until(lambda: changes == [True, False], 3)
+                during = list(changes)  # before Redis answers again
+            finally:
+                admin.execute_command("CLIENT", "UNPAUSE")
+            await until(lambda: len(set(got)) >= 200, 10)
+            return during
+
+    during = asyncio.run(main())
+    assert during == [True, False]  # held, then released while Redis did not answer
+    assert len(set(got)) == 200  # every hand-over arrived after all

@@ -101,8 +101,8 @@ class Server:
         self.db: Optional[Database] = None
         self.accounts: AccountStore = None  # type: ignore[assignment]
         self.connections: set[Any] = set()
-        self.reads_held = False  # overload: client connections are not read (see hold_reads)
-        self.reads_open = asyncio.Event()  # set while they are read (WebSocket, BOSH wait)
+        # overload: clear while client connections are not read (see hold_reads)
+        self.reads_open = asyncio.Event()
         self.reads_open.set()
         self.listeners: list[Any] = []
         self.started_at = time.time()
@@ -265,9 +265,8 @@ class Server:
         """Stop (or resume) reading from clients: the cluster's queue of hand-overs is
         too long, so senders are slowed down (TCP pushes back on them) rather than
         having their messages bounced. TCP streams pause their transport; WebSocket
-        streams stop taking messages and BOSH requests with stanzas wait, both on
+        streams stop taking messages and BOSH requests with stanzas wait, all on
         :attr:`reads_open`."""
-        self.reads_held = held
         if held:
             self.reads_open.clear()
         else:

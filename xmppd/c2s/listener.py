@@ -176,7 +176,7 @@ class C2SConnection(asyncio.Protocol):
         if t is None or t.is_closing():
             return
         try:
-            if self._paused or self._shaped or self.server.reads_held:
+            if self._paused or self._shaped or not self.server.reads_open.is_set():
                 t.pause_reading()
             else:
                 t.resume_reading()

@@ -462,8 +462,8 @@ class BoshManager:
         session = self.sessions.get(sid)
         if session is None:
             return terminate("item-not-found")
-        if children and self.server.reads_held:
-            # the cluster's hand-overs drain first (see Server.hold_reads)
+        if children:
+            # while the cluster's hand-overs drain, stanzas wait (see Server.hold_reads)
             await self.server.reads_open.wait()
         return await session.request(attrs, children)
 

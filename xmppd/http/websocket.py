@@ -93,12 +93,12 @@ class WebSocketConnection:
         The listener's ``shaper`` applies as on TCP: reading pauses, nothing
         is dropped."""
         ws, stream, resume, bucket = self.ws, self.stream, self._resume, self.bucket
-        server = self.server
+        reads_open = self.server.reads_open
         while True:
             if not resume.is_set():
                 await resume.wait()
-            if server.reads_held and not self._closed:
-                await server.reads_open.wait()  # the cluster's hand-overs drain first
+            if not reads_open.is_set() and not self._closed:
+                await reads_open.wait()  # the cluster's hand-overs drain first
             msg = await ws.receive()
             kind = msg.type
             if kind is WSMsgType.TEXT:

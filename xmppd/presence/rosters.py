@@ -184,7 +184,7 @@ class RosterCache:
 
     def _arrived(self, user: JID, e: _Entry,
                  fut: asyncio.Future[Optional[tuple[int, list[ItemRow]]]]) -> None:
-        exc = RuntimeError("cancelled") if fut.cancelled() else fut.exception()
+        exc = fut.exception()  # BatchedReads sets a result or an exception, never cancels
         if exc is not None:
             log.warning("loading the roster of %s failed: %s", user, exc)
             self._failed(user, e, exc)
