@@ -32,6 +32,7 @@ machine the ratio understates what two workers do with two cores of their own.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import shutil
 import statistics
 import sys
@@ -43,10 +44,13 @@ from typing import Any, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402
 
+PAIR = "xmppd-1x2"
+
 
 class Workers(compare.Xmppd):
-    def __init__(self, base: Path, args: argparse.Namespace, workers: int) -> None:
-        self.name = "xmppd-w%d" % workers
+    def __init__(self, base: Path, args: argparse.Namespace, workers: int,
+                 name: Optional[str] = None) -> None:
+        self.name = name or "xmppd-w%d" % workers
         self.workers = workers
         super().__init__(base, args)
 
@@ -85,25 +89,56 @@ def run_fixed(srv: Workers, args: argparse.Namespace) -> dict[str, Any]:
         srv.stop()
 
 
+def run_pair(pair: list[Workers], args: argparse.Namespace) -> dict[str, Any]:
+    """The control: two independent one-worker servers, each with its own load generator
+    at ``per_worker_rate``, side by side on the same machine. The same load per process as
+    two workers, but nothing crosses between them: what it costs above one worker alone
+    is the machine's (two busy processes and two load generators sharing its cores)."""
+    compare.log("2 independent servers: one2one at %d msgs/s each" % args.per_worker_rate)
+    with concurrent.futures.ThreadPoolExecutor(len(pair)) as pool:
+        results = list(pool.map(lambda srv: run_fixed(srv, args), pair))
+    steps = [r["steps"][0] for r in results if r.get("steps")]
+    if len(steps) != len(pair) or not all("server_cpu_s" in s for s in steps):
+        return {"phase": "one2one", "error": "a server of the pair failed", "pair": results}
+    cpu = sum(s["server_cpu_s"] for s in steps)
+    delivered = sum(s["deliveries"] for s in steps)
+    step = {"rate": sum(s["rate"] for s in steps), "deliveries": delivered,
+            "server_cpu_s": round(cpu, 2),
+            "server_cpu_us_per_delivery": round(cpu * 1e6 / max(1, delivered), 1),
+            "p99_ms": max(s["p99_ms"] for s in steps),
+            "lost": sum(s["lost"] for s in steps)}
+    return {"phase": "one2one", "steps": [step], "pair": results}
+
+
 def print_fixed(results: dict[str, Any], counts: list[int], args: argparse.Namespace) -> None:
     print("| workers | msgs/s | server CPU us/delivery (median) | runs | p99 ms (median) |")
     print("|---|---|---|---|---|")
-    cpu: dict[int, float] = {}
-    for n in counts:
-        steps = [r["steps"][0] for r in results["runs"]["xmppd-w%d" % n] if r.get("steps")]
+    cpu: dict[str, float] = {}
+    rows = [("xmppd-w%d" % n, str(n), n) for n in counts]
+    if args.control:
+        rows.append((PAIR, "2 x 1 (independent)", 2))
+    for key, label, n in rows:
+        steps = [r["steps"][0] for r in results["runs"].get(key, []) if r.get("steps")]
         us = [s["server_cpu_us_per_delivery"] for s in steps if "server_cpu_us_per_delivery" in s]
         p99 = [s["p99_ms"] for s in steps]
         if us:
-            cpu[n] = statistics.median(us)
-        print("| %d | %d | %s | %s | %s |" % (
-            n, args.per_worker_rate * n, compare.fmt(cpu.get(n)),
+            cpu[key] = statistics.median(us)
+        print("| %s | %d | %s | %s | %s |" % (
+            label, args.per_worker_rate * n, compare.fmt(cpu.get(key)),
             ", ".join("%.1f" % u for u in us), compare.fmt(statistics.median(p99)) if p99 else "-"))
-    if len(counts) == 2 and len(cpu) == 2:
-        x = cpu[counts[1]] / cpu[counts[0]]
+    one, two = ("xmppd-w%d" % n for n in (counts + [0, 0])[:2])
+    if len(counts) == 2 and one in cpu and two in cpu:
+        x = cpu[two] / cpu[one]
         print("\nCPU per delivery, %d workers / %d worker at the same load per worker: %.2fx"
               % (counts[1], counts[0], x))
         print("with a core each, %d workers would hold about %.2fx one worker's rate "
               "(if the CPU is the limit)" % (counts[1], counts[1] / counts[0] / x))
+        if PAIR in cpu and counts == [1, 2]:
+            c = cpu[two] / cpu[PAIR]
+            print("2 workers / 2 independent servers (the cost of clustering alone): %.2fx; "
+                  "the machine's own share: %.2fx" % (c, cpu[PAIR] / cpu[one]))
+            print("with a core each and the load generator elsewhere, 2 workers would hold "
+                  "about %.2fx one worker's rate" % (2 / c))
 
 
 def main() -> None:
@@ -123,6 +158,10 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--per-worker-rate", type=float, default=None,
                     help="one fixed step of N x this msgs/s for N workers: CPU per delivery")
+    ap.add_argument("--control", action="store_true",
+                    help="with --per-worker-rate and --workers 1,2: also two independent "
+                         "one-worker servers side by side, to separate what the machine "
+                         "costs from what clustering costs")
     ap.add_argument("--phase-timeout", type=float, default=1800)
     ap.add_argument("--out", help="JSON file (default bench/results/workers-TIMESTAMP.json)")
     args = ap.parse_args()
@@ -138,6 +177,10 @@ def main() -> None:
                                "runs": {}}
     try:
         servers = [Workers(base, args, n) for n in counts]
+        pair = ([Workers(base, args, 1, "%s-%s" % (PAIR, c)) for c in "ab"]
+                if args.control and args.per_worker_rate else [])
+        for srv in pair:
+            srv.setup_accounts(args.users + 20)
         for srv in servers:
             srv.setup_accounts(args.users + 20)
         # one SCRAM cache for all: the accounts are the same on every server
@@ -147,7 +190,7 @@ def main() -> None:
             compare.loadgen(first, args, "prime", ["--users", str(args.users + 20)], pinned=False)
         finally:
             first.stop()
-        for srv in servers[1:]:
+        for srv in servers[1:] + pair:
             shutil.copy(base / ("scram-cache-%s.json" % first.name),
                         base / ("scram-cache-%s.json" % srv.name))
         for _ in range(args.runs):
@@ -155,6 +198,8 @@ def main() -> None:
                 results["runs"].setdefault(srv.name, []).append(
                     run_fixed(srv, args) if args.per_worker_rate
                     else compare.run_phase(srv, args, args.phase))
+            if pair:
+                results["runs"].setdefault(PAIR, []).append(run_pair(pair, args))
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

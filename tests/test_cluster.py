@@ -490,3 +490,57 @@ def test_presence_rosters_and_blocking_across_nodes(
         while push_state(await romeo.expect(is_push("juliet@localhost"))) != ("none", None):
             pass
     run(main(), timeout=120)
+
+
+def test_the_senders_journal_copy_stays_until_the_other_nodes_queue_has_it(
+        make_server: MakeServer, redis_server: RedisServer, tmp_path: Path) -> None:
+    """A durable-acked message to a user on another node: the sender's node keeps its
+    journal copy while Redis does not take the hand-over (CLIENT PAUSE WRITE), and
+    deletes it once Redis did and the message was written to the recipient."""
+    import sqlite3
+
+    from helpers.smclient import SMClient, body
+
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True,
+                   capture_output=True)
+    shared_db = tmp_path / "shared.db"
+    nodes = [make_server(config={
+        "sm_db_type": "redis", "redis_server": "127.0.0.1", "redis_port": redis_server.port,
+        "node_name": f"node{i}@test", "sql_database": str(shared_db)},
+        modules={"mod_stream_mgmt": {"resume_timeout": 60}, "mod_ping": {}}) for i in range(2)]
+    for u in ("sender", "rcpt"):
+        nodes[0].register(u, "pw")
+    for n in nodes:
+        n.start()
+    n = 20
+
+    def journaled() -> int:
+        with sqlite3.connect(str(shared_db), timeout=10) as db:
+            return int(db.execute("SELECT COUNT(*) FROM message_journal").fetchone()[0])
+
+    async def main() -> None:
+        sender = await SMClient(nodes[0].c2s, "sender", "pw", "s").connect()
+        rcpt = await SMClient(nodes[1].c2s, "rcpt", "pw", "r").connect(enable=False)
+        await _settle()
+        redis_cli = ["redis-cli", "-p", str(redis_server.port)]
+        subprocess.run(redis_cli + ["client", "pause", "4000", "write"], check=True,
+                       capture_output=True)
+        try:
+            for i in range(n):
+                await sender.send(f"<message to='rcpt@localhost' type='chat' id='j{i}'>"
+                                  f"<body>{i}</body></message>")
+            await sender.wait_acked(timeout=10)  # durable: the journal has them
+            assert journaled() == n  # and keeps them: Redis has not taken them yet
+            assert await rcpt.quiet(0.5) == []
+        finally:
+            subprocess.run(redis_cli + ["client", "unpause"], check=True, capture_output=True)
+        msgs = await rcpt.messages(n, timeout=15)
+        assert [body(m) for m in msgs] == [str(i) for i in range(n)]
+        for _ in range(100):
+            if journaled() == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert journaled() == 0  # delivered: no copy is left on either node
+        await sender.close()
+        await rcpt.close()
+    run(main(), timeout=120)

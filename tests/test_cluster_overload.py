@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import redis
 from conftest import run
-from helpers.nodes import two_backends, until
+from helpers.nodes import hand_over, two_backends, until
 from helpers.procs import RedisServer
 from helpers.raw import C, RawClient
 from helpers.web import BoshClient, WSClient, web_listeners
@@ -74,7 +74,7 @@ def test_a_long_hand_over_queue_holds_client_reads_until_it_drains(
             changes: list[bool] = []
             a.on_backlog = changes.append
             await asyncio.sleep(1.5)  # a sees b alive
-            futs = [a.send("b@test", b"D0 x@localhost/r\n<message/>") for _ in range(200)]
+            futs = [hand_over(a, "b@test", b"D0 x@localhost/r\n<message/>") for _ in range(200)]
             held_at_once = list(changes)
             results = await asyncio.gather(*futs)  # type: ignore[arg-type]
             assert all(results)  # Redis took every one: none bounced

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import redis
-from helpers.nodes import two_backends, until
+from helpers.nodes import hand_over, two_backends, until
 from helpers.procs import RedisServer
 
 from xmppd.cluster.resp import RespConnection, RespError, pack, stream_entries
@@ -143,12 +143,11 @@ def test_hand_overs_go_on_after_redis_restarts() -> None:
             async with two_backends(srv.port, got_a.append, got_b.append,
                                     heartbeat=0.2) as (a, _b):
                 await asyncio.sleep(0.5)
-                before = a.send("b@test", b"D0 x@localhost/r\n<message id='before'/>")
-                assert before is not None and await before
+                before = hand_over(a, "b@test", b"D0 x@localhost/r\n<message id='before'/>")
+                assert await before
                 await until(lambda: bool(got_b), 2)
                 srv.stop()
-                during = a.send("b@test", b"D0 x@localhost/r\n<message id='during'/>")
-                assert during is not None
+                during = hand_over(a, "b@test", b"D0 x@localhost/r\n<message id='during'/>")
                 await asyncio.sleep(0.3)  # the first tries fail
                 srv.start()
                 taken = await asyncio.wait_for(during, 10)

@@ -28,27 +28,16 @@ class Session(Protocol):
 class RemoteSession:
     """A session on another node; stanzas go through the cluster backend."""
 
-    __slots__ = ("entry", "backend")
+    __slots__ = ("entry", "backend", "jid", "priority", "available", "node")
 
     def __init__(self, entry: SessionEntry, backend: ClusterBackend) -> None:
+        # a snapshot of the entry: made per lookup, used while routing one stanza
         self.entry = entry
         self.backend = backend
-
-    @property
-    def jid(self) -> JID:
-        return self.entry.jid
-
-    @property
-    def priority(self) -> int:
-        return self.entry.priority
-
-    @property
-    def available(self) -> bool:
-        return self.entry.available
-
-    @property
-    def node(self) -> str:
-        return self.entry.node
+        self.jid = entry.jid
+        self.priority = entry.priority
+        self.available = entry.available
+        self.node = entry.node
 
     @property
     def flags(self) -> frozenset[str]:
@@ -57,18 +46,18 @@ class RemoteSession:
     gone = False  # the other node decides (it bounces or stores what it cannot write)
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, RemoteSession) and other.entry.jid == self.entry.jid
+        return isinstance(other, RemoteSession) and other.jid == self.jid
 
     def __hash__(self) -> int:
-        return hash(self.entry.jid)
+        return hash(self.jid)
 
     def send(self, stanza: Element) -> None:
-        backend = self.backend
-        hops = getattr(backend, "hops", 0)
-        fut = backend.send(self.entry.node, deliver(self.entry.jid, stanza, hops))
-        handing = getattr(backend, "on_handing", None)
-        if fut is not None and handing is not None:
-            handing(stanza, fut)  # the journal keeps its copy until the node has it
+        backend: Any = self.backend
+        # the journal keeps its copy until the other node has the stanza: then its
+        # callback is told whether the node's queue took it
+        handing = backend.on_handing
+        backend.send(self.node, deliver(self.jid, stanza, backend.hops),
+                     handing(stanza) if handing is not None else None)
 
 
 def flags_of(session: Any) -> frozenset[str]:
@@ -82,6 +71,7 @@ def flags_of(session: Any) -> frozenset[str]:
 class SessionRegistry:
     def __init__(self, backend: ClusterBackend) -> None:
         self.backend = backend
+        self._remote = backend.remote_by_bare
         self.local: dict[JID, Any] = {}
         self.by_bare: dict[JID, list[Any]] = {}
 
@@ -155,11 +145,12 @@ class SessionRegistry:
     def resources(self, bare: JID) -> list[Any]:
         """All sessions of a bare JID, local first."""
         local = self.by_bare.get(bare)
-        remote = self.backend.remote_sessions(bare)
+        remote = self._remote.get(bare)
         if not remote:
             return list(local) if local else []
         out: list[Any] = list(local) if local else []
-        out.extend(RemoteSession(e, self.backend) for e in remote)
+        backend = self.backend
+        out.extend([RemoteSession(e, backend) for e in remote.values()])
         return out
 
     def local_resources(self, bare: JID) -> list[Any]:

@@ -26,6 +26,17 @@ async def two_backends(port: int, deliver_a: Callable[[bytes], Any],
         await a.stop()
 
 
+def hand_over(backend: RedisBackend, node: str, payload: bytes) -> asyncio.Future[bool]:
+    """``backend.send``, with a future of what its callback says (taken or given up)."""
+    fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def done(taken: bool) -> None:
+        if not fut.done():
+            fut.set_result(taken)
+    backend.send(node, payload, done)
+    return fut
+
+
 async def until(cond: Callable[[], bool], timeout: float) -> bool:
     """Wait for ``cond()`` (polled every 50 ms) at most ``timeout`` seconds."""
     for _ in range(int(timeout / 0.05)):

@@ -9,7 +9,7 @@ default; a Redis backend serves several processes or machines.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Optional, Protocol
 
@@ -30,6 +30,9 @@ class SessionEntry:
 
 class ClusterBackend(Protocol):
     node: str
+    # the local view of other nodes' sessions: bare JID -> full JID -> entry (read-only;
+    # what remote_sessions() returns, for the registry's lookup on every stanza)
+    remote_by_bare: Mapping[JID, Mapping[JID, SessionEntry]]
 
     async def start(self, deliver: Callable[[bytes], Any]) -> None:
         """Start; ``deliver(payload)`` receives payloads sent to this node (it may

@@ -12,6 +12,7 @@ from .base import SessionEntry
 class MemoryBackend:
     def __init__(self, node: str = "local") -> None:
         self.node = node
+        self.remote_by_bare: dict[JID, dict[JID, SessionEntry]] = {}  # always empty
 
     async def start(self, deliver: Callable[[bytes], Any]) -> None:
         return None

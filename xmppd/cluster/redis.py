@@ -26,6 +26,7 @@ import asyncio
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Optional
 
@@ -97,14 +98,23 @@ class RedisBackend:
         self._local: dict[JID, SessionEntry] = {}
         self._by_full: dict[JID, SessionEntry] = {}
         self._by_bare: dict[JID, dict[JID, SessionEntry]] = {}
+        self.remote_by_bare = self._by_bare  # read by the session registry per stanza
         self._alive: set[str] = {node}
-        self._ops: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        # what the writer sends next: ("xadd", node, payload, attempt, done) for
+        # hand-overs, ("pub", entry) and ("unpub", jid) for the directory
+        self._ops: deque[tuple[Any, ...]] = deque()
+        self._wake: Optional[asyncio.Future[None]] = None  # the writer waits for ops
         self._tasks: list[asyncio.Task[Any]] = []
         self._deliver: Callable[[bytes], Any] = lambda p: None
+        # payloads of a read -> the awaitables of those not handled until they complete
+        # (the server's handler, see node.attach; by default _deliver for each)
+        self.deliver_many: Callable[[list[bytes]], list[Any]] = self._deliver_each
         self.on_conflict: Callable[[SessionEntry], None] = lambda e: None
         self.on_node_down: Callable[[str], Any] = lambda n: None
         self.on_send_failed: Callable[[str, bytes], None] = lambda n, p: None
         self.on_nodes_changed: Callable[[], None] = lambda: None
+        # a stanza about to be handed over -> what to call once Redis took it (or None)
+        self.on_handing: Optional[Callable[[Any], Optional[Callable[[bool], None]]]] = None
         self._beating: Optional[_Heartbeat] = None
         # overload: clients are read again once the hand-overs have gone out
         self.on_backlog: Callable[[bool], None] = lambda held: None
@@ -178,14 +188,20 @@ class RedisBackend:
     def remote_session(self, full: JID) -> Optional[SessionEntry]:
         return self._by_full.get(full)
 
-    def send(self, node: str, payload: bytes) -> Optional[asyncio.Future[bool]]:
-        """Queue ``payload`` for ``node``; the future says whether Redis took it."""
+    def send(self, node: str, payload: bytes,
+             done: Optional[Callable[[bool], None]] = None) -> None:
+        """Queue ``payload`` for ``node``; ``done(taken)`` is called once Redis took it
+        (True) or the backend gave it up (False, after ``on_send_failed``)."""
         if node not in self._alive:
             self.on_send_failed(node, payload)
-            return None
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._enqueue(("xadd", node, payload, 0, fut))
-        return fut
+            if done is not None:
+                done(False)
+            return
+        q = self._ops
+        if len(q) >= MAX_PENDING or self._wake is not None or len(q) >= BACKLOG_HIGH:
+            self._enqueue(("xadd", node, payload, 0, done))
+        else:  # the common case, inline: the writer is busy and there is no backlog
+            q.append(("xadd", node, payload, 0, done))
 
     def broadcast(self, payload: bytes) -> None:
         """Hand ``payload`` to every other live node."""
@@ -205,11 +221,16 @@ class RedisBackend:
 
     def _enqueue(self, op: tuple[Any, ...]) -> None:
         q = self._ops
-        if q.qsize() >= MAX_PENDING and op[0] == "xadd":
+        if len(q) >= MAX_PENDING and op[0] == "xadd":
             self._give_up(op)
             return
-        q.put_nowait(op)
-        if not self._held and self._writes_ok and q.qsize() > BACKLOG_HIGH:
+        q.append(op)
+        wake = self._wake
+        if wake is not None:
+            self._wake = None
+            if not wake.done():
+                wake.set_result(None)
+        if not self._held and self._writes_ok and len(q) > BACKLOG_HIGH:
             # more is coming in than goes out: slow the senders down (TCP pushes
             # back on them) instead of letting the queue overflow into bounces
             self._set_held(True)
@@ -218,15 +239,26 @@ class RedisBackend:
         self._held = held
         # the hold is what an operator should see (it slows every client of the node)
         log.log(logging.WARNING if held else logging.INFO,
-                "cluster: %d hand-overs waiting; %s reading from clients", self._ops.qsize(),
+                "cluster: %d hand-overs waiting; %s reading from clients", len(self._ops),
                 "pausing" if held else "resuming")
         self.on_backlog(held)
 
     def _give_up(self, op: tuple[Any, ...]) -> None:
-        fut = op[4]
-        if not fut.done():
-            fut.set_result(False)
         self.on_send_failed(op[1], op[2])
+        if op[4] is not None:
+            op[4](False)
+
+    def _deliver_each(self, payloads: list[bytes]) -> list[Any]:
+        waits = []
+        for payload in payloads:
+            try:
+                wait = self._deliver(payload)
+            except Exception:
+                log.exception("cluster: handling a payload failed")
+                continue
+            if wait is not None:
+                waits.append(wait)
+        return waits
 
     async def _publish_change(self, op: str, full: str, entry: Optional[SessionEntry]) -> None:
         value = _encode(entry) if entry is not None else ""
@@ -299,25 +331,30 @@ class RedisBackend:
     async def _writer(self) -> None:
         loop = asyncio.get_running_loop()
         last = 0.0
+        ops = self._ops
         while True:
-            op = await self._ops.get()
+            if not ops:
+                self._wake = loop.create_future()
+                await self._wake
+                continue
             wait = last + WRITE_LINGER - loop.time()
-            if wait > 0 and self._ops.qsize() < WRITE_BATCH:
+            if wait > 0 and len(ops) < WRITE_BATCH:
                 # at most one write every WRITE_LINGER: each write wakes Redis, its
                 # reply wakes this node and the entry wakes the reading node, and on
                 # a busy machine those wake-ups cost more than the stanzas themselves
                 # (when idle, a lone write goes at once; a backlog goes without a pause)
                 await asyncio.sleep(wait)
-            batch = [op]
-            while not self._ops.empty() and len(batch) < WRITE_BATCH:
-                batch.append(self._ops.get_nowait())
+            if len(ops) <= WRITE_BATCH:
+                batch = list(ops)
+                ops.clear()
+            else:
+                batch = [ops.popleft() for _ in range(WRITE_BATCH)]
             last = loop.time()
             await self._apply(batch)
 
     async def _flush_ops(self) -> None:
-        batch = []
-        while not self._ops.empty():
-            batch.append(self._ops.get_nowait())
+        batch = list(self._ops)
+        self._ops.clear()
         if batch:
             await self._apply(batch)
 
@@ -341,10 +378,11 @@ class RedisBackend:
         for node, payloads in to_node.items():
             # one stream entry for what this batch hands to a node: one command to
             # pack and one entry to read instead of one per stanza
+            k = (PREFIX + "q:" + node).encode()
             if len(payloads) == 1:
-                cmds.append(["XADD", PREFIX + "q:" + node, "*", b"p", payloads[0]])
+                cmds.append([b"XADD", k, b"*", b"p", payloads[0]])
             else:
-                cmds.append(["XADD", PREFIX + "q:" + node, "*", b"m", join_payloads(payloads)])
+                cmds.append([b"XADD", k, b"*", b"m", join_payloads(payloads)])
         try:
             await w.execute(cmds)
         except Exception as e:  # noqa: BLE001 - Redis unreachable: retry hand-overs
@@ -364,11 +402,11 @@ class RedisBackend:
                     asyncio.get_running_loop().call_later(0.5, self._enqueue, op)
             return
         self._writes_ok = True
-        if self._held and self._ops.qsize() < BACKLOG_LOW:
+        if self._held and len(self._ops) < BACKLOG_LOW:
             self._set_held(False)
         for op in batch:
-            if op[0] == "xadd" and not op[4].done():
-                op[4].set_result(True)
+            if op[0] == "xadd" and op[4] is not None:
+                op[4](True)
 
     async def _listen(self) -> None:
         while True:
@@ -420,12 +458,14 @@ class RedisBackend:
     async def _consume_loop(self, conn: RespConnection, key: str, node: Optional[str],
                             done: list[bytes]) -> None:
         last = b"0"
-        read = ["XREAD", "COUNT", "500"] + ([] if node else ["BLOCK", "1000"]) + ["STREAMS", key]
+        k = key.encode()
+        read: list[Any] = [b"XREAD", b"COUNT", b"500", *([] if node else [b"BLOCK", b"1000"]),
+                           b"STREAMS", k]
         while True:
             try:
-                cmds = [read + [last]]
+                cmds: list[list[Any]] = [read + [last]]
                 if done:
-                    cmds.insert(0, ["XDEL", key, *done])
+                    cmds.insert(0, [b"XDEL", k, *done])
                 res = stream_entries((await conn.execute(cmds))[-1])
                 done.clear()
             except asyncio.CancelledError:
@@ -441,32 +481,24 @@ class RedisBackend:
                     return
                 continue
             ids = []
-            pending = []
-            handled = 0
+            payloads: list[bytes] = []
             for entry_id, fields in res:
                 ids.append(entry_id)
                 last = entry_id
                 payload = fields.get(b"p")
                 if payload is not None:
-                    payloads: list[bytes] = [payload]
+                    payloads.append(payload)
                 else:
                     packed = fields.get(b"m")
-                    if packed is None:
-                        continue
-                    payloads = split_payloads(packed)
-                for payload in payloads:
-                    try:
-                        wait = self._deliver(payload)
-                    except Exception:
-                        log.exception("cluster: handling a payload failed")
-                        continue
-                    if wait is not None:
-                        pending.append(wait)
-                    handled += 1
-                    if handled % YIELD_EVERY == 0:
-                        # a backlog read at once can hold a hundred thousand stanzas:
-                        # let clients and timers have their turn in between
-                        await asyncio.sleep(0)
+                    if packed is not None:
+                        payloads += split_payloads(packed)
+            pending = []
+            for i in range(0, len(payloads), YIELD_EVERY):
+                if i:
+                    # a backlog read at once can hold a hundred thousand stanzas:
+                    # let clients and timers have their turn in between
+                    await asyncio.sleep(0)
+                pending += self.deliver_many(payloads[i:i + YIELD_EVERY])
             if pending:
                 # what must be stored here first (the journal) is, before Redis forgets it
                 for res_ in await asyncio.gather(*pending, return_exceptions=True):

@@ -29,14 +29,20 @@ REPLY_TIMEOUT = 10.0  # seconds; a blocking XREAD asks for at most 1
 
 def pack(args: Sequence[Arg]) -> bytes:
     """One command in RESP: an array of bulk strings."""
-    out = [b"*%d\r\n" % len(args)]
+    out: list[bytes] = []
+    pack_into(out, args)
+    return b"".join(out)
+
+
+def pack_into(out: list[bytes], args: Sequence[Arg]) -> None:
+    """Append the parts of one command in RESP to ``out`` (big values are not copied)."""
+    out.append(b"*%d\r\n" % len(args))
     for a in args:
         if isinstance(a, str):
             a = a.encode()
         elif isinstance(a, int):
             a = b"%d" % a
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
+        out += (b"$%d\r\n" % len(a), a, b"\r\n")
 
 
 class RespError(Exception):
@@ -124,7 +130,10 @@ class RespConnection:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[list[Any]] = loop.create_future()
         proto.waiting.append((len(commands), [], fut))
-        transport.write(b"".join([pack(c) for c in commands]))
+        parts: list[bytes] = []
+        for c in commands:
+            pack_into(parts, c)
+        transport.write(b"".join(parts))
         timer = loop.call_later(self.timeout, self._expire, proto, fut)
         try:
             replies = await fut

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Optional
 
 from sqlalchemy import (
@@ -136,8 +137,9 @@ class Journal(Module):
 
     # -- across cluster nodes ------------------------------------------------
     @hook("cluster/handing", 0)
-    def handing(self, stanza: Element, fut: asyncio.Future[Any]) -> None:
-        """Our copy stays until the other node's Redis queue has the message."""
+    def handing(self, stanza: Element) -> Optional[Callable[[bool], None]]:
+        """Our copy stays until the other node's Redis queue has the message: the
+        backend calls what this returns once it has (or has given the stanza up)."""
         if not self.live:
             return None
         sid = any_stanza_id(stanza)
@@ -146,12 +148,11 @@ class Journal(Module):
         key = sid[1]
         self.live[key] += 1
 
-        def done(_f: asyncio.Future[Any]) -> None:
+        def done(_taken: bool) -> None:
             if key in self.live:
                 self.live[key] -= 1
                 self._settle(key)
-        fut.add_done_callback(done)
-        return None
+        return done
 
     @hook("cluster/arrived", 0)
     def arrived(self, session: Any, stanza: Element) -> Optional[asyncio.Future[Any]]:
