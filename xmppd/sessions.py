@@ -73,6 +73,8 @@ class SessionRegistry:
         self.backend = backend
         self._remote = backend.remote_by_bare
         self.local: dict[JID, Any] = {}
+        # the same by the full JID's text: hand-overs from other nodes name it so
+        self.local_by_text: dict[str, Any] = {}
         self.by_bare: dict[JID, list[Any]] = {}
 
     @property
@@ -90,6 +92,7 @@ class SessionRegistry:
             # the same full JID on another node: the newer login wins
             self.kick_remote(jid, remote.node, "conflict")
         self.local[jid] = session
+        self.local_by_text[str(jid)] = session
         self.by_bare.setdefault(jid.bare, []).append(session)
         self.backend.publish(SessionEntry(jid, self.node, session.priority, session.available,
                                           flags=flags_of(session)))
@@ -100,6 +103,7 @@ class SessionRegistry:
         if self.local.get(jid) is not session:
             return False
         del self.local[jid]
+        del self.local_by_text[str(jid)]
         lst = self.by_bare.get(jid.bare)
         if lst is not None:
             lst.remove(session)

@@ -61,6 +61,31 @@ def _decode(node: str, full: str, value: str) -> Optional[SessionEntry]:
         return None
 
 
+def pack_entry(payloads: list[bytes]) -> tuple[bytes, bytes]:
+    """The field and value of the stream entry that carries ``payloads`` to a node:
+    ``p``, one payload; ``z``, several separated by NUL bytes (stanzas and the other
+    envelopes never hold one: XML forbids it), split again in one call; ``m``, several
+    with their lengths, for the odd batch where a payload does hold a NUL byte."""
+    if len(payloads) == 1:
+        return b"p", payloads[0]
+    joined = b"\0".join(payloads)
+    if joined.count(b"\0") == len(payloads) - 1:
+        return b"z", joined
+    return b"m", join_payloads(payloads)
+
+
+def entry_payloads(fields: dict[bytes, bytes]) -> list[bytes]:
+    """The payloads of a stream entry (see :func:`pack_entry`)."""
+    value = fields.get(b"z")
+    if value is not None:
+        return value.split(b"\0")
+    value = fields.get(b"p")
+    if value is not None:
+        return [value]
+    value = fields.get(b"m")
+    return split_payloads(value) if value is not None else []
+
+
 def join_payloads(payloads: list[bytes]) -> bytes:
     """Several payloads in one stream entry: each after its length (4 bytes)."""
     return b"".join(len(p).to_bytes(4, "big") + p for p in payloads)
@@ -378,11 +403,7 @@ class RedisBackend:
         for node, payloads in to_node.items():
             # one stream entry for what this batch hands to a node: one command to
             # pack and one entry to read instead of one per stanza
-            k = (PREFIX + "q:" + node).encode()
-            if len(payloads) == 1:
-                cmds.append([b"XADD", k, b"*", b"p", payloads[0]])
-            else:
-                cmds.append([b"XADD", k, b"*", b"m", join_payloads(payloads)])
+            cmds.append([b"XADD", (PREFIX + "q:" + node).encode(), b"*", *pack_entry(payloads)])
         try:
             await w.execute(cmds)
         except Exception as e:  # noqa: BLE001 - Redis unreachable: retry hand-overs
@@ -485,13 +506,7 @@ class RedisBackend:
             for entry_id, fields in res:
                 ids.append(entry_id)
                 last = entry_id
-                payload = fields.get(b"p")
-                if payload is not None:
-                    payloads.append(payload)
-                else:
-                    packed = fields.get(b"m")
-                    if packed is not None:
-                        payloads += split_payloads(packed)
+                payloads += entry_payloads(fields)
             pending = []
             for i in range(0, len(payloads), YIELD_EVERY):
                 if i:

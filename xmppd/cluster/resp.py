@@ -38,10 +38,8 @@ def pack_into(out: list[bytes], args: Sequence[Arg]) -> None:
     """Append the parts of one command in RESP to ``out`` (big values are not copied)."""
     out.append(b"*%d\r\n" % len(args))
     for a in args:
-        if isinstance(a, str):
-            a = a.encode()
-        elif isinstance(a, int):
-            a = b"%d" % a
+        if not isinstance(a, bytes):
+            a = a.encode() if isinstance(a, str) else b"%d" % a
         out += (b"$%d\r\n" % len(a), a, b"\r\n")
 
 
