@@ -38,8 +38,8 @@ log = logging.getLogger(__name__)
 
 PREFIX = "xmppd:"
 RETRIES = 5
-LINGER = 0.005        # seconds the queue reader waits after a read, before the next
-WRITE_LINGER = 0.005  # seconds between two writes of the writer, at least
+LINGER = 0.010        # seconds the queue reader waits after a read, before the next
+WRITE_LINGER = 0.010  # seconds between two writes of the writer, at least
 WRITE_BATCH = 512     # operations per write at most
 MAX_PENDING = 100_000
 YIELD_EVERY = 500     # payloads handled between two turns of the event loop
