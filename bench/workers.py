@@ -110,6 +110,15 @@ def run_pair(pair: list[Workers], args: argparse.Namespace) -> dict[str, Any]:
     return {"phase": "one2one", "steps": [step], "pair": results}
 
 
+def round_ratios(results: dict[str, Any], one: str, two: str) -> list[float]:
+    """CPU per delivery of ``two`` over ``one`` in each round (the machine's load drifts
+    between rounds more than within one)."""
+    def us(key: str) -> list[Optional[float]]:
+        return [r["steps"][0].get("server_cpu_us_per_delivery") if r.get("steps") else None
+                for r in results["runs"].get(key, [])]
+    return [b / a for a, b in zip(us(one), us(two), strict=False) if a and b]
+
+
 def print_fixed(results: dict[str, Any], counts: list[int], args: argparse.Namespace) -> None:
     print("| workers | msgs/s | server CPU us/delivery (median) | runs | p99 ms (median) |")
     print("|---|---|---|---|---|")
@@ -133,6 +142,11 @@ def print_fixed(results: dict[str, Any], counts: list[int], args: argparse.Names
               % (counts[1], counts[0], x))
         print("with a core each, %d workers would hold about %.2fx one worker's rate "
               "(if the CPU is the limit)" % (counts[1], counts[1] / counts[0] / x))
+        per_round = round_ratios(results, one, two)
+        if per_round:
+            print("round by round (each round runs the setups one after the other): %s; "
+                  "median %.2fx" % (", ".join("%.2f" % r for r in per_round),
+                                    statistics.median(per_round)))
         if PAIR in cpu and counts == [1, 2]:
             c = cpu[two] / cpu[PAIR]
             print("2 workers / 2 independent servers (the cost of clustering alone): %.2fx; "
