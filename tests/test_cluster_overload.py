@@ -70,7 +70,7 @@ def test_a_long_hand_over_queue_holds_client_reads_until_it_drains(
     got: list[bytes] = []
 
     async def main() -> tuple[list[bool], list[bool]]:
-        async with two_backends(redis_server.port, lambda p: None, got.append) as (a, _b):
+        async with two_backends(redis_server.port, lambda p: None, got.extend) as (a, _b):
             changes: list[bool] = []
             a.on_backlog = changes.append
             await asyncio.sleep(1.5)  # a sees b alive
@@ -172,7 +172,7 @@ def test_a_stalled_redis_releases_held_reads_and_hand_overs_go_on(
     got: list[bytes] = []
 
     async def main() -> list[bool]:
-        async with two_backends(redis_server.port, lambda p: None, got.append) as (a, _b):
+        async with two_backends(redis_server.port, lambda p: None, got.extend) as (a, _b):
             changes: list[bool] = []
             a.on_backlog = changes.append
             await asyncio.sleep(1.5)  # a sees b alive

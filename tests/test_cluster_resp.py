@@ -140,7 +140,7 @@ def test_hand_overs_go_on_after_redis_restarts() -> None:
     got_b: list[bytes] = []
     try:
         async def main() -> tuple[bool, bool]:
-            async with two_backends(srv.port, got_a.append, got_b.append,
+            async with two_backends(srv.port, got_a.extend, got_b.extend,
                                     heartbeat=0.2) as (a, _b):
                 await asyncio.sleep(0.5)
                 before = hand_over(a, "b@test", b"D0 x@localhost/r\n<message id='before'/>")

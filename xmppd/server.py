@@ -138,9 +138,9 @@ class Server:
         self.accounts = AccountStore(self.db, cfg["scram_iterations"])
         from . import admin
         admin.install(self)
-        from .cluster.node import attach, handle_payload
+        from .cluster.node import attach, handle_payloads
         attach(self)
-        await self.sessions.backend.start(functools.partial(handle_payload, self))
+        await self.sessions.backend.start(functools.partial(handle_payloads, self))
         for host, mods in plan.items():
             await self._load_host_modules(self.hosts[host], mods)
         # modules finish start-up work that needs every host loaded (the journal

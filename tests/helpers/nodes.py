@@ -11,8 +11,8 @@ from xmppd.cluster.redis import RedisBackend
 
 
 @asynccontextmanager
-async def two_backends(port: int, deliver_a: Callable[[bytes], Any],
-                       deliver_b: Callable[[bytes], Any],
+async def two_backends(port: int, deliver_a: Callable[[list[bytes]], Any],
+                       deliver_b: Callable[[list[bytes]], Any],
                        **kw: Any) -> AsyncIterator[tuple[RedisBackend, RedisBackend]]:
     """Nodes ``a@test`` and ``b@test``, started (stopped on the way out)."""
     a = RedisBackend("a@test", host="127.0.0.1", port=port, **kw)

@@ -34,9 +34,10 @@ class ClusterBackend(Protocol):
     # what remote_sessions() returns, for the registry's lookup on every stanza)
     remote_by_bare: Mapping[JID, Mapping[JID, SessionEntry]]
 
-    async def start(self, deliver: Callable[[bytes], Any]) -> None:
-        """Start; ``deliver(payload)`` receives payloads sent to this node (it may
-        return an awaitable: the payload counts as handled when it completes)."""
+    async def start(self, deliver: Callable[[list[bytes]], Any]) -> None:
+        """Start; ``deliver(payloads)`` receives payloads sent to this node, several at
+        a time (it may return awaitables: the payloads count as handled when they
+        complete)."""
 
     async def stop(self) -> None: ...
 

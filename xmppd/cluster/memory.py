@@ -14,7 +14,7 @@ class MemoryBackend:
         self.node = node
         self.remote_by_bare: dict[JID, dict[JID, SessionEntry]] = {}  # always empty
 
-    async def start(self, deliver: Callable[[bytes], Any]) -> None:
+    async def start(self, deliver: Callable[[list[bytes]], Any]) -> None:
         return None
 
     async def stop(self) -> None:

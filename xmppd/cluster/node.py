@@ -58,8 +58,6 @@ def attach(server: Server) -> None:
 
     # a stanza about to cross -> the journal's callback for when Redis has it, or None
     backend.on_handing = functools.partial(server.hooks.fire, "cluster/handing")
-    if hasattr(backend, "deliver_many"):
-        backend.deliver_many = functools.partial(handle_payloads, server)
     backend.on_conflict = conflict
     backend.on_node_down = node_down
     backend.on_nodes_changed = nodes_changed

@@ -122,18 +122,15 @@ class RedisBackend:
         self._w: Optional[RespConnection] = None  # the writer's lean connection (see resp)
         self._local: dict[JID, SessionEntry] = {}
         self._by_full: dict[JID, SessionEntry] = {}
-        self._by_bare: dict[JID, dict[JID, SessionEntry]] = {}
-        self.remote_by_bare = self._by_bare  # read by the session registry per stanza
+        # by bare JID: read by the session registry for every stanza (see base)
+        self.remote_by_bare: dict[JID, dict[JID, SessionEntry]] = {}
         self._alive: set[str] = {node}
         # what the writer sends next: ("xadd", node, payload, attempt, done) for
         # hand-overs, ("pub", entry) and ("unpub", jid) for the directory
         self._ops: deque[tuple[Any, ...]] = deque()
         self._wake: Optional[asyncio.Future[None]] = None  # the writer waits for ops
         self._tasks: list[asyncio.Task[Any]] = []
-        self._deliver: Callable[[bytes], Any] = lambda p: None
-        # payloads of a read -> the awaitables of those not handled until they complete
-        # (the server's handler, see node.attach; by default _deliver for each)
-        self.deliver_many: Callable[[list[bytes]], list[Any]] = self._deliver_each
+        self._deliver: Callable[[list[bytes]], Any] = lambda payloads: None
         self.on_conflict: Callable[[SessionEntry], None] = lambda e: None
         self.on_node_down: Callable[[str], Any] = lambda n: None
         self.on_send_failed: Callable[[str, bytes], None] = lambda n, p: None
@@ -147,7 +144,7 @@ class RedisBackend:
         self._writes_ok = True
 
     # -- lifecycle -------------------------------------------------------------
-    async def start(self, deliver: Callable[[bytes], Any]) -> None:
+    async def start(self, deliver: Callable[[list[bytes]], Any]) -> None:
         import redis.asyncio as aioredis
 
         self._deliver = deliver
@@ -207,7 +204,7 @@ class RedisBackend:
             self._enqueue(("unpub", jid))
 
     def remote_sessions(self, bare: JID) -> list[SessionEntry]:
-        d = self._by_bare.get(bare)
+        d = self.remote_by_bare.get(bare)
         return list(d.values()) if d else []
 
     def remote_session(self, full: JID) -> Optional[SessionEntry]:
@@ -222,11 +219,7 @@ class RedisBackend:
             if done is not None:
                 done(False)
             return
-        q = self._ops
-        if len(q) >= MAX_PENDING or self._wake is not None or len(q) >= BACKLOG_HIGH:
-            self._enqueue(("xadd", node, payload, 0, done))
-        else:  # the common case, inline: the writer is busy and there is no backlog
-            q.append(("xadd", node, payload, 0, done))
+        self._enqueue(("xadd", node, payload, 0, done))
 
     def broadcast(self, payload: bytes) -> None:
         """Hand ``payload`` to every other live node."""
@@ -272,18 +265,6 @@ class RedisBackend:
         self.on_send_failed(op[1], op[2])
         if op[4] is not None:
             op[4](False)
-
-    def _deliver_each(self, payloads: list[bytes]) -> list[Any]:
-        waits = []
-        for payload in payloads:
-            try:
-                wait = self._deliver(payload)
-            except Exception:
-                log.exception("cluster: handling a payload failed")
-                continue
-            if wait is not None:
-                waits.append(wait)
-        return waits
 
     async def _publish_change(self, op: str, full: str, entry: Optional[SessionEntry]) -> None:
         value = _encode(entry) if entry is not None else ""
@@ -331,7 +312,7 @@ class RedisBackend:
         if old is not None and old.node != e.node:
             self._remove_remote(old.jid)
         self._by_full[e.jid] = e
-        self._by_bare.setdefault(e.jid.bare, {})[e.jid] = e
+        self.remote_by_bare.setdefault(e.jid.bare, {})[e.jid] = e
         mine = self._local.get(e.jid)
         if mine is not None and (mine.since, self.node) < (e.since, e.node):
             self.on_conflict(mine)  # a newer login elsewhere replaces ours
@@ -340,11 +321,11 @@ class RedisBackend:
         e = self._by_full.pop(jid, None)
         if e is None:
             return
-        d = self._by_bare.get(jid.bare)
+        d = self.remote_by_bare.get(jid.bare)
         if d is not None:
             d.pop(jid, None)
             if not d:
-                del self._by_bare[jid.bare]
+                del self.remote_by_bare[jid.bare]
 
     def _drop_node(self, node: str) -> None:
         for jid in [j for j, e in self._by_full.items() if e.node == node]:
@@ -513,7 +494,13 @@ class RedisBackend:
                     # a backlog read at once can hold a hundred thousand stanzas:
                     # let clients and timers have their turn in between
                     await asyncio.sleep(0)
-                pending += self.deliver_many(payloads[i:i + YIELD_EVERY])
+                try:
+                    waits = self._deliver(payloads[i:i + YIELD_EVERY])
+                except Exception:
+                    log.exception("cluster: handling payloads failed")
+                    continue
+                if waits:
+                    pending += waits
             if pending:
                 # what must be stored here first (the journal) is, before Redis forgets it
                 for res_ in await asyncio.gather(*pending, return_exceptions=True):
