@@ -37,12 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hotpath  # noqa: E402
 
 from xmppd.c2s.listener import C2SConnection  # noqa: E402
-from xmppd.c2s.stream import BOUND  # noqa: E402
 from xmppd.cluster import redis as cluster_redis  # noqa: E402
 from xmppd.cluster.resp import pack_into  # noqa: E402
-from xmppd.config import parse_config  # noqa: E402
-from xmppd.jid import JID  # noqa: E402
-from xmppd.server import Server  # noqa: E402
 
 
 class MemoryStreams:
@@ -136,43 +132,10 @@ class MemoryBackend(cluster_redis.RedisBackend):
             t.cancel()
 
 
-async def build(users: list[int], tmp: Path, node: str, backend: Any) -> tuple[Server, dict]:
-    cfg = parse_config({
-        "hosts": ["localhost"], "loglevel": "warning", "data_dir": str(tmp / node),
-        "listen": [{"port": 15299, "ip": "127.0.0.1", "module": "ejabberd_c2s",
-                    "starttls": False, "starttls_required": False}],
-        "modules": {"mod_disco": {}, "mod_ping": {}},
-    }, base_dir=tmp)
-    server = Server(cfg, node=node, backend=backend)
-    await server.start(listen=False)
-    listen = cfg.listen[0]
-    conns: dict[int, C2SConnection] = {}
-    for i in users:
-        conn = C2SConnection(server, listen, False)
-        conn.connection_made(hotpath.FakeTransport())  # type: ignore[arg-type]
-        conn.data_received(hotpath.HEADER)
-        st = conn.stream
-        st.auth_jid = JID("u%d" % i, "localhost", None, prepped=True)
-        st.conn.framing.reset()
-        conn.data_received(hotpath.HEADER)
-        st.state = BOUND
-        st.jid = JID("u%d" % i, "localhost", "bench", prepped=True)
-        st.jid_str = str(st.jid)
-        server.sessions.add(st)
-        conn.data_received(b"<presence/>")
-        conns[i] = conn
-    hotpath.flush_writes()
-    return server, conns
-
-
-def delivered(conns: dict[int, C2SConnection]) -> int:
-    return sum(c.transport.written for c in conns.values())  # type: ignore[union-attr]
-
-
 async def run_once(conns: dict[int, C2SConnection], data: list[tuple[int, bytes]],
                    per_turn: int) -> tuple[float, int]:
     gc.collect()
-    before = delivered(conns)
+    before = hotpath.delivered(conns)
     t = time.process_time()
     for k, (a, chunk) in enumerate(data, 1):
         conns[a].data_received(chunk)
@@ -180,10 +143,10 @@ async def run_once(conns: dict[int, C2SConnection], data: list[tuple[int, bytes]
         if k % per_turn == 0:
             await asyncio.sleep(0)
     expected = before + len(data)
-    while delivered(conns) < expected:
+    while hotpath.delivered(conns) < expected:
         await asyncio.sleep(0)
         hotpath.flush_writes()
-    return time.process_time() - t, delivered(conns) - before
+    return time.process_time() - t, hotpath.delivered(conns) - before
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -192,13 +155,13 @@ async def main_async(args: argparse.Namespace) -> None:
     cluster_redis.WRITE_LINGER = 0.0
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        one, one_conns = await build(list(range(args.users)), tmp, "one", None)
+        one, one_conns = await hotpath.build(range(args.users), tmp, "one")
         store = MemoryStreams()
         half = args.users // 2
         a_backend = MemoryBackend("a", store, {"a", "b"})
         b_backend = MemoryBackend("b", store, {"a", "b"})
-        a, a_conns = await build(list(range(half)), tmp, "a", a_backend)
-        b, b_conns = await build(list(range(half, args.users)), tmp, "b", b_backend)
+        a, a_conns = await hotpath.build(range(half), tmp, "a", a_backend)
+        b, b_conns = await hotpath.build(range(half, args.users), tmp, "b", b_backend)
         # each node's view of the other's sessions (the directory, without pub/sub)
         for src, dst in ((a_backend, b_backend), (b_backend, a_backend)):
             for entry in list(src._local.values()):
@@ -255,13 +218,7 @@ def main() -> None:
                     help="run one setup only (for instruction counts under valgrind)")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="a profile of one run of each setup: its N costliest functions")
-    args = ap.parse_args()
-    try:
-        import uvloop
-        uvloop.install()
-    except ImportError:
-        pass
-    asyncio.run(main_async(args))
+    hotpath.run(main_async(ap.parse_args()))
 
 
 if __name__ == "__main__":

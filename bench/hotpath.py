@@ -23,6 +23,7 @@ import random
 import statistics
 import tempfile
 import time
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
 from typing import Any, Optional
 
@@ -73,18 +74,21 @@ HEADER = (b"<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:cli
           b"xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>")
 
 
-async def build(users: int, tmp: Path) -> tuple[Server, list[C2SConnection]]:
+async def build(users: Iterable[int], tmp: Path, node: Optional[str] = None,
+                backend: Any = None) -> tuple[Server, dict[int, C2SConnection]]:
+    """A started server (cluster node ``node`` on ``backend`` if given) with the users
+    numbered ``users`` bound and available, each on a fake transport."""
     cfg = parse_config({
-        "hosts": ["localhost"], "loglevel": "warning", "data_dir": str(tmp / "data"),
+        "hosts": ["localhost"], "loglevel": "warning", "data_dir": str(tmp / (node or "data")),
         "listen": [{"port": 15299, "ip": "127.0.0.1", "module": "ejabberd_c2s",
                     "starttls": False, "starttls_required": False}],
         "modules": {"mod_disco": {}, "mod_ping": {}},
     }, base_dir=tmp)
-    server = Server(cfg)
+    server = Server(cfg, node=node, backend=backend)
     await server.start(listen=False)
     listen = cfg.listen[0]
-    conns = []
-    for i in range(users):
+    conns: dict[int, C2SConnection] = {}
+    for i in users:
         conn = C2SConnection(server, listen, False)
         conn.connection_made(FakeTransport())  # type: ignore[arg-type]
         conn.data_received(HEADER)
@@ -98,7 +102,7 @@ async def build(users: int, tmp: Path) -> tuple[Server, list[C2SConnection]]:
         st.jid_str = str(st.jid)
         server.sessions.add(st)
         conn.data_received(b"<presence/>")
-        conns.append(conn)
+        conns[i] = conn
     flush_writes()
     return server, conns
 
@@ -125,7 +129,11 @@ except ImportError:  # code from before write batching
         pass
 
 
-def run_once(conns: list[C2SConnection], data: list[tuple[int, bytes]]) -> float:
+def delivered(conns: dict[int, C2SConnection]) -> int:
+    return sum(c.transport.written for c in conns.values())  # type: ignore[union-attr]
+
+
+def run_once(conns: dict[int, C2SConnection], data: list[tuple[int, bytes]]) -> float:
     gc.collect()
     t = time.process_time()
     for a, chunk in data:
@@ -136,18 +144,18 @@ def run_once(conns: list[C2SConnection], data: list[tuple[int, bytes]]) -> float
 
 async def main_async(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as d:
-        server, conns = await build(args.users, Path(d))
+        server, conns = await build(range(args.users), Path(d))
         data = payloads(args.users, args.messages, args.batch, 7)
-        before = sum(c.transport.written for c in conns)  # type: ignore[union-attr]
+        before = delivered(conns)
         run_once(conns, data[: len(data) // 10])  # warm up
         times = []
         prof: Optional[cProfile.Profile] = None
         for _ in range(args.runs):
             times.append(run_once(conns, data))
-        delivered = sum(c.transport.written for c in conns) - before  # type: ignore[union-attr]
+        got = delivered(conns) - before
         expected = args.messages * args.runs + len(data[: len(data) // 10]) * args.batch
-        if delivered != expected:
-            raise SystemExit("delivered %d of %d" % (delivered, expected))
+        if got != expected:
+            raise SystemExit("delivered %d of %d" % (got, expected))
         if args.profile:
             prof = cProfile.Profile()
             prof.enable()
@@ -170,13 +178,17 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1, help="stanzas per data_received")
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--profile", action="store_true")
-    args = ap.parse_args()
+    run(main_async(ap.parse_args()))
+
+
+def run(main: Coroutine[Any, Any, None]) -> None:
+    """On uvloop (as ``xmppd run``) where it is installed."""
     try:
         import uvloop
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(main_async(args))
+    asyncio.run(main)
 
 
 if __name__ == "__main__":

@@ -100,7 +100,8 @@ def handle_payloads(server: Server, payloads: list[bytes]) -> list[Awaitable[Any
 
 
 def handle_payload(server: Server, payload: bytes) -> Optional[Awaitable[Any]]:
-    """Handle a payload from another node; an awaitable means: not done until it is."""
+    """Handle a payload from another node that :func:`handle_payloads` did not write
+    as it is; an awaitable means: not done until it is."""
     env = unpack(payload)
     if env.kind == "E":
         return server.hooks.run_all(f"cluster/event/{env.target}",
@@ -128,10 +129,8 @@ def handle_payload(server: Server, payload: bytes) -> Optional[Awaitable[Any]]:
         full = JID.parse(env.target)
     except JIDError:
         return None
+    # (a session that takes the body as it is got it in handle_payloads already)
     session = server.sessions.get_local(full)
-    if session is not None and session.writes_as_is:
-        session.write_raw(env.body)  # the body is what the session would write
-        return None
     try:
         el = parse_stanza(env.body)
     except StreamError as e:
