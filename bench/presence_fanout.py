@@ -314,7 +314,7 @@ def main() -> None:
     srv.start()
     try:
         try:
-            import uvloop   # the clients' side costs less CPU on uvloop, as the server's does
+            import uvloop  # the clients' side costs less CPU on uvloop, as the server's does
             uvloop.install()
         except ImportError:
             pass

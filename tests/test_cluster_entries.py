@@ -1,4 +1,5 @@
-"""Several hand-overs in one Redis stream entry: packing and unpacking."""
+"""Cluster entries: several hand-overs in one Redis stream entry, and the session
+registry's view of the session entries of other nodes."""
 
 from __future__ import annotations
 
@@ -31,3 +32,37 @@ def test_stream_entries_carry_one_or_several_payloads() -> None:
     assert field == b"m"
     assert entry_payloads({field: value}) == odd
     assert entry_payloads({b"other": b"?"}) == []
+
+
+def test_a_remote_session_follows_its_entry_when_it_changes() -> None:
+    """The registry makes one RemoteSession per entry of the backend's view; a session
+    that changes on its node arrives as a new entry, and routing sees the change."""
+    from xmppd.cluster.base import SessionEntry
+    from xmppd.cluster.envelope import unpack
+    from xmppd.cluster.redis import RedisBackend
+    from xmppd.jid import JID
+    from xmppd.sessions import SessionRegistry
+    from xmppd.xml import Element
+    from xmppd.xmlstream import parse_stanza
+
+    backend = RedisBackend("a")
+    backend._alive.add("b")
+    registry = SessionRegistry(backend)
+    full = JID.parse("u@localhost/phone")
+    backend._add_remote(SessionEntry(full, "b", 0, True, 1.0))
+    first = registry.resources(full.bare)
+    assert [(s.jid, s.priority, s.node) for s in first] == [(full, 0, "b")]
+    assert registry.resources(full.bare)[0] is first[0]  # made once
+    assert registry.get(full) is first[0]
+    backend._add_remote(SessionEntry(full, "b", 5, False, 1.0))  # new priority, away
+    now = registry.resources(full.bare)
+    assert [(s.priority, s.available) for s in now] == [(5, False)]
+    assert registry.get(full) is now[0]
+
+    now[0].send(Element("{jabber:client}message", {"to": str(full), "id": "m1"}))
+    backend.hops = 2  # a stanza routed again: the hop count travels with it
+    now[0].send(Element("{jabber:client}message", {"to": str(full), "id": "m2"}))
+    sent = [unpack(op[2]) for op in backend._ops if op[0] == "xadd"]
+    assert [(e.kind, e.hops, e.target) for e in sent] == [("D", 0, str(full)),
+                                                          ("D", 2, str(full))]
+    assert [parse_stanza(e.body).attrs["id"] for e in sent] == ["m1", "m2"]

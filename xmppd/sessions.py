@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Optional, Protocol
 
 from .cluster.base import ClusterBackend, SessionEntry
-from .cluster.envelope import deliver, kick
+from .cluster.envelope import deliver, header, kick
 from .jid import JID
 from .xml import Element
 
@@ -26,18 +26,21 @@ class Session(Protocol):
 
 
 class RemoteSession:
-    """A session on another node; stanzas go through the cluster backend."""
+    """A session on another node; stanzas go through the cluster backend.
 
-    __slots__ = ("entry", "backend", "jid", "priority", "available", "node")
+    One per entry of the backend's view (``entry.view``, see :meth:`SessionRegistry.
+    remote`): an entry that changes is replaced, and with it its RemoteSession."""
+
+    __slots__ = ("entry", "backend", "jid", "priority", "available", "node", "head")
 
     def __init__(self, entry: SessionEntry, backend: ClusterBackend) -> None:
-        # a snapshot of the entry: made per lookup, used while routing one stanza
         self.entry = entry
         self.backend = backend
         self.jid = entry.jid
         self.priority = entry.priority
         self.available = entry.available
         self.node = entry.node
+        self.head = header(entry.jid)  # a first hop's envelope header, made once
 
     @property
     def flags(self) -> frozenset[str]:
@@ -56,7 +59,9 @@ class RemoteSession:
         # the journal keeps its copy until the other node has the stanza: then its
         # callback is told whether the node's queue took it
         handing = backend.on_handing
-        backend.send(self.node, deliver(self.jid, stanza, backend.hops),
+        hops = backend.hops
+        backend.send(self.node,
+                     deliver(self.jid, stanza, hops) if hops else self.head + stanza.to_bytes(),
                      handing(stanza) if handing is not None else None)
 
 
@@ -73,8 +78,8 @@ class SessionRegistry:
         self.backend = backend
         self._remote = backend.remote_by_bare
         self.local: dict[JID, Any] = {}
-        # the same by the full JID's text: hand-overs from other nodes name it so
-        self.local_by_text: dict[str, Any] = {}
+        # the same by the full JID's text in UTF-8: hand-overs from other nodes name it so
+        self.local_by_name: dict[bytes, Any] = {}
         self.by_bare: dict[JID, list[Any]] = {}
 
     @property
@@ -92,7 +97,7 @@ class SessionRegistry:
             # the same full JID on another node: the newer login wins
             self.kick_remote(jid, remote.node, "conflict")
         self.local[jid] = session
-        self.local_by_text[str(jid)] = session
+        self.local_by_name[str(jid).encode()] = session
         self.by_bare.setdefault(jid.bare, []).append(session)
         self.backend.publish(SessionEntry(jid, self.node, session.priority, session.available,
                                           flags=flags_of(session)))
@@ -103,7 +108,7 @@ class SessionRegistry:
         if self.local.get(jid) is not session:
             return False
         del self.local[jid]
-        del self.local_by_text[str(jid)]
+        del self.local_by_name[str(jid).encode()]
         lst = self.by_bare.get(jid.bare)
         if lst is not None:
             lst.remove(session)
@@ -140,7 +145,7 @@ class SessionRegistry:
             return s
         entry = self.backend.remote_session(full)
         if entry is not None:
-            return RemoteSession(entry, self.backend)
+            return entry.view or self.remote(entry)
         return None
 
     def get_local(self, full: JID) -> Optional[Any]:
@@ -153,9 +158,13 @@ class SessionRegistry:
         if not remote:
             return list(local) if local else []
         out: list[Any] = list(local) if local else []
-        backend = self.backend
-        out.extend([RemoteSession(e, backend) for e in remote.values()])
+        out.extend([e.view or self.remote(e) for e in remote.values()])
         return out
+
+    def remote(self, entry: SessionEntry) -> RemoteSession:
+        """The session of another node's ``entry`` (made once per entry)."""
+        view = entry.view = RemoteSession(entry, self.backend)
+        return view
 
     def local_resources(self, bare: JID) -> list[Any]:
         return list(self.by_bare.get(bare, ()))

@@ -10,7 +10,7 @@ default; a Redis backend serves several processes or machines.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Optional, Protocol
 
 from ..jid import JID
@@ -26,6 +26,9 @@ class SessionEntry:
     available: bool = False
     since: float = 0.0  # when the session was bound (the newer login wins a conflict)
     flags: frozenset[str] = frozenset()  # what the session enabled (e.g. "carbons")
+    # the session registry's view of a remote entry (its RemoteSession), made on first
+    # use: entries of other nodes are replaced when they change, never changed in place
+    view: Any = field(default=None, repr=False, compare=False)
 
 
 class ClusterBackend(Protocol):

@@ -30,8 +30,13 @@ class Envelope(NamedTuple):
     body: bytes
 
 
+def header(to: JID, hops: int = 0) -> bytes:
+    """The first line of a delivery to ``to`` (with its newline): the stanza follows."""
+    return b"D%d %s\n" % (hops, str(to).encode())
+
+
 def deliver(to: JID, stanza: Element, hops: int = 0) -> bytes:
-    return b"D%d %s\n%s" % (hops, str(to).encode(), stanza.to_bytes())
+    return header(to, hops) + stanza.to_bytes()
 
 
 def route(stanza: Element, hops: int = 0) -> bytes:

@@ -80,13 +80,13 @@ def handle_payloads(server: Server, payloads: list[bytes]) -> list[Awaitable[Any
     """Handle payloads from another node (a read of its queue); the awaitables of those
     that are not done until they complete. Most are a stanza for a local client that
     takes it as it is (``D``): those are written here without a call each."""
-    local = server.sessions.local_by_text
+    local = server.sessions.local_by_name
     waits = []
     for payload in payloads:
         try:
             if payload[:1] == b"D":
                 head = payload.find(b"\n")
-                s = local.get(payload[payload.find(b" ", 0, head) + 1:head].decode())
+                s = local.get(payload[payload.find(b" ", 0, head) + 1:head])
                 if s is not None and s.writes_as_is:
                     s.write_raw(payload[head + 1:])  # the body is what the session would write
                     continue

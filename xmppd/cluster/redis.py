@@ -10,9 +10,9 @@ Keys (all prefixed ``xmppd:``):
   routing reads it without a network round trip;
 - stream ``q:<node>``: payloads handed to the node (see :mod:`.envelope`), one
   per entry (field ``p``) or, when a write batch holds several for the node, all
-  of them in one entry (field ``m``, each after its 4-byte length). The node
-  deletes an entry once it has handled it; when a node dies, one survivor claims
-  its stream and routes what is left there.
+  of them in one entry (see :func:`pack_entry`). The node deletes an entry once it
+  has handled it; when a node dies, one survivor claims its stream and routes what
+  is left there.
 
 Writes go through one writer task, in order, in pipelines. A hand-over that
 fails is retried with back-off; after the last retry the sender is told. The
@@ -239,7 +239,8 @@ class RedisBackend:
 
     def _enqueue(self, op: tuple[Any, ...]) -> None:
         q = self._ops
-        if len(q) >= MAX_PENDING and op[0] == "xadd":
+        n = len(q)
+        if n >= MAX_PENDING and op[0] == "xadd":
             self._give_up(op)
             return
         q.append(op)
@@ -248,7 +249,7 @@ class RedisBackend:
             self._wake = None
             if not wake.done():
                 wake.set_result(None)
-        if not self._held and self._writes_ok and len(q) > BACKLOG_HIGH:
+        if n >= BACKLOG_HIGH and not self._held and self._writes_ok:
             # more is coming in than goes out: slow the senders down (TCP pushes
             # back on them) instead of letting the queue overflow into bounces
             self._set_held(True)
