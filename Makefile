@@ -25,10 +25,10 @@ services:
 	sh tests/services/install.sh
 
 lint: $(VENV)/.test-installed
-	$(BIN)/ruff check xmppd
+	$(BIN)/ruff check xmppd bench
 
 typecheck: $(VENV)/.test-installed
-	$(BIN)/mypy xmppd
+	$(BIN)/mypy xmppd bench
 
 pytest: $(VENV)/.test-installed services
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -42,7 +42,7 @@ async def redis_py(sock: str, n: int, packed: bytes) -> tuple[float, float]:
         pipe.xadd("bench:q", {b"m": packed})
         await pipe.execute()
     write = (time.process_time() - c) / n
-    last, done = b"0", []
+    last, done = b"0", list[bytes]()
     c = time.process_time()
     for _ in range(n):
         pipe = r.pipeline(transaction=False)
@@ -67,7 +67,7 @@ async def lean(sock: str, n: int, packed: bytes) -> tuple[float, float]:
     for _ in range(n):
         await conn.execute([["XADD", "bench:q", "*", b"m", packed]])
     write = (time.process_time() - c) / n
-    last, done = b"0", []
+    last, done = b"0", list[bytes]()
     c = time.process_time()
     for _ in range(n):
         cmds: list[list[Any]] = [["XREAD", "COUNT", "1", "STREAMS", "bench:q", last]]

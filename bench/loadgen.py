@@ -537,7 +537,8 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
         lat = stats.latencies
         p50, p99 = pct(lat, 50), pct(lat, 99)
         achieved = sent / elapsed
-        step = {"rate": round(rate), "sent": sent, "achieved_rate": round(achieved, 1),
+        step: dict[str, Any] = {
+                "rate": round(rate), "sent": sent, "achieved_rate": round(achieved, 1),
                 "deliveries": stats.received, "expected": expected, "lost": missing,
                 "duplicates": dup, "bounced": stats.bounced,
                 "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),

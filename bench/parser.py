@@ -12,6 +12,7 @@ import pyexpat
 import statistics
 import time
 import xml.etree.ElementTree as ET
+from typing import Any
 
 from lxml import etree as LET  # type: ignore[import-untyped]
 
@@ -57,7 +58,7 @@ def lxml_pull() -> float:
 
 
 def etree_pull() -> float:
-    p = ET.XMLPullParser(events=("start", "end"))
+    p: Any = ET.XMLPullParser(events=("start", "end"))  # its events are typed as a union
     p.feed(HEAD)
     root = None
     for _ev, el in p.read_events():
@@ -84,9 +85,10 @@ def rss() -> int:
 
 def memory(kind: str, n: int = 3000) -> float:
     gc.collect()
-    keep = []
+    keep: list[Any] = []
     before = rss()
     for _ in range(n):
+        p: Any
         if kind == "expat":
             p = pyexpat.ParserCreate("UTF-8", " ")
             p.StartElementHandler = lambda n, a: None

@@ -44,7 +44,7 @@ async def bench(args: argparse.Namespace, srv: object) -> None:
     assert isinstance(srv, XmppdServer)
     size = args.size_mb * MB
     data = os.urandom(size)
-    ssl = False if args.tls else None
+    ssl = not args.tls  # with TLS, the self-signed certificate is not checked
     c = await client(srv, "romeo")
     base_rss = rss_kib(srv.pid, "VmRSS")
     ups, downs, peaks = [], [], []
