@@ -27,12 +27,20 @@ Placement: ``--server-cpu`` and ``--loadgen-cpu`` (``taskset`` lists); by
 default nothing is pinned, because two workers need both cores of a two-core
 machine, and then the load generator competes with them for CPU: on such a
 machine the ratio understates what two workers do with two cores of their own.
+
+``--cpu-quota Q`` shows the scaling as throughput on such a machine: a server
+with N workers runs in a cgroup that gives all its processes (master, workers,
+Redis) N x Q CPUs (:mod:`cpuquota`), so one worker gets a core of Q CPUs and two
+workers two such cores, and the load generator keeps the rest of the machine::
+
+    .venv/bin/python bench/workers.py --cpu-quota 0.5 --factor 1.25 --refine 3
 """
 
 from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import os
 import shutil
 import statistics
 import sys
@@ -43,6 +51,7 @@ from typing import Any, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402
+import cpuquota  # noqa: E402
 
 PAIR = "xmppd-1x2"
 
@@ -53,9 +62,14 @@ class Workers(compare.Xmppd):
         self.name = name or "xmppd-w%d" % workers
         self.workers = workers
         super().__init__(base, args)
+        # N workers: N cores of Q CPUs each, for all the server's processes together
+        self.quota = (cpuquota.CpuQuota("xmppd-bench-%d-%s" % (os.getpid(), self.name),
+                                        workers * args.cpu_quota)
+                      if args.cpu_quota else None)
 
     def command(self) -> list[str]:
-        return super().command() + ["--workers", str(self.workers)]
+        cmd = super().command() + ["--workers", str(self.workers)]
+        return self.quota.prefix() + cmd if self.quota is not None else cmd
 
     def start(self) -> None:
         super().start()
@@ -87,6 +101,18 @@ def run_fixed(srv: Workers, args: argparse.Namespace) -> dict[str, Any]:
         return {"phase": "one2one", "error": str(e)}
     finally:
         srv.stop()
+
+
+def run_one(srv: Workers, args: argparse.Namespace) -> dict[str, Any]:
+    """One run of the phase (or the fixed step) on a fresh server; with a CPU quota, how
+    long the server waited for CPU time in it."""
+    waited = srv.quota.throttled_seconds() if srv.quota is not None else 0.0
+    res = (run_fixed(srv, args) if args.per_worker_rate
+           else compare.run_phase(srv, args, args.phase))
+    if srv.quota is not None:
+        res["cpu_quota_cores"] = srv.quota.cores
+        res["throttled_s"] = round(srv.quota.throttled_seconds() - waited, 1)
+    return res
 
 
 def run_pair(pair: list[Workers], args: argparse.Namespace) -> dict[str, Any]:
@@ -176,6 +202,9 @@ def main() -> None:
                     help="with --per-worker-rate and --workers 1,2: also two independent "
                          "one-worker servers side by side, to separate what the machine "
                          "costs from what clustering costs")
+    ap.add_argument("--cpu-quota", type=float, default=None, metavar="Q",
+                    help="run a server of N workers in a cgroup of N x Q CPUs (all its "
+                         "processes): cores of Q CPUs, the rest for the load generator")
     ap.add_argument("--phase-timeout", type=float, default=1800)
     ap.add_argument("--out", help="JSON file (default bench/results/workers-TIMESTAMP.json)")
     args = ap.parse_args()
@@ -189,10 +218,10 @@ def main() -> None:
     base.chmod(0o755)
     results: dict[str, Any] = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
                                "runs": {}}
+    servers = [Workers(base, args, n) for n in counts]
+    pair = ([Workers(base, args, 1, "%s-%s" % (PAIR, c)) for c in "ab"]
+            if args.control and args.per_worker_rate else [])
     try:
-        servers = [Workers(base, args, n) for n in counts]
-        pair = ([Workers(base, args, 1, "%s-%s" % (PAIR, c)) for c in "ab"]
-                if args.control and args.per_worker_rate else [])
         for srv in pair:
             srv.setup_accounts(args.users + 20)
         for srv in servers:
@@ -209,13 +238,14 @@ def main() -> None:
                         base / ("scram-cache-%s.json" % srv.name))
         for _ in range(args.runs):
             for srv in servers:
-                results["runs"].setdefault(srv.name, []).append(
-                    run_fixed(srv, args) if args.per_worker_rate
-                    else compare.run_phase(srv, args, args.phase))
+                results["runs"].setdefault(srv.name, []).append(run_one(srv, args))
             if pair:
                 results["runs"].setdefault(PAIR, []).append(run_pair(pair, args))
     finally:
         shutil.rmtree(base, ignore_errors=True)
+        for srv in servers + pair:
+            if srv.quota is not None:
+                srv.quota.remove()
 
     if args.per_worker_rate:
         print()
@@ -224,6 +254,9 @@ def main() -> None:
         return
 
     print()
+    if args.cpu_quota:
+        print("each worker: a core of %.2f CPUs (a cgroup of N x %.2f CPUs for a server of "
+              "N workers, Redis included)\n" % (args.cpu_quota, args.cpu_quota))
     unit = "msgs/s held" if args.phase == "one2one" else "logins/s"
     print("| workers | %s (median) | runs | server CPU us/delivery | p99 ms |" % unit)
     print("|---|---|---|---|---|")
