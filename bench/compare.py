@@ -493,6 +493,8 @@ def loadgen(server: Server, args: argparse.Namespace, phase: str, extra: list[st
 def phase_args(args: argparse.Namespace, phase: str) -> list[str]:
     step = ["--step-seconds", str(args.step_seconds), "--factor", str(args.factor),
             "--refine", str(args.refine)]
+    if getattr(args, "p99_bound_ms", None):
+        step += ["--p99-bound-ms", str(args.p99_bound_ms)]
     if phase == "memory":
         return ["--checkpoints", args.memory_checkpoints, "--settle", str(args.settle)]
     if phase == "logins":

@@ -33,7 +33,10 @@ with N workers runs in a cgroup that gives all its processes (master, workers,
 Redis) N x Q CPUs (:mod:`cpuquota`), so one worker gets a core of Q CPUs and two
 workers two such cores, and the load generator keeps the rest of the machine::
 
-    .venv/bin/python bench/workers.py --cpu-quota 0.5 --factor 1.25 --refine 3
+    .venv/bin/python bench/workers.py --cpu-quota 0.5 --start-rate 6000 --factor 1.2 --refine 3
+
+Near saturation a worker trades latency for CPU (bigger batches), so the rate that holds
+depends on the latency bound: ``--p99-bound-ms`` changes it (default 200 ms).
 """
 
 from __future__ import annotations
@@ -205,6 +208,9 @@ def main() -> None:
     ap.add_argument("--cpu-quota", type=float, default=None, metavar="Q",
                     help="run a server of N workers in a cgroup of N x Q CPUs (all its "
                          "processes): cores of Q CPUs, the rest for the load generator")
+    ap.add_argument("--p99-bound-ms", type=float, default=None,
+                    help="the latency bound of a step that holds (default: the load "
+                         "generator's, 200 ms)")
     ap.add_argument("--phase-timeout", type=float, default=1800)
     ap.add_argument("--out", help="JSON file (default bench/results/workers-TIMESTAMP.json)")
     args = ap.parse_args()
