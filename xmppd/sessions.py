@@ -28,8 +28,9 @@ class Session(Protocol):
 class RemoteSession:
     """A session on another node; stanzas go through the cluster backend.
 
-    One per entry of the backend's view (``entry.view``, see :meth:`SessionRegistry.
-    remote`): an entry that changes is replaced, and with it its RemoteSession."""
+    One per entry of the backend's view (``entry.view``, made by
+    :meth:`SessionRegistry.remote`): an entry that changes is replaced, and with it
+    its RemoteSession."""
 
     __slots__ = ("entry", "backend", "jid", "priority", "available", "node", "head")
 
