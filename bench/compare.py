@@ -490,11 +490,15 @@ def loadgen(server: Server, args: argparse.Namespace, phase: str, extra: list[st
     return out
 
 
+def p99_bound(args: argparse.Namespace) -> list[str]:
+    """The load generator's option for the latency bound of a step that holds, if set."""
+    return ["--p99-bound-ms", str(args.p99_bound_ms)] if args.p99_bound_ms else []
+
+
 def phase_args(args: argparse.Namespace, phase: str) -> list[str]:
     step = ["--step-seconds", str(args.step_seconds), "--factor", str(args.factor),
             "--refine", str(args.refine)]
-    if getattr(args, "p99_bound_ms", None):
-        step += ["--p99-bound-ms", str(args.p99_bound_ms)]
+    step += p99_bound(args)
     if phase == "memory":
         return ["--checkpoints", args.memory_checkpoints, "--settle", str(args.settle)]
     if phase == "logins":
@@ -618,6 +622,9 @@ def main() -> None:
     ap.add_argument("--step-seconds", type=float, default=10)
     ap.add_argument("--factor", type=float, default=1.5)
     ap.add_argument("--refine", type=int, default=2)
+    ap.add_argument("--p99-bound-ms", type=float, default=None,
+                    help="the latency bound of a step that holds (default: the load "
+                         "generator's, 200 ms)")
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--loadgen-cpu", default="1")
     ap.add_argument("--phase-timeout", type=float, default=1800)

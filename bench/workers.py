@@ -98,7 +98,8 @@ def run_fixed(srv: Workers, args: argparse.Namespace) -> dict[str, Any]:
     try:
         return compare.loadgen(srv, args, "one2one", [
             "--users", str(args.users), "--start-rate", str(rate), "--max-rate", str(rate),
-            "--refine", "0", "--step-seconds", str(args.step_seconds)])
+            "--refine", "0", "--step-seconds", str(args.step_seconds),
+            *compare.p99_bound(args)])
     except Exception as e:  # keep going: one failing run must not hide the others
         compare.log("%s: failed: %s" % (srv.name, e))
         return {"phase": "one2one", "error": str(e)}

@@ -15,7 +15,7 @@ briefly disagree cannot bounce it back and forth forever.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 from ..jid import JID
 from ..xml import Element
@@ -51,9 +51,13 @@ def event(name: str, arg: str) -> bytes:
     return b"E %s\n%s" % (name.encode(), arg.encode())
 
 
-def pack(to: JID, stanza: Element) -> bytes:
-    """Back-compatible name: a delivery envelope."""
-    return deliver(to, stanza)
+def delivery(payload: bytes) -> Optional[tuple[bytes, int]]:
+    """For a ``D`` payload: the target's full JID (UTF-8) and where the stanza starts,
+    without decoding the header (read for every stanza that crosses); None otherwise."""
+    if payload[:1] != b"D":
+        return None
+    head = payload.find(b"\n")
+    return payload[payload.find(b" ", 0, head) + 1:head], head + 1
 
 
 def unpack(payload: bytes) -> Envelope:

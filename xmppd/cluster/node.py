@@ -12,7 +12,7 @@ from ..jid import JID, JIDError
 from ..stanza import MESSAGE, StanzaError, StanzaEvent
 from ..xmlstream import StreamError, parse_stanza
 from .base import SessionEntry
-from .envelope import MAX_HOPS, unpack
+from .envelope import MAX_HOPS, delivery, unpack
 
 if TYPE_CHECKING:
     from ..server import Server
@@ -84,11 +84,11 @@ def handle_payloads(server: Server, payloads: list[bytes]) -> list[Awaitable[Any
     waits = []
     for payload in payloads:
         try:
-            if payload[:1] == b"D":
-                head = payload.find(b"\n")
-                s = local.get(payload[payload.find(b" ", 0, head) + 1:head])
+            d = delivery(payload)
+            if d is not None:
+                s = local.get(d[0])
                 if s is not None and s.writes_as_is:
-                    s.write_raw(payload[head + 1:])  # the body is what the session would write
+                    s.write_raw(payload[d[1]:])  # the body is what the session would write
                     continue
             wait = handle_payload(server, payload)
         except Exception:
