@@ -495,6 +495,11 @@ def p99_bound(args: argparse.Namespace) -> list[str]:
     return ["--p99-bound-ms", str(args.p99_bound_ms)] if args.p99_bound_ms else []
 
 
+def by_process(args: argparse.Namespace) -> list[str]:
+    """The one-to-one phase's option to report crossing messages apart, if set."""
+    return ["--by-process"] if args.by_process else []
+
+
 def phase_args(args: argparse.Namespace, phase: str) -> list[str]:
     step = ["--step-seconds", str(args.step_seconds), "--factor", str(args.factor),
             "--refine", str(args.refine)]
@@ -504,7 +509,8 @@ def phase_args(args: argparse.Namespace, phase: str) -> list[str]:
     if phase == "logins":
         return ["--users", str(args.logins)]
     if phase == "one2one":
-        return ["--users", str(args.one2one_users), "--start-rate", str(args.one2one_start)] + step
+        return (["--users", str(args.one2one_users), "--start-rate", str(args.one2one_start)]
+                + step + by_process(args))
     if phase == "fanout":
         return ["--users", str(args.fanout_users), "--start-rate", str(args.fanout_start)] + step
     raise ValueError(phase)
@@ -625,6 +631,8 @@ def main() -> None:
     ap.add_argument("--p99-bound-ms", type=float, default=None,
                     help="the latency bound of a step that holds (default: the load "
                          "generator's, 200 ms)")
+    ap.add_argument("--by-process", action="store_true",
+                    help="one2one: the latency of messages between two server processes apart")
     ap.add_argument("--server-cpu", default="0")
     ap.add_argument("--loadgen-cpu", default="1")
     ap.add_argument("--phase-timeout", type=float, default=1800)

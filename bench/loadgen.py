@@ -171,7 +171,8 @@ class Scram:
 class Stats:
     """Shared receive-side counters of one phase step."""
 
-    __slots__ = ("received", "latencies", "seen", "track", "bounced")
+    __slots__ = ("received", "latencies", "seen", "track", "bounced", "crossing",
+                 "crossing_latencies", "local_latencies")
 
     def __init__(self) -> None:
         self.received = 0
@@ -179,12 +180,21 @@ class Stats:
         self.seen: dict[int, int] = {}
         self.track = False
         self.bounced = 0  # error replies (they carry the marker back, counted as seen)
+        # --by-process: the messages between clients of two server processes, and
+        # their latencies (also in latencies)
+        self.crossing: Optional[set[int]] = None
+        self.crossing_latencies: list[int] = []
+        self.local_latencies: list[int] = []
 
     def reset(self) -> None:
         self.received = 0
         self.latencies = []
         self.seen = {}
         self.bounced = 0
+        if self.crossing is not None:
+            self.crossing = set()
+        self.crossing_latencies = []
+        self.local_latencies = []
 
 
 class Client(asyncio.Protocol):
@@ -231,11 +241,15 @@ class Client(asyncio.Protocol):
         stats = self.stats
         lat = stats.latencies
         n = 0
+        crossing = stats.crossing
         for m in MARK.finditer(data):
             lat.append(t - int(m.group(1)))
             if stats.track:
                 seq = int(m.group(2))
                 stats.seen[seq] = stats.seen.get(seq, 0) + 1
+                if crossing is not None:
+                    (stats.crossing_latencies if seq in crossing
+                     else stats.local_latencies).append(lat[-1])
             last = m.end()
             n += 1
         stats.received += n
@@ -468,6 +482,24 @@ def children(pid: int) -> list[int]:
     return out
 
 
+def server_processes(clients: list[Client], port: int) -> list[int]:
+    """The server process (pid) holding the other end of each client's connection, from
+    ``ss`` (the server must run on this machine as the same user); 0 where not seen."""
+    import subprocess
+    out = subprocess.run(["ss", "-tnpH", "state", "established", "( sport = :%d )" % port],
+                         capture_output=True, text=True, check=False).stdout
+    by_port: dict[int, int] = {}
+    for line in out.splitlines():
+        m = re.search(r":(\d+)\s+users:\(\(\"[^\"]*\",pid=(\d+)", line)
+        if m:
+            by_port[int(m.group(1))] = int(m.group(2))
+    out_pids = []
+    for c in clients:
+        peer = c.transport.get_extra_info("sockname") if c.transport is not None else None
+        out_pids.append(by_port.get(peer[1], 0) if peer else 0)
+    return out_pids
+
+
 def log(*a: Any) -> None:
     print(*a, file=sys.stderr, flush=True)
 
@@ -545,6 +577,16 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
                 "max_ms": round(pct(lat, 100), 2), "sender_lag_max_ms": round(lag_max * 1000, 1),
                 # near 100: the load generator itself is the limit
                 "loadgen_cpu_percent": round(100 * own / max(1e-6, loop.time() - start), 1)}
+        if stats.crossing is not None:
+            # --by-process: the latency of messages that crossed between two server
+            # processes, and of those that did not
+            cl, local = stats.crossing_latencies, stats.local_latencies
+            step.update(crossing_share=round(len(cl) / max(1, len(lat)), 3),
+                        crossing_p50_ms=round(pct(cl, 50), 2), crossing_p99_ms=round(pct(cl, 99), 2),
+                        local_p50_ms=round(pct(local, 50), 2), local_p99_ms=round(pct(local, 99), 2))
+            log("    crossing %.0f%%: p50 %.1f ms p99 %.1f ms; local p50 %.1f ms p99 %.1f ms"
+                % (100 * step["crossing_share"], step["crossing_p50_ms"], step["crossing_p99_ms"],
+                   step["local_p50_ms"], step["local_p99_ms"]))
         if args.server_pid:
             # server CPU per delivery: robust to other load on the machine
             step["server_cpu_s"] = round(cpu, 2)
@@ -610,12 +652,24 @@ async def phase_one2one(bench: Bench, args: argparse.Namespace) -> dict[str, Any
     if pad:
         post = b":E " + pad + b"</body></message>"
     heads = [pre + b for b in bare]
+    owner: list[int] = []
+    if args.by_process:
+        owner = server_processes(clients, args.port)
+        counts: dict[int, int] = {}
+        for pid in owner:
+            counts[pid] = counts.get(pid, 0) + 1
+        log("one2one: clients per server process %s" % dict(sorted(counts.items())))
+        bench.stats.crossing = set()
 
     def make(seq: int, ts: int, rng: random.Random) -> tuple[Client, bytes]:
         a = rng.randrange(n)
         b = rng.randrange(n - 1)
         if b >= a:
             b += 1
+        if owner and owner[a] != owner[b]:
+            crossing = bench.stats.crossing
+            assert crossing is not None
+            crossing.add(seq)
         return clients[a], b"".join((heads[b], mid, str(ts).encode(), b":", str(seq).encode(), post))
 
     await asyncio.sleep(1.0)
@@ -779,6 +833,9 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--p99-bound-ms", type=float, default=200.0)
         if name == "one2one":
             p.add_argument("--body-pad", type=int, default=0, help="extra body bytes")
+            p.add_argument("--by-process", action="store_true",
+                           help="report the latency of messages between clients of two server "
+                                "processes apart (finds them with ss; server on this machine)")
         else:
             p.add_argument("--room", default="bench")
             p.add_argument("--muc-host", help="default: conference.HOST")

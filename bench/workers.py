@@ -99,7 +99,7 @@ def run_fixed(srv: Workers, args: argparse.Namespace) -> dict[str, Any]:
         return compare.loadgen(srv, args, "one2one", [
             "--users", str(args.users), "--start-rate", str(rate), "--max-rate", str(rate),
             "--refine", "0", "--step-seconds", str(args.step_seconds),
-            *compare.p99_bound(args)])
+            *compare.p99_bound(args), *compare.by_process(args)])
     except Exception as e:  # keep going: one failing run must not hide the others
         compare.log("%s: failed: %s" % (srv.name, e))
         return {"phase": "one2one", "error": str(e)}
@@ -212,6 +212,9 @@ def main() -> None:
     ap.add_argument("--p99-bound-ms", type=float, default=None,
                     help="the latency bound of a step that holds (default: the load "
                          "generator's, 200 ms)")
+    ap.add_argument("--by-process", action="store_true",
+                    help="report the latency of messages that cross between workers apart "
+                         "from the others")
     ap.add_argument("--phase-timeout", type=float, default=1800)
     ap.add_argument("--out", help="JSON file (default bench/results/workers-TIMESTAMP.json)")
     args = ap.parse_args()
