@@ -7,7 +7,8 @@ and two Servers "a" and "b" with half of the users each, joined by the Redis
 cluster backend (:class:`xmppd.cluster.redis.RedisBackend`) whose Redis is
 replaced by an in-memory stream store: the backend's own code runs (queueing,
 the writer's batches, packing, RESP encoding of the commands, the queue
-reader, unpacking, hand-over to the session), only the socket and Redis
+reader, unpacking, hand-over to the session; the reader's callbacks run from a
+task here), only the socket and Redis
 itself are left out. The same chat messages to random users are fed to both
 setups; with two nodes about half of them cross. The event loop gets a turn
 every ``--per-turn`` messages (the writer and the reader run then, so that is
@@ -38,6 +39,7 @@ import hotpath  # noqa: E402
 
 from xmppd.c2s.listener import C2SConnection  # noqa: E402
 from xmppd.cluster import redis as cluster_redis  # noqa: E402
+from xmppd.cluster.reader import QueueReader  # noqa: E402
 from xmppd.cluster.resp import pack_into  # noqa: E402
 
 
@@ -105,6 +107,16 @@ class MemoryConnection:
                 out.append(1)
         return out
 
+    def call(self, commands: list[list[Any]], replied: Any) -> bool:
+        """The queue reader's calls: the replies go to ``replied`` (a blocking read
+        answers once something is added)."""
+        task = asyncio.ensure_future(self.execute(commands))
+        task.add_done_callback(lambda t: t.cancelled() or replied(t.exception() or t.result()))
+        return True
+
+    async def connect(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 
@@ -120,12 +132,11 @@ class MemoryBackend(cluster_redis.RedisBackend):
     async def start(self, deliver: Any) -> None:
         self._deliver = deliver
         self._w = MemoryConnection(self.store)  # type: ignore[assignment]
-        self._tasks = [asyncio.ensure_future(self._writer()),
-                       asyncio.ensure_future(self._read())]
-
-    async def _read(self) -> None:
-        await self._consume_loop(MemoryConnection(self.store),  # type: ignore[arg-type]
-                                 cluster_redis.PREFIX + "q:" + self.node, None, [])
+        self._tasks = [asyncio.ensure_future(self._writer())]
+        self._reader = QueueReader(MemoryConnection(self.store),  # type: ignore[arg-type]
+                                   (cluster_redis.PREFIX + "q:" + self.node).encode(),
+                                   deliver, lambda: 0.0)
+        self._reader.start()
 
     async def stop(self) -> None:
         for t in self._tasks:

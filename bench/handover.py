@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from xmppd.cluster.redis import join_payloads  # noqa: E402
+from xmppd.cluster.entries import join_payloads  # noqa: E402
 from xmppd.cluster.resp import RespConnection, stream_entries  # noqa: E402
 
 PAYLOAD = (b"D0 u1@localhost/r\n<message type='chat' to='u1@localhost' "

@@ -3,7 +3,7 @@ registry's view of the session entries of other nodes."""
 
 from __future__ import annotations
 
-from xmppd.cluster.redis import entry_payloads, join_payloads, pack_entry, split_payloads
+from xmppd.cluster.entries import entry_payloads, join_payloads, pack_entry, split_payloads
 
 
 def test_payloads_survive_packing() -> None:

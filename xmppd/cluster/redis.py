@@ -9,10 +9,10 @@ Keys (all prefixed ``xmppd:``):
 - channel ``dirchg``: directory changes, so every node keeps a local replica and
   routing reads it without a network round trip;
 - stream ``q:<node>``: payloads handed to the node (see :mod:`.envelope`), one
-  per entry (field ``p``) or, when a write batch holds several for the node, all
-  of them in one entry (see :func:`pack_entry`). The node deletes an entry once it
-  has handled it; when a node dies, one survivor claims its stream and routes what
-  is left there.
+  per entry or, when a write batch holds several for the node, all of them in one
+  entry (see :mod:`.entries`). The node reads its stream with a
+  :class:`.reader.QueueReader` and deletes an entry once it has handled it; when a
+  node dies, one survivor claims its stream and routes what is left there.
 
 Writes go through one writer task, in order, in pipelines. A hand-over that
 fails is retried with back-off; after the last retry the sender is told. The
@@ -32,17 +32,18 @@ from typing import Any, Optional
 
 from ..jid import JID, JIDError
 from .base import SessionEntry
+from .entries import entry_payloads, pack_entry
+from .reader import QueueReader, handle_in_chunks
 from .resp import RespConnection, stream_entries
 
 log = logging.getLogger(__name__)
 
 PREFIX = "xmppd:"
 RETRIES = 5
-LINGER = 0.010        # seconds the queue reader waits after a read, before the next
+LINGER = 0.010        # seconds the queue reader waits after a read, with 3+ nodes
 WRITE_LINGER = 0.010  # seconds between two writes of the writer, at least
 WRITE_BATCH = 512     # operations per write at most
 MAX_PENDING = 100_000
-YIELD_EVERY = 500     # payloads handled between two turns of the event loop
 BACKLOG_HIGH = 20_000  # hand-overs waiting for Redis: stop reading from clients...
 BACKLOG_LOW = 5_000    # ...until this few are left
 
@@ -59,49 +60,6 @@ def _decode(node: str, full: str, value: str) -> Optional[SessionEntry]:
                             frozenset(f for f in flags.split(",") if f))
     except (ValueError, JIDError):
         return None
-
-
-def pack_entry(payloads: list[bytes]) -> tuple[bytes, bytes]:
-    """The field and value of the stream entry that carries ``payloads`` to a node:
-    ``p``, one payload; ``z``, several separated by NUL bytes (stanzas and the other
-    envelopes never hold one: XML forbids it), split again in one call; ``m``, several
-    with their lengths, for the odd batch where a payload does hold a NUL byte."""
-    if len(payloads) == 1:
-        return b"p", payloads[0]
-    joined = b"\0".join(payloads)
-    if joined.count(b"\0") == len(payloads) - 1:
-        return b"z", joined
-    return b"m", join_payloads(payloads)
-
-
-def entry_payloads(fields: dict[bytes, bytes]) -> list[bytes]:
-    """The payloads of a stream entry (see :func:`pack_entry`)."""
-    value = fields.get(b"z")
-    if value is not None:
-        return value.split(b"\0")
-    value = fields.get(b"p")
-    if value is not None:
-        return [value]
-    value = fields.get(b"m")
-    return split_payloads(value) if value is not None else []
-
-
-def join_payloads(payloads: list[bytes]) -> bytes:
-    """Several payloads in one stream entry: each after its length (4 bytes)."""
-    return b"".join(len(p).to_bytes(4, "big") + p for p in payloads)
-
-
-def split_payloads(packed: bytes) -> list[bytes]:
-    out = []
-    i, end = 0, len(packed)
-    while i + 4 <= end:
-        n = int.from_bytes(packed[i:i + 4], "big")
-        if i + 4 + n > end:
-            log.warning("cluster: a stream entry ends inside a payload; dropping its tail")
-            break
-        out.append(packed[i + 4:i + 4 + n])
-        i += 4 + n
-    return out
 
 
 class RedisBackend:
@@ -130,6 +88,7 @@ class RedisBackend:
         self._ops: deque[tuple[Any, ...]] = deque()
         self._wake: Optional[asyncio.Future[None]] = None  # the writer waits for ops
         self._tasks: list[asyncio.Task[Any]] = []
+        self._reader: Optional[QueueReader] = None
         self._deliver: Callable[[list[bytes]], Any] = lambda payloads: None
         self.on_conflict: Callable[[SessionEntry], None] = lambda e: None
         self.on_node_down: Callable[[str], Any] = lambda n: None
@@ -161,7 +120,10 @@ class RedisBackend:
         await self._publish_change("J", "", None)
         await self._load_directory()
         self._tasks = [asyncio.ensure_future(t) for t in (
-            self._writer(), self._listen(), self._consume(), self._watch_nodes())]
+            self._writer(), self._listen(), self._watch_nodes())]
+        self._reader = QueueReader(RespConnection(**self._conn_args),
+                                   (PREFIX + "q:" + self.node).encode(), deliver, self._linger)
+        self._reader.start()
         self._beating = _Heartbeat(self, asyncio.get_running_loop())
         self._beating.start()
         log.info("cluster: node %s joined (%d other nodes alive)", self.node, len(self._alive) - 1)
@@ -169,6 +131,9 @@ class RedisBackend:
     async def stop(self) -> None:
         for t in self._tasks:
             t.cancel()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            await reader.stop()
         beating, self._beating = self._beating, None
         if beating is not None:
             # stopped before the node key is deleted, or it would set it again
@@ -234,6 +199,13 @@ class RedisBackend:
         return list(self._by_full.values())
 
     # -- internals -------------------------------------------------------------
+    def _linger(self) -> float:
+        """How long the queue reader waits after a read of few entries. With one other
+        node, not at all: its writer batches already (one entry per write, at most one
+        write every WRITE_LINGER), and waiting would only add to every crossing's latency.
+        With more, the wait gathers their entries into one read."""
+        return LINGER if len(self._alive) > 2 else 0.0
+
     def _dir_key(self, node: str) -> str:
         return PREFIX + "dir:" + node
 
@@ -443,75 +415,45 @@ class RedisBackend:
             elif op == "L":
                 self._drop_node(node)
 
-    async def _consume(self, node: Optional[str] = None) -> None:
-        """Handle payloads queued for this node (or a dead node's leftovers)."""
-        key = PREFIX + "q:" + (node or self.node)
-        done: list[bytes] = []   # handled entries, deleted with the next read
+    async def _consume(self, node: str) -> None:
+        """Route what a dead node left in its queue (until it is empty)."""
+        key = (PREFIX + "q:" + node).encode()
         conn = RespConnection(**self._conn_args)
-        try:
-            await self._consume_loop(conn, key, node, done)
-        finally:
-            if done:  # stopping: what was handled must not come back at the next start
-                try:
-                    await asyncio.wait_for(conn.execute([["XDEL", key, *done]]), 2)
-                except BaseException:  # noqa: BLE001 - best effort at shutdown
-                    pass
-            conn.close()
-
-    async def _consume_loop(self, conn: RespConnection, key: str, node: Optional[str],
-                            done: list[bytes]) -> None:
         last = b"0"
-        k = key.encode()
-        read: list[Any] = [b"XREAD", b"COUNT", b"500", *([] if node else [b"BLOCK", b"1000"]),
-                           b"STREAMS", k]
-        while True:
-            try:
-                cmds: list[list[Any]] = [read + [last]]
-                if done:
-                    cmds.insert(0, [b"XDEL", k, *done])
-                res = stream_entries((await conn.execute(cmds))[-1])
-                done.clear()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # noqa: BLE001
-                log.warning("cluster: reading %s failed: %s", key, e)
-                await asyncio.sleep(0.5)
-                continue
-            if not res:
-                if node is not None:
+        done: list[bytes] = []  # handled entries, deleted with the next read
+        try:
+            while True:
+                try:
+                    cmds: list[list[Any]] = [[b"XREAD", b"COUNT", b"500", b"STREAMS", key, last]]
+                    if done:
+                        cmds.insert(0, [b"XDEL", key, *done])
+                    res = stream_entries((await conn.execute(cmds))[-1])
+                    done = []
+                except asyncio.CancelledError:
+                    raise
+                except Exception as e:  # noqa: BLE001
+                    log.warning("cluster: reading %s failed: %s", key.decode(), e)
+                    await asyncio.sleep(0.5)
+                    continue
+                if not res:
                     # an empty stream stays: deleting it could lose what a lagging
                     # node adds in the meantime
                     return
-                continue
-            ids = []
-            payloads: list[bytes] = []
-            for entry_id, fields in res:
-                ids.append(entry_id)
-                last = entry_id
-                payloads += entry_payloads(fields)
-            pending = []
-            for i in range(0, len(payloads), YIELD_EVERY):
-                if i:
-                    # a backlog read at once can hold a hundred thousand stanzas:
-                    # let clients and timers have their turn in between
-                    await asyncio.sleep(0)
+                ids = []
+                payloads: list[bytes] = []
+                for entry_id, fields in res:
+                    ids.append(entry_id)
+                    payloads += entry_payloads(fields)
+                last = ids[-1]
+                await handle_in_chunks(self._deliver, payloads)
+                done = ids
+        finally:
+            if done:  # stopping: what was handled must not come back
                 try:
-                    waits = self._deliver(payloads[i:i + YIELD_EVERY])
-                except Exception:
-                    log.exception("cluster: handling payloads failed")
-                    continue
-                if waits:
-                    pending += waits
-            if pending:
-                # what must be stored here first (the journal) is, before Redis forgets it
-                for res_ in await asyncio.gather(*pending, return_exceptions=True):
-                    if isinstance(res_, Exception):
-                        log.warning("cluster: storing a handed-over stanza failed: %s", res_)
-            done.extend(ids)
-            if node is None and len(ids) < 500:
-                # let more arrive before the next read: one read for several stanzas
-                # costs far less CPU than one each, for a few milliseconds of latency
-                await asyncio.sleep(LINGER)
+                    await asyncio.wait_for(conn.execute([[b"XDEL", key, *done]]), 2)
+                except BaseException:  # noqa: BLE001 - best effort at shutdown
+                    pass
+            conn.close()
 
     async def _watch_nodes(self) -> None:
         """Which nodes are alive (their heartbeats are in the thread, see _Heartbeat)."""

@@ -9,21 +9,30 @@ keeps using redis-py.
 
 One connection serves one user (the writer task, a queue reader) that waits
 for each call before the next; replies are matched to calls in order, also
-those of a call that was cancelled. A lost connection fails the calls that wait with
-:class:`ConnectionError`, a reply that does not come within ``timeout`` with
-:class:`TimeoutError` (the connection is closed); the next call connects again.
+those of a call that was cancelled. A call made with :meth:`RespConnection.call`
+gets its replies in a callback, run where they are read: a queue reader that
+handles what it read there saves the turns of the event loop that waking a task
+takes, and under load each turn is a whole round of client reads. A lost
+connection fails the calls that wait with :class:`ConnectionError`, a reply
+that does not come within ``timeout`` with :class:`TimeoutError` (the
+connection is closed); the next call connects again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Optional, Union
 
 import hiredis
 
+log = logging.getLogger(__name__)
+
 Arg = Union[bytes, str, int]
+# what a call made with RespConnection.call gets: its replies, or why there are none
+Replied = Callable[[Union[list[Any], Exception]], None]
 REPLY_TIMEOUT = 10.0  # seconds; a blocking XREAD asks for at most 1
 
 
@@ -51,8 +60,8 @@ class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: Optional[asyncio.Transport] = None
         self.reader = hiredis.Reader()
-        # (replies expected, replies so far, future), in the order of the writes
-        self.waiting: deque[tuple[int, list[Any], asyncio.Future[list[Any]]]] = deque()
+        # (replies expected, replies so far, future or callback), in the order of the writes
+        self.waiting: deque[tuple[int, list[Any], Union[asyncio.Future[list[Any]], Replied]]] = deque()
         self.lost: Optional[Exception] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -72,15 +81,26 @@ class _Protocol(asyncio.Protocol):
             got.append(reply)
             if len(got) == n:
                 waiting.popleft()
-                if not fut.done():
-                    fut.set_result(got)
+                _answer(fut, got)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self.lost = ConnectionError("redis connection lost: %s" % (exc or "closed"))
         while self.waiting:
-            fut = self.waiting.popleft()[2]
-            if not fut.done():
-                fut.set_exception(self.lost)
+            _answer(self.waiting.popleft()[2], self.lost)
+
+
+def _answer(to: Union[asyncio.Future[list[Any]], Replied], res: Union[list[Any], Exception]) -> None:
+    if isinstance(to, asyncio.Future):
+        if not to.done():
+            if isinstance(res, Exception):
+                to.set_exception(res)
+            else:
+                to.set_result(res)
+        return
+    try:
+        to(res)
+    except Exception:  # noqa: BLE001 - the reader must go on
+        log.exception("redis: a reply's callback failed")
 
 
 class RespConnection:
@@ -153,6 +173,46 @@ class RespConnection:
         fut.set_exception(err)
         if proto.transport is not None:
             proto.transport.close()
+
+    def call(self, commands: Sequence[Sequence[Arg]], replied: Replied) -> bool:
+        """Send ``commands`` in one write if connected (else False: :meth:`connect`
+        first); ``replied`` gets their replies (error replies among them, as
+        :class:`RespError`) or the exception that ended the call, in the callback
+        that read them. No reply within ``timeout`` ends the connection."""
+        proto = self._proto
+        if proto is None or proto.lost is not None or proto.transport is None:
+            return False
+        loop = asyncio.get_running_loop()
+        timer: Optional[asyncio.TimerHandle] = None
+
+        def answered(res: Union[list[Any], Exception]) -> None:
+            if timer is not None:
+                timer.cancel()
+            if not isinstance(res, Exception):
+                for r in res:
+                    if isinstance(r, hiredis.ReplyError):
+                        res = RespError(str(r))
+                        break
+            replied(res)
+
+        proto.waiting.append((len(commands), [], answered))
+        parts: list[bytes] = []
+        for c in commands:
+            pack_into(parts, c)
+        proto.transport.write(b"".join(parts))
+        timer = loop.call_later(self.timeout, self._expire_call, proto)
+        return True
+
+    def _expire_call(self, proto: _Protocol) -> None:
+        err = TimeoutError("redis did not answer within %g s" % self.timeout)
+        if proto.lost is None:
+            proto.lost = err
+            if proto.transport is not None:
+                proto.transport.close()  # connection_lost fails what waits
+
+    async def connect(self) -> None:
+        """Connect (again) if not connected."""
+        await self._ready()
 
     async def execute(self, commands: Sequence[Sequence[Arg]]) -> list[Any]:
         """Send ``commands`` in one write; their replies, in order (an error reply raises
