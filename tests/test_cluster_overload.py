@@ -190,3 +190,33 @@ def test_a_stalled_redis_releases_held_reads_and_hand_overs_go_on(
     during = asyncio.run(main())
     assert during == [True, False]  # held, then released while Redis did not answer
     assert len(set(got)) == 200  # every hand-over arrived after all
+
+
+def test_writes_go_out_without_waiting_for_replies_and_keep_their_order(
+        redis_server: RedisServer) -> None:
+    """While Redis does not answer (CLIENT PAUSE WRITE), the writer sends the next batches
+    anyway (up to MAX_IN_FLIGHT), not one per reply; once Redis answers, every stanza
+    arrives, in the order it was handed over, and each sender hears it was taken."""
+    import xmppd.cluster.redis as cr
+
+    admin = redis.Redis(host="127.0.0.1", port=redis_server.port)
+    got: list[bytes] = []
+
+    async def main() -> tuple[int, list[bool]]:
+        async with two_backends(redis_server.port, lambda p: None, got.extend) as (a, _b):
+            await asyncio.sleep(1.5)  # a sees b alive
+            admin.execute_command("CLIENT", "PAUSE", "1500", "WRITE")
+            futs = []
+            most = 0
+            for n in range(6):  # six batches, more than one write interval apart
+                futs.append(hand_over(a, "b@test", b"D0 x@localhost/r\n<message id='%d'/>" % n))
+                await asyncio.sleep(cr.WRITE_LINGER * 3)
+                most = max(most, a._in_flight)
+            taken = await asyncio.gather(*futs)
+            await until(lambda: len(got) >= 6, 5)
+            return most, list(taken)
+
+    most, taken = asyncio.run(main())
+    assert most == cr.MAX_IN_FLIGHT  # sent without waiting for the replies, up to the bound
+    assert taken == [True] * 6
+    assert got == [b"D0 x@localhost/r\n<message id='%d'/>" % n for n in range(6)]

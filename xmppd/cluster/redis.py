@@ -14,21 +14,24 @@ Keys (all prefixed ``xmppd:``):
   :class:`.reader.QueueReader` and deletes an entry once it has handled it; when a
   node dies, one survivor claims its stream and routes what is left there.
 
-Writes go through one writer task, in order, in pipelines. A hand-over that
-fails is retried with back-off; after the last retry the sender is told. The
-stream writes and reads, hundreds of small batches a second, go over lean
-connections of their own (:mod:`.resp`); the rest uses redis-py.
+Writes go through one writer task, in order, in pipelines, up to MAX_IN_FLIGHT
+of them sent before the first is answered (the replies are handled where they
+are read). A hand-over that fails is retried with back-off; after the last retry
+the sender is told. The stream writes and reads, hundreds of small batches a
+second, go over lean connections of their own (:mod:`.resp`); the rest uses
+redis-py.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from ..jid import JID, JIDError
 from .base import SessionEntry
@@ -43,6 +46,7 @@ RETRIES = 5
 LINGER = 0.010        # seconds the queue reader waits after a read, with 3+ nodes
 WRITE_LINGER = 0.010  # seconds between two writes of the writer, at least
 WRITE_BATCH = 512     # operations per write at most
+MAX_IN_FLIGHT = 4     # writes sent whose replies have not come yet, at most
 MAX_PENDING = 100_000
 BACKLOG_HIGH = 20_000  # hand-overs waiting for Redis: stop reading from clients...
 BACKLOG_LOW = 5_000    # ...until this few are left
@@ -87,6 +91,9 @@ class RedisBackend:
         # hand-overs, ("pub", entry) and ("unpub", jid) for the directory
         self._ops: deque[tuple[Any, ...]] = deque()
         self._wake: Optional[asyncio.Future[None]] = None  # the writer waits for ops
+        self._in_flight = 0  # writes sent, not yet answered...
+        self._in_flight_ops = 0  # ...and the operations in them
+        self._room: Optional[asyncio.Future[None]] = None  # the writer waits for a reply
         self._tasks: list[asyncio.Task[Any]] = []
         self._reader: Optional[QueueReader] = None
         self._deliver: Callable[[list[bytes]], Any] = lambda payloads: None
@@ -211,7 +218,7 @@ class RedisBackend:
 
     def _enqueue(self, op: tuple[Any, ...]) -> None:
         q = self._ops
-        n = len(q)
+        n = len(q) + self._in_flight_ops  # waiting for Redis, sent or not
         if n >= MAX_PENDING and op[0] == "xadd":
             self._give_up(op)
             return
@@ -230,8 +237,8 @@ class RedisBackend:
         self._held = held
         # the hold is what an operator should see (it slows every client of the node)
         log.log(logging.WARNING if held else logging.INFO,
-                "cluster: %d hand-overs waiting; %s reading from clients", len(self._ops),
-                "pausing" if held else "resuming")
+                "cluster: %d hand-overs waiting; %s reading from clients",
+                len(self._ops) + self._in_flight_ops, "pausing" if held else "resuming")
         self.on_backlog(held)
 
     def _give_up(self, op: tuple[Any, ...]) -> None:
@@ -311,6 +318,8 @@ class RedisBackend:
         loop = asyncio.get_running_loop()
         last = 0.0
         ops = self._ops
+        w = self._w
+        assert w is not None
         while True:
             if not ops:
                 self._wake = loop.create_future()
@@ -323,13 +332,43 @@ class RedisBackend:
                 # a busy machine those wake-ups cost more than the stanzas themselves
                 # (when idle, a lone write goes at once; a backlog goes without a pause)
                 await asyncio.sleep(wait)
+            if self._in_flight >= MAX_IN_FLIGHT:
+                # Redis is behind: the hand-overs wait here (and hold the clients)
+                self._room = loop.create_future()
+                await self._room
+                continue
             if len(ops) <= WRITE_BATCH:
                 batch = list(ops)
                 ops.clear()
             else:
                 batch = [ops.popleft() for _ in range(WRITE_BATCH)]
             last = loop.time()
-            await self._apply(batch)
+            cmds = self._commands(batch)
+            # the reply is handled where it is read, and the next write need not wait
+            # for it: under load that is a turn of the loop (a round of client reads)
+            # sooner for the stanzas of the next batch
+            replied = functools.partial(self._replied, batch)
+            if not w.call(cmds, replied):
+                try:  # not connected (yet, or any more): connect, or retry later
+                    await w.connect()
+                except Exception as e:  # noqa: BLE001 - Redis unreachable
+                    self._written(batch, e)
+                    continue
+                if not w.call(cmds, replied):
+                    self._written(batch, ConnectionError("redis connection lost"))
+                    continue
+            self._in_flight += 1
+            self._in_flight_ops += len(batch)
+
+    def _replied(self, batch: list[tuple[Any, ...]], res: Union[list[Any], Exception]) -> None:
+        self._in_flight -= 1
+        self._in_flight_ops -= len(batch)
+        room = self._room
+        if room is not None:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
+        self._written(batch, res if isinstance(res, Exception) else None)
 
     async def _flush_ops(self) -> None:
         batch = list(self._ops)
@@ -340,6 +379,14 @@ class RedisBackend:
     async def _apply(self, batch: list[tuple[Any, ...]]) -> None:
         w = self._w
         assert w is not None
+        try:
+            await w.execute(self._commands(batch))
+        except Exception as e:  # noqa: BLE001 - Redis unreachable: retry hand-overs
+            self._written(batch, e)
+            return
+        self._written(batch, None)
+
+    def _commands(self, batch: list[tuple[Any, ...]]) -> list[list[Any]]:
         cmds: list[list[Any]] = []
         to_node: dict[str, list[bytes]] = {}
         for op in batch:
@@ -358,26 +405,30 @@ class RedisBackend:
             # one stream entry for what this batch hands to a node: one command to
             # pack and one entry to read instead of one per stanza
             cmds.append([b"XADD", (PREFIX + "q:" + node).encode(), b"*", *pack_entry(payloads)])
-        try:
-            await w.execute(cmds)
-        except Exception as e:  # noqa: BLE001 - Redis unreachable: retry hand-overs
-            log.warning("cluster: redis write failed (%s); retrying", e)
+        return cmds
+
+    def _written(self, batch: list[tuple[Any, ...]], error: Optional[Exception]) -> None:
+        """Redis took ``batch`` (``error`` None), or did not: then the hand-overs are
+        retried with back-off, and given up after the last retry."""
+        if error is not None:
+            log.warning("cluster: redis write failed (%s); retrying", error)
             self._writes_ok = False
             if self._held:  # never hold clients while Redis is away: local traffic goes on
                 self._set_held(False)
+            loop = asyncio.get_running_loop()
             for op in batch:
                 if op[0] == "xadd":
                     attempt = op[3] + 1
                     if attempt > RETRIES:
                         self._give_up(op)
                         continue
-                    asyncio.get_running_loop().call_later(
-                        0.05 * 2 ** attempt, self._enqueue, ("xadd", op[1], op[2], attempt, op[4]))
+                    loop.call_later(0.05 * 2 ** attempt, self._enqueue,
+                                    ("xadd", op[1], op[2], attempt, op[4]))
                 else:
-                    asyncio.get_running_loop().call_later(0.5, self._enqueue, op)
+                    loop.call_later(0.5, self._enqueue, op)
             return
         self._writes_ok = True
-        if self._held and len(self._ops) < BACKLOG_LOW:
+        if self._held and len(self._ops) + self._in_flight_ops < BACKLOG_LOW:
             self._set_held(False)
         for op in batch:
             if op[0] == "xadd" and op[4] is not None:
