@@ -36,6 +36,16 @@ def entry_payloads(fields: dict[bytes, bytes]) -> list[bytes]:
     return split_payloads(value) if value is not None else []
 
 
+def split_entries(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> tuple[list[bytes], list[bytes]]:
+    """The ids of the entries of a read, and all their payloads in order."""
+    ids = []
+    payloads: list[bytes] = []
+    for entry_id, fields in entries:
+        ids.append(entry_id)
+        payloads += entry_payloads(fields)
+    return ids, payloads
+
+
 def join_payloads(payloads: list[bytes]) -> bytes:
     """Several payloads in one stream entry: each after its length (4 bytes)."""
     return b"".join(len(p).to_bytes(4, "big") + p for p in payloads)

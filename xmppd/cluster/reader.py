@@ -21,7 +21,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Optional, Union
 
-from .entries import entry_payloads
+from .entries import split_entries
 from .resp import RespConnection, stream_entries
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,15 @@ async def settle(pending: list[Awaitable[Any]]) -> None:
         for res in await asyncio.gather(*pending, return_exceptions=True):
             if isinstance(res, Exception):
                 log.warning("cluster: storing a handed-over stanza failed: %s", res)
+
+
+async def forget(conn: RespConnection, key: bytes, ids: list[bytes]) -> None:
+    """Delete handled entries when stopping, so they do not come back (best effort)."""
+    if ids:
+        try:
+            await asyncio.wait_for(conn.execute([[b"XDEL", key, *ids]]), 2)
+        except BaseException:  # noqa: BLE001 - best effort at shutdown
+            pass
 
 
 def _deliver(deliver: Deliver, payloads: list[bytes]) -> Optional[list[Awaitable[Any]]]:
@@ -92,11 +101,7 @@ class QueueReader:
             self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
-        if self.done:
-            try:
-                await asyncio.wait_for(self.conn.execute([[b"XDEL", self.key, *self.done]]), 2)
-            except BaseException:  # noqa: BLE001 - best effort at shutdown
-                pass
+        await forget(self.conn, self.key, self.done)
         self.conn.close()
 
     def _later(self, work: Awaitable[None]) -> None:
@@ -132,11 +137,7 @@ class QueueReader:
         if not entries:
             self._read()
             return
-        ids = []
-        payloads: list[bytes] = []
-        for entry_id, fields in entries:
-            ids.append(entry_id)
-            payloads += entry_payloads(fields)
+        ids, payloads = split_entries(entries)
         self.last = ids[-1]
         if len(payloads) > YIELD_EVERY:
             self._later(self._finish(ids, handle_in_chunks(self.deliver, payloads)))

@@ -35,8 +35,8 @@ from typing import Any, Optional, Union
 
 from ..jid import JID, JIDError
 from .base import SessionEntry
-from .entries import entry_payloads, pack_entry
-from .reader import QueueReader, handle_in_chunks
+from .entries import pack_entry, split_entries
+from .reader import QueueReader, forget, handle_in_chunks
 from .resp import RespConnection, stream_entries
 
 log = logging.getLogger(__name__)
@@ -90,10 +90,10 @@ class RedisBackend:
         # what the writer sends next: ("xadd", node, payload, attempt, done) for
         # hand-overs, ("pub", entry) and ("unpub", jid) for the directory
         self._ops: deque[tuple[Any, ...]] = deque()
-        self._wake: Optional[asyncio.Future[None]] = None  # the writer waits for ops
+        # the writer waits for ops, or (MAX_IN_FLIGHT sent) for a reply
+        self._wake: Optional[asyncio.Future[None]] = None
         self._in_flight = 0  # writes sent, not yet answered...
         self._in_flight_ops = 0  # ...and the operations in them
-        self._room: Optional[asyncio.Future[None]] = None  # the writer waits for a reply
         self._tasks: list[asyncio.Task[Any]] = []
         self._reader: Optional[QueueReader] = None
         self._deliver: Callable[[list[bytes]], Any] = lambda payloads: None
@@ -223,15 +223,18 @@ class RedisBackend:
             self._give_up(op)
             return
         q.append(op)
+        self._wake_writer()
+        if n >= BACKLOG_HIGH and not self._held and self._writes_ok:
+            # more is coming in than goes out: slow the senders down (TCP pushes
+            # back on them) instead of letting the queue overflow into bounces
+            self._set_held(True)
+
+    def _wake_writer(self) -> None:
         wake = self._wake
         if wake is not None:
             self._wake = None
             if not wake.done():
                 wake.set_result(None)
-        if n >= BACKLOG_HIGH and not self._held and self._writes_ok:
-            # more is coming in than goes out: slow the senders down (TCP pushes
-            # back on them) instead of letting the queue overflow into bounces
-            self._set_held(True)
 
     def _set_held(self, held: bool) -> None:
         self._held = held
@@ -334,8 +337,8 @@ class RedisBackend:
                 await asyncio.sleep(wait)
             if self._in_flight >= MAX_IN_FLIGHT:
                 # Redis is behind: the hand-overs wait here (and hold the clients)
-                self._room = loop.create_future()
-                await self._room
+                self._wake = loop.create_future()
+                await self._wake
                 continue
             if len(ops) <= WRITE_BATCH:
                 batch = list(ops)
@@ -363,11 +366,7 @@ class RedisBackend:
     def _replied(self, batch: list[tuple[Any, ...]], res: Union[list[Any], Exception]) -> None:
         self._in_flight -= 1
         self._in_flight_ops -= len(batch)
-        room = self._room
-        if room is not None:
-            self._room = None
-            if not room.done():
-                room.set_result(None)
+        self._wake_writer()
         self._written(batch, res if isinstance(res, Exception) else None)
 
     async def _flush_ops(self) -> None:
@@ -490,20 +489,12 @@ class RedisBackend:
                     # an empty stream stays: deleting it could lose what a lagging
                     # node adds in the meantime
                     return
-                ids = []
-                payloads: list[bytes] = []
-                for entry_id, fields in res:
-                    ids.append(entry_id)
-                    payloads += entry_payloads(fields)
+                ids, payloads = split_entries(res)
                 last = ids[-1]
                 await handle_in_chunks(self._deliver, payloads)
                 done = ids
         finally:
-            if done:  # stopping: what was handled must not come back
-                try:
-                    await asyncio.wait_for(conn.execute([[b"XDEL", key, *done]]), 2)
-                except BaseException:  # noqa: BLE001 - best effort at shutdown
-                    pass
+            await forget(conn, key, done)  # stopping: what was handled must not come back
             conn.close()
 
     async def _watch_nodes(self) -> None:

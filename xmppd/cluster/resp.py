@@ -60,8 +60,8 @@ class _Protocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: Optional[asyncio.Transport] = None
         self.reader = hiredis.Reader()
-        # (replies expected, replies so far, future or callback), in the order of the writes
-        self.waiting: deque[tuple[int, list[Any], Union[asyncio.Future[list[Any]], Replied]]] = deque()
+        # (replies expected, replies so far, callback), in the order of the writes
+        self.waiting: deque[tuple[int, list[Any], Replied]] = deque()
         self.lost: Optional[Exception] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -89,14 +89,7 @@ class _Protocol(asyncio.Protocol):
             _answer(self.waiting.popleft()[2], self.lost)
 
 
-def _answer(to: Union[asyncio.Future[list[Any]], Replied], res: Union[list[Any], Exception]) -> None:
-    if isinstance(to, asyncio.Future):
-        if not to.done():
-            if isinstance(res, Exception):
-                to.set_exception(res)
-            else:
-                to.set_result(res)
-        return
+def _answer(to: Replied, res: Union[list[Any], Exception]) -> None:
     try:
         to(res)
     except Exception:  # noqa: BLE001 - the reader must go on
@@ -142,50 +135,42 @@ class RespConnection:
         return proto
 
     async def _send(self, proto: _Protocol, commands: Sequence[Sequence[Arg]]) -> list[Any]:
-        transport = proto.transport
-        if proto.lost is not None or transport is None:
-            raise ConnectionError("redis connection lost")
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[list[Any]] = loop.create_future()
-        proto.waiting.append((len(commands), [], fut))
-        parts: list[bytes] = []
-        for c in commands:
-            pack_into(parts, c)
-        transport.write(b"".join(parts))
-        timer = loop.call_later(self.timeout, self._expire, proto, fut)
-        try:
-            replies = await fut
-        finally:
-            timer.cancel()
-        for r in replies:
-            if isinstance(r, hiredis.ReplyError):
-                raise RespError(str(r))
-        return replies
+        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
 
-    def _expire(self, proto: _Protocol, fut: asyncio.Future[list[Any]]) -> None:
-        """Redis did not answer (stopped, or far too busy): give this connection up,
-        the calls behind this one fail with it, and the next call connects again; the
-        callers retry (hand-overs) or read again (queue readers)."""
-        if fut.done():
-            return
-        err = TimeoutError("redis did not answer within %g s" % self.timeout)
-        proto.lost = err  # at once: closing completes on a later turn
-        fut.set_exception(err)
-        if proto.transport is not None:
-            proto.transport.close()
+        def replied(res: Union[list[Any], Exception]) -> None:
+            if not fut.done():  # (a cancelled call's replies are read and dropped)
+                if isinstance(res, Exception):
+                    fut.set_exception(res)
+                else:
+                    fut.set_result(res)
+
+        if not self._submit(proto, commands, replied):
+            raise ConnectionError("redis connection lost")
+        return await fut
 
     def call(self, commands: Sequence[Sequence[Arg]], replied: Replied) -> bool:
         """Send ``commands`` in one write if connected (else False: :meth:`connect`
         first); ``replied`` gets their replies (error replies among them, as
         :class:`RespError`) or the exception that ended the call, in the callback
-        that read them. No reply within ``timeout`` ends the connection."""
+        that read them."""
         proto = self._proto
-        if proto is None or proto.lost is not None or proto.transport is None:
-            return False
-        loop = asyncio.get_running_loop()
-        timer: Optional[asyncio.TimerHandle] = None
+        return proto is not None and self._submit(proto, commands, replied)
 
-        def answered(res: Union[list[Any], Exception]) -> None:
+    def _submit(self, proto: _Protocol, commands: Sequence[Sequence[Arg]],
+                replied: Replied) -> bool:
+        """Write ``commands``; ``replied`` is called once, with the replies or why there
+        are none. No reply within ``timeout`` ends the connection."""
+        transport = proto.transport
+        if proto.lost is not None or transport is None:
+            return False
+        timer: Optional[asyncio.TimerHandle] = None
+        answered = False
+
+        def answer(res: Union[list[Any], Exception]) -> None:
+            nonlocal answered
+            if answered:
+                return
+            answered = True
             if timer is not None:
                 timer.cancel()
             if not isinstance(res, Exception):
@@ -195,20 +180,23 @@ class RespConnection:
                         break
             replied(res)
 
-        proto.waiting.append((len(commands), [], answered))
+        proto.waiting.append((len(commands), [], answer))
         parts: list[bytes] = []
         for c in commands:
             pack_into(parts, c)
-        proto.transport.write(b"".join(parts))
-        timer = loop.call_later(self.timeout, self._expire_call, proto)
+        transport.write(b"".join(parts))
+        timer = asyncio.get_running_loop().call_later(self.timeout, self._expire, proto, answer)
         return True
 
-    def _expire_call(self, proto: _Protocol) -> None:
+    def _expire(self, proto: _Protocol, answer: Replied) -> None:
+        """Redis did not answer (stopped, or far too busy): give this connection up,
+        the calls behind this one fail with it, and the next call connects again; the
+        callers retry (hand-overs) or read again (queue readers)."""
         err = TimeoutError("redis did not answer within %g s" % self.timeout)
-        if proto.lost is None:
-            proto.lost = err
-            if proto.transport is not None:
-                proto.transport.close()  # connection_lost fails what waits
+        proto.lost = err  # at once: closing completes on a later turn
+        answer(err)
+        if proto.transport is not None:
+            proto.transport.close()
 
     async def connect(self) -> None:
         """Connect (again) if not connected."""
