@@ -370,7 +370,9 @@ def test_broken_upload_leaves_nothing(server: XmppdServer) -> None:
         deadline = time.monotonic() + 10
         while set(stored_files(server)) != before and time.monotonic() < deadline:
             await asyncio.sleep(0.2)
-        assert set(stored_files(server)) == before  # no half file, no .part left
+        # no half file, no .part left (the server's upload log lines say why, should one stay)
+        assert set(stored_files(server)) == before, \
+            [line for line in server.log.splitlines() if "upload" in line][-8:]
         assert (await http("GET", get))[0] == 404
         assert (await http("PUT", put, b"q" * 100000))[0] == 409  # the slot is used up
         await romeo.logout()

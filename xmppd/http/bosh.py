@@ -31,6 +31,7 @@ from ..confval import INFINITY, v_pos_int_or_infinity, v_timeout
 from ..moduleapi import Module, Option
 from ..xml import XML_NS, Element, escape_attr
 from ..xmlstream import Event, StreamClose, StreamError, StreamOpen
+from .body import body_chunks
 from .framing import BOSH_NS, XBOSH_NS, BoshFraming, add_client_ns, parse_body
 from .policy import Peer, cors_headers, origin_allowed
 from .server import HANDLERS
@@ -425,7 +426,10 @@ class BoshManager:
         if request.method != "POST":
             return web.Response(text="BOSH endpoint (XEP-0124, XEP-0206): POST a <body/>\n",
                                 headers=headers)
-        data = await self._read(request)
+        try:
+            data = await self._read(request)
+        except TimeoutError:
+            return web.Response(status=408, text="the request body stalled\n", headers=headers)
         if data is None:
             reply = terminate("policy-violation")
         else:
@@ -439,7 +443,7 @@ class BoshManager:
             return None
         chunks: list[bytes] = []
         total = 0
-        async for chunk in request.content.iter_chunked(65536):
+        async for chunk in body_chunks(request.content, request.transport):
             total += len(chunk)
             if total > self.max_body:
                 return None

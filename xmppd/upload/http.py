@@ -18,6 +18,7 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from ..http.body import body_chunks
 from ..http.server import HANDLERS
 from .fs import SizeMismatch
 from .module import DEFAULT_TYPE, normalize_type
@@ -118,10 +119,14 @@ class UploadHttp:
             return _error(svc, 409, "this upload slot was already used")
         ok = False
         try:
-            await svc.files.write(row.id, request.content.iter_any(), row.size)
+            await svc.files.write(row.id, body_chunks(request.content, request.transport),
+                                  row.size)
             ok = True
         except SizeMismatch as e:
             return _error(svc, 400, str(e))
+        except TimeoutError:
+            log.info("upload: the upload of %s by %s stalled", row.id, row.owner)
+            return _error(svc, 408, "the upload stalled")
         except (ConnectionError, HttpProcessingError) as e:
             log.info("upload: %s broke off the upload of %s: %s", row.owner, row.id, e)
             return _error(svc, 400, "the upload broke off")
