@@ -577,7 +577,9 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
                 "max_ms": round(pct(lat, 100), 2), "sender_lag_max_ms": round(lag_max * 1000, 1),
                 # near 100: the load generator itself is the limit
                 "loadgen_cpu_percent": round(100 * own / max(1e-6, loop.time() - start), 1)}
-        if stats.crossing is not None:
+        if stats.crossing is not None and not stats.crossing_latencies:
+            log("    no message crossed between server processes (one process)")
+        elif stats.crossing is not None:
             # --by-process: the latency of messages that crossed between two server
             # processes, and of those that did not
             cl, local = stats.crossing_latencies, stats.local_latencies
