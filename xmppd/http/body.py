@@ -1,12 +1,14 @@
 """Reading a request body so that a client that goes away or goes quiet ends the read.
 
-aiohttp hands a lost connection to the body only once the request's handler
-has started. A client that sends its head and part of a body and closes at
-once can be gone before that; the body then never ends and the handler would
-wait for ever (an upload would keep its ``.part`` file). Such a read fails
-with ConnectionResetError here, and a body that stays silent for ``idle``
-seconds fails with TimeoutError (a slow or stalled client does not hold a
-handler, a slot or a file without end).
+aiohttp tells a body that its connection was lost (ConnectionResetError) only
+once the request's handler has started. A client that sends its head and part
+of a body and closes at once can be gone before that; reading on then fails
+with a RuntimeError ("Connection closed."), which a handler takes for a bug of
+its own (a 500 and a traceback in the log). Here that is a ConnectionResetError
+too, like any broken-off body. aiohttp has no time limit for reading a request
+body: here a body that stays silent for ``idle`` seconds fails with
+TimeoutError, so a stalled client does not hold a handler, a slot or a
+``.part`` file without end.
 """
 
 from __future__ import annotations
