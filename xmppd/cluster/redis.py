@@ -223,7 +223,8 @@ class RedisBackend:
             self._give_up(op)
             return
         q.append(op)
-        self._wake_writer()
+        if self._wake is not None:  # (per stanza that crosses: no call while the writer works)
+            self._wake_writer()
         if n >= BACKLOG_HIGH and not self._held and self._writes_ok:
             # more is coming in than goes out: slow the senders down (TCP pushes
             # back on them) instead of letting the queue overflow into bounces
@@ -324,7 +325,9 @@ class RedisBackend:
         w = self._w
         assert w is not None
         while True:
-            if not ops:
+            if not ops or self._in_flight >= MAX_IN_FLIGHT:
+                # nothing to write, or Redis is behind (then the hand-overs wait here,
+                # and hold the clients): a new op or a reply wakes the writer
                 self._wake = loop.create_future()
                 await self._wake
                 continue
@@ -335,11 +338,6 @@ class RedisBackend:
                 # a busy machine those wake-ups cost more than the stanzas themselves
                 # (when idle, a lone write goes at once; a backlog goes without a pause)
                 await asyncio.sleep(wait)
-            if self._in_flight >= MAX_IN_FLIGHT:
-                # Redis is behind: the hand-overs wait here (and hold the clients)
-                self._wake = loop.create_future()
-                await self._wake
-                continue
             if len(ops) <= WRITE_BATCH:
                 batch = list(ops)
                 ops.clear()
@@ -370,14 +368,12 @@ class RedisBackend:
         self._written(batch, res if isinstance(res, Exception) else None)
 
     async def _flush_ops(self) -> None:
+        """At stop: what the writer has not sent yet goes now, and is waited for."""
         batch = list(self._ops)
         self._ops.clear()
-        if batch:
-            await self._apply(batch)
-
-    async def _apply(self, batch: list[tuple[Any, ...]]) -> None:
         w = self._w
-        assert w is not None
+        if not batch or w is None:
+            return
         try:
             await w.execute(self._commands(batch))
         except Exception as e:  # noqa: BLE001 - Redis unreachable: retry hand-overs
