@@ -510,7 +510,9 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
 
     ``make(seq, ts, rng)`` returns (client, bytes); every message must produce
     ``per_message`` deliveries. Steps go up by ``factor`` until p99 exceeds the
-    bound, a delivery is missing, or the sender cannot keep the rate.
+    bound, a delivery is missing, or the sender cannot keep the rate; then ``refine``
+    more steps bisect between the best rate that held and the lowest that failed (or
+    step down by ``factor`` while none has held: the start was too high).
     """
     stats = bench.stats
     stats.track = True
@@ -615,12 +617,15 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
         if failed is None:
             rate *= args.factor
         else:
-            # bisect between the best rate that held and the lowest that failed
-            low = best["rate"] if best is not None else 0.0
-            if refine <= 0 or best is None:
+            if refine <= 0:
                 break
             refine -= 1
-            rate = (low + failed) / 2
+            if best is None:
+                # not even the first step held: the start was too high, step down
+                rate = failed / args.factor
+            else:
+                # bisect between the best rate that held and the lowest that failed
+                rate = (best["rate"] + failed) / 2
         # let the server settle (and a backlog drain) between steps
         settle_end = loop.time() + args.drain_seconds
         while stats.received < expected and loop.time() < settle_end:
@@ -827,7 +832,8 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--start-rate", type=float, default=start, help="messages/s of the first step")
         p.add_argument("--factor", type=float, default=1.5, help="rate multiplier per step")
         p.add_argument("--refine", type=int, default=2,
-                       help="after the first failure, bisect this many more steps")
+                       help="after the first failure, bisect this many more steps (step "
+                       "down by --factor while none has held)")
         p.add_argument("--max-rate", type=float, default=mx)
         p.add_argument("--step-seconds", type=float, default=10.0)
         p.add_argument("--drain-seconds", type=float, default=5.0)
