@@ -579,18 +579,21 @@ async def run_rate(bench: Bench, clients: list[Client], make: Any, per_message: 
                 "max_ms": round(pct(lat, 100), 2), "sender_lag_max_ms": round(lag_max * 1000, 1),
                 # near 100: the load generator itself is the limit
                 "loadgen_cpu_percent": round(100 * own / max(1e-6, loop.time() - start), 1)}
-        if stats.crossing is not None and not stats.crossing_latencies:
-            log("    no message crossed between server processes (one process)")
-        elif stats.crossing is not None:
+        if stats.crossing is not None:
             # --by-process: the latency of messages that crossed between two server
             # processes, and of those that did not
             cl, local = stats.crossing_latencies, stats.local_latencies
-            step.update(crossing_share=round(len(cl) / max(1, len(lat)), 3),
-                        crossing_p50_ms=round(pct(cl, 50), 2), crossing_p99_ms=round(pct(cl, 99), 2),
-                        local_p50_ms=round(pct(local, 50), 2), local_p99_ms=round(pct(local, 99), 2))
-            log("    crossing %.0f%%: p50 %.1f ms p99 %.1f ms; local p50 %.1f ms p99 %.1f ms"
-                % (100 * step["crossing_share"], step["crossing_p50_ms"], step["crossing_p99_ms"],
-                   step["local_p50_ms"], step["local_p99_ms"]))
+            if not cl:
+                log("    no message crossed between server processes (one process)")
+            else:
+                step.update(crossing_share=round(len(cl) / max(1, len(lat)), 3),
+                            crossing_p50_ms=round(pct(cl, 50), 2),
+                            crossing_p99_ms=round(pct(cl, 99), 2),
+                            local_p50_ms=round(pct(local, 50), 2),
+                            local_p99_ms=round(pct(local, 99), 2))
+                log("    crossing %.0f%%: p50 %.1f ms p99 %.1f ms; local p50 %.1f ms p99 %.1f ms"
+                    % (100 * step["crossing_share"], step["crossing_p50_ms"],
+                       step["crossing_p99_ms"], step["local_p50_ms"], step["local_p99_ms"]))
         if args.server_pid:
             # server CPU per delivery: robust to other load on the machine
             step["server_cpu_s"] = round(cpu, 2)
