@@ -52,6 +52,49 @@ def test_account_commands_offline_then_live(make_server: MakeServer, tmp_path: P
     assert missing.returncode == 1
 
 
+def test_help_checks_stats_and_stop(make_server: MakeServer) -> None:
+    srv = make_server()
+    srv.register("alice", "pw")
+    # without a running server: help lists the core commands, account checks work
+    for args in ((), ("help",)):
+        res = srv.ctl(*args)
+        assert "register USER HOST PASSWORD" in res.stdout and "stop:" in res.stdout
+        assert "not running" in res.stderr
+    assert srv.ctl("help", "check_password").stdout.startswith("check_password USER HOST PASSWORD")
+    assert srv.ctl("help", "nonsense", check=False).returncode == 2
+    assert srv.ctl("check_account", "alice", "localhost").returncode == 0
+    missing = srv.ctl("check_account", "nobody", "localhost", check=False)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert srv.ctl("check_password", "alice", "localhost", "pw").returncode == 0
+    wrong = srv.ctl("check_password", "alice", "localhost", "nope", check=False)
+    assert wrong.returncode == 1 and "wrong password" in wrong.stderr
+    srv.start()
+    live = srv.ctl("help").stdout
+    # the running server lists its modules' commands too (s2s), and every line has its help
+    assert "s2s_connections" in live and "stats " in live and "kick_session USER" in live
+    assert srv.ctl("check_password", "alice", "localhost", "pw").returncode == 0
+    assert srv.ctl("check_password", "alice", "localhost", "x", check=False).returncode == 1
+    srv.register("bob", "pw")
+
+    async def main() -> None:
+        c = RawClient(srv.c2s_tls, tls=True)
+        await c.login("bob", "pw", "r1")
+        assert srv.ctl("stats", "onlineusers").stdout.strip() == "1"
+        assert srv.ctl("stats", "onlineusersnode").stdout.strip() == "1"
+        assert srv.ctl("stats", "registeredusers").stdout.strip() == "2"
+        assert int(srv.ctl("stats", "uptimeseconds").stdout) >= 0
+        bad = srv.ctl("stats", "processes", check=False)
+        assert bad.returncode == 2 and "usage: stats registeredusers|" in bad.stderr
+        # stop: the client is told (system-shutdown), and the command returns once it is over
+        res = srv.ctl("stop")
+        assert res.returncode == 0, res.stderr
+        assert await c.stream_error() == "system-shutdown"
+    run(main())
+    assert srv.proc is not None
+    assert srv.proc.wait(10) == 0
+    assert srv.ctl("status", check=False).returncode == 3
+
+
 def test_register_bulk(make_server: MakeServer, tmp_path: Path) -> None:
     srv = make_server()
     f = tmp_path / "users.txt"

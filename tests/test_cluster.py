@@ -176,9 +176,14 @@ def test_workers_share_ports(tmp_path: Path) -> None:
                     got.add(m.findtext(C + "body"))
                 assert got == {str(i) for i in range(n) if i != j}
         run(main())
+        # `ctl stop` reaches the worker that serves the admin channel; it stops the
+        # master, which stops both workers and its Redis
+        subprocess.run(ctl + ["stop"], check=True, capture_output=True, timeout=60)
+        assert proc.wait(30) == 0
     finally:
-        proc.terminate()
-        proc.wait(30)
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
     assert proc.returncode == 0
 
 

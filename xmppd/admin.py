@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .c2s import scram
 from .commands import CommandError
 from .jid import JID, JIDError
 from .storage.accounts import AccountError, AccountStore
@@ -81,6 +83,21 @@ def account_commands(store: AccountStore, hosts: tuple[str, ...]) -> dict[str, C
     def registered_users(host: str) -> str:
         return "\n".join(store.list_sync(_host(hosts, host)))
 
+    def check_account(user: str, host: str) -> str:
+        h = _host(hosts, host)
+        if store.get_sync(h, user) is None:
+            raise CommandError(f"user {user}@{h} does not exist")
+        return ""
+
+    def check_password(user: str, host: str, password: str) -> str:
+        h = _host(hosts, host)
+        creds = store.get_sync(h, user)
+        if creds is None:
+            raise CommandError(f"user {user}@{h} does not exist")
+        if not scram.check_password(password, creds.sha256, "sha256"):
+            raise CommandError(f"wrong password for {user}@{h}")
+        return ""
+
     def register_bulk(path: str, host: str) -> str:
         h = _host(hosts, host)
         pairs = read_bulk_file(path)
@@ -88,7 +105,8 @@ def account_commands(store: AccountStore, hosts: tuple[str, ...]) -> dict[str, C
         return f"{created} accounts registered, {skipped} skipped"
 
     return {"register": register, "unregister": unregister, "change_password": change_password,
-            "registered_users": registered_users, "register_bulk": register_bulk}
+            "registered_users": registered_users, "register_bulk": register_bulk,
+            "check_account": check_account, "check_password": check_password}
 
 
 HELP = {
@@ -103,7 +121,22 @@ HELP = {
     "status": "status: is the server running, and how is it doing",
     "cluster_nodes": "cluster_nodes: the nodes of the cluster with their sessions",
     "set_load": "set_load LEVEL|auto: force a load-shedding level (0-4) or measure again",
+    "check_account": "check_account USER HOST: exit status 0 if the account exists, 1 if not",
+    "check_password": "check_password USER HOST PASSWORD: exit status 0 if the password is right",
+    "help": "help [COMMAND]: the commands, or one command's arguments",
+    "stats": "stats registeredusers|onlineusers|onlineusersnode|uptimeseconds: one figure",
+    "stop": "stop: close every stream (system-shutdown) and stop the server, all its workers",
 }
+STATS = ("registeredusers", "onlineusers", "onlineusersnode", "uptimeseconds")
+
+
+def describe(help_lines: dict[str, str], command: str = "") -> str:
+    """``help``: a line per command, or the line of one (its arguments)."""
+    if command:
+        if command not in help_lines:
+            raise CommandError(f"unknown command {command!r}")
+        return help_lines[command]
+    return "\n".join(help_lines[name] or name for name in sorted(help_lines))
 
 
 def install(server: Server) -> None:
@@ -204,4 +237,32 @@ def install(server: Server) -> None:
             server.load.force(n)
         return server.load.description
     cmds.register("set_load", set_load, HELP["set_load"])
-    cmds.register("list_cluster", cluster_nodes, HELP["cluster_nodes"])
+    cmds.register("list_cluster", cluster_nodes, "list_cluster: the same as cluster_nodes")
+
+    def help_cmd(command: str = "") -> str:
+        return describe(cmds.help_lines(), command)
+    cmds.register("help", help_cmd, HELP["help"])
+
+    def count_accounts() -> int:
+        return sum(server.accounts.count_sync(h) for h in server.config.hosts)
+
+    async def stats(name: str) -> str:
+        """ejabberdctl's figures for monitoring scripts."""
+        if name == "registeredusers":
+            return str(await asyncio.get_running_loop().run_in_executor(None, count_accounts))
+        if name == "onlineusers":
+            return connected_users_number()
+        if name == "onlineusersnode":
+            return str(server.sessions.count())
+        if name == "uptimeseconds":
+            return str(int(server.uptime()))
+        raise CommandError(f"usage: stats {'|'.join(STATS)}")
+    cmds.register("stats", stats, HELP["stats"])
+
+    def stop() -> str:
+        """As SIGTERM: the master of several workers stops them all (workers.py
+        names itself in XMPPD_MASTER_PID); the reply goes out first."""
+        target = int(os.environ.get("XMPPD_MASTER_PID") or os.getpid())
+        asyncio.get_running_loop().call_later(0.1, os.kill, target, signal.SIGTERM)
+        return ""
+    cmds.register("stop", stop, HELP["stop"])

@@ -17,7 +17,7 @@ LEVELS = {"none": logging.CRITICAL + 10, "emergency": logging.CRITICAL, "alert":
           "notice": logging.INFO, "info": logging.INFO, "debug": logging.DEBUG}
 
 ACCOUNT_COMMANDS = ("register", "unregister", "change_password", "registered_users",
-                    "register_bulk")
+                    "register_bulk", "check_account", "check_password")
 
 
 def _load(path: Optional[str]) -> Config:
@@ -90,7 +90,7 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     from . import ctl
 
     config = _load(args.config)
-    command = args.command
+    command = args.command or "help"
     try:
         reply = ctl.call(config, command, args.args)
     except ctl.NotRunning:
@@ -98,6 +98,8 @@ def cmd_ctl(args: argparse.Namespace) -> int:
             if command == "status":
                 print("xmppd is not running")
                 return 3
+            if command == "help":
+                return _offline_help(args.args)
             print(f"xmppd: the server is not running (command {command!r} needs it)",
                   file=sys.stderr)
             return 3
@@ -105,10 +107,43 @@ def cmd_ctl(args: argparse.Namespace) -> int:
     if reply.get("ok"):
         if reply.get("result"):
             print(reply["result"])
+        if command == "stop":
+            return _wait_stopped(config)
         return 0
     err = reply.get("error", "failed")
     print(f"xmppd: {err}", file=sys.stderr)
     return 2 if str(err).startswith(("unknown command", "usage:")) else 1
+
+
+def _offline_help(args: list[str]) -> int:
+    """``help`` while the server is stopped: the core commands (modules add theirs)."""
+    from .admin import HELP, describe
+    from .commands import CommandError
+
+    try:
+        print(describe(HELP, *args[:1]))
+    except CommandError as e:
+        print(f"xmppd: {e}", file=sys.stderr)
+        return 2
+    if not args:
+        print("(the server is not running: the commands of its modules are not listed; "
+              "only the account commands work now)", file=sys.stderr)
+    return 0
+
+
+def _wait_stopped(config: Config) -> int:
+    """``stop`` returns once the server has closed its streams and its admin channel."""
+    import time
+
+    from . import ctl
+
+    deadline = time.monotonic() + float(config["shutdown_timeout"]) + 15
+    while time.monotonic() < deadline:
+        if not ctl.is_running(config):
+            return 0
+        time.sleep(0.2)
+    print("xmppd: the server is still running", file=sys.stderr)
+    return 1
 
 
 def _offline_account_command(config: Config, command: str, args: list[str]) -> int:
@@ -172,8 +207,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     run.set_defaults(fn=cmd_run)
     ctl = sub.add_parser("ctl", help="administer the server (like ejabberdctl)")
     ctl.add_argument("--config", "-c")
-    ctl.add_argument("command", help="register, unregister, change_password, registered_users, "
-                     "register_bulk, connected_users, kick_session, status, ...")
+    ctl.add_argument("command", nargs="?", help="help (the default) lists the commands: "
+                     "register, unregister, change_password, status, stop, stats, ...")
     ctl.add_argument("args", nargs="*")
     ctl.set_defaults(fn=cmd_ctl)
     chk = sub.add_parser("check", help="validate the configuration and exit")

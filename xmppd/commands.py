@@ -32,6 +32,10 @@ class Commands:
     def names(self) -> list[str]:
         return sorted(self._commands)
 
+    def help_lines(self) -> dict[str, str]:
+        """Each command's line of help (``help``)."""
+        return {name: cmd.help for name, cmd in self._commands.items()}
+
     def get(self, name: str) -> Command:
         try:
             return self._commands[name]

@@ -90,6 +90,11 @@ def _alive(path: Path) -> bool:
         s.close()
 
 
+def is_running(config: Config) -> bool:
+    """Does a server answer on the admin channel?"""
+    return _alive(socket_path(config))
+
+
 class NotRunning(Exception):
     pass
 

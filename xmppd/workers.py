@@ -80,6 +80,7 @@ def run_workers(config: Config, workers: Any, config_path: Optional[str]) -> int
     env = dict(os.environ)
     # one dialback secret for every worker of this start (s2s/manager.py)
     env.setdefault("XMPPD_DIALBACK_SECRET", secrets.token_hex(32))
+    env["XMPPD_MASTER_PID"] = str(os.getpid())  # whom `xmppd ctl stop` signals (admin.py)
     redis_proc = None
     if config["sm_db_type"] != "redis":
         redis_proc, sock = _start_redis(config)
