@@ -10,7 +10,7 @@ import logging
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -149,3 +149,19 @@ class CertStore:
             cert = x509.load_pem_x509_certificate(data)
             ep = self._endpoint[host] = end_point_hash(cert.public_bytes(serialization.Encoding.DER))
         return ep
+
+
+def channel_binding(certs: Optional[CertStore], host: str, transport: Any,
+                    cb_type: str) -> Optional[bytes]:
+    """The channel-binding data of a TLS connection (its ``transport``) for SCRAM-PLUS:
+    ``tls-server-end-point`` (RFC 5929) from ``host``'s certificate, ``tls-unique`` from
+    the TLS 1.2 handshake (RFC 9266 leaves it undefined for TLS 1.3); None if unknown."""
+    if cb_type == "tls-server-end-point":
+        return certs.server_end_point(host) if certs else None
+    if cb_type == "tls-unique" and transport is not None:
+        sslobj: Any = transport.get_extra_info("ssl_object")
+        if sslobj is None or sslobj.version() != "TLSv1.2":
+            return None
+        data = sslobj.get_channel_binding("tls-unique")
+        return data if isinstance(data, bytes) else None
+    return None

@@ -8,9 +8,10 @@ import asyncio
 import logging
 import ssl
 import time
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Optional
 
 from ..shaper import TokenBucket
+from ..tls import channel_binding
 from ..xmlstream import TCPFraming
 from .stream import C2SStream
 
@@ -197,16 +198,7 @@ class C2SConnection(asyncio.Protocol):
     def channel_binding(self, cb_type: str) -> Optional[bytes]:
         if not self.secure or self.transport is None:
             return None
-        if cb_type == "tls-server-end-point":
-            certs = self.server.certs
-            return certs.server_end_point(self.stream.host) if certs else None
-        if cb_type == "tls-unique":
-            sslobj: Any = self.transport.get_extra_info("ssl_object")
-            if sslobj is None or sslobj.version() != "TLSv1.2":
-                return None  # tls-unique is not defined for TLS 1.3 (RFC 9266)
-            data = sslobj.get_channel_binding("tls-unique")
-            return data if isinstance(data, bytes) else None
-        return None
+        return channel_binding(self.server.certs, self.stream.host, self.transport, cb_type)
 
     @property
     def idle_seconds(self) -> float:

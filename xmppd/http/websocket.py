@@ -24,6 +24,7 @@ from aiohttp import WSMsgType, web
 
 from ..c2s.stream import C2SStream
 from ..shaper import TokenBucket
+from ..tls import channel_binding
 from .framing import WebSocketFraming, add_client_ns
 from .policy import PLAIN_REFUSED, Peer, origin_allowed
 from .server import HANDLERS
@@ -173,16 +174,7 @@ class WebSocketConnection:
     def channel_binding(self, cb_type: str) -> Optional[bytes]:
         if not self.secure or self.transport is None:
             return None
-        if cb_type == "tls-server-end-point":
-            certs = self.server.certs
-            return certs.server_end_point(self.stream.host) if certs else None
-        if cb_type == "tls-unique":
-            sslobj: Any = self.transport.get_extra_info("ssl_object")
-            if sslobj is None or sslobj.version() != "TLSv1.2":
-                return None
-            data = sslobj.get_channel_binding("tls-unique")
-            return data if isinstance(data, bytes) else None
-        return None
+        return channel_binding(self.server.certs, self.stream.host, self.transport, cb_type)
 
     @property
     def idle_seconds(self) -> float:
