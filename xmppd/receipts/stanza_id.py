@@ -92,6 +92,9 @@ class StanzaIds(Module):
         self.seen: OrderedDict[str, float] = OrderedDict()
         self._prefix = secrets.token_hex(4)
         self._counter = itertools.count(1)
+        # the retry key of the message being routed: drop_retry makes it, remember
+        # (later hooks of the same event) uses it again instead of building it twice
+        self._key: tuple[Optional[StanzaEvent], Optional[str]] = (None, None)
         self.api.hook("disco-account-features", lambda ev: (NS,), host_only=False)
 
     def new_id(self) -> str:
@@ -113,6 +116,7 @@ class StanzaIds(Module):
         if ev.type in SKIP_TYPES:
             return None
         key = retry_key(ev.stanza, ev.from_jid, ev.to_jid)
+        self._key = (ev, key)
         if key is None or key not in self.seen:
             return None
         now = time.monotonic()
@@ -127,7 +131,10 @@ class StanzaIds(Module):
     def remember(self, ev: StanzaEvent) -> None:
         if ev.type in SKIP_TYPES:
             return None
-        key = retry_key(ev.stanza, ev.from_jid, ev.to_jid)
+        made_for, key = self._key
+        self._key = (None, None)
+        if made_for is not ev:
+            key = retry_key(ev.stanza, ev.from_jid, ev.to_jid)
         if key is not None:
             seen = self.seen
             seen[key] = time.monotonic()
