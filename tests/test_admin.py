@@ -69,6 +69,8 @@ def test_help_checks_stats_and_stop(make_server: MakeServer) -> None:
     wrong = srv.ctl("check_password", "alice", "localhost", "nope", check=False)
     assert wrong.returncode == 1 and "wrong password" in wrong.stderr
     srv.start()
+    from xmppd import __version__
+    assert f"xmppd {__version__} is running" in srv.ctl("status").stdout
     live = srv.ctl("help").stdout
     # the running server lists its modules' commands too (s2s), and every line has its help
     assert "s2s_connections" in live and "stats " in live and "kick_session USER" in live

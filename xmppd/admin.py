@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import __version__
 from .c2s import scram
 from .commands import CommandError
 from .jid import JID, JIDError
@@ -207,7 +208,7 @@ def install(server: Server) -> None:
         lines = [
             f"The node {server.node} is started with status: started",
             f"cluster: {', '.join(server.sessions.backend.nodes())}",
-            f"xmppd is running in that node (pid {os.getpid()})",
+            f"xmppd {__version__} is running in that node (pid {os.getpid()})",
             f"hosts: {', '.join(server.config.hosts)}",
             f"uptime: {int(server.uptime())} s",
             f"sessions: {server.sessions.count()}, connections: {len(server.connections)}",

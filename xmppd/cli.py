@@ -194,7 +194,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="xmppd", description="xmppd XMPP server")
+    p.add_argument("--version", action="version", version=f"xmppd {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
     run = sub.add_parser("run", help="start the server")
     run.add_argument("--config", "-c", help="configuration file (default: $XMPPD_CONFIG or "
