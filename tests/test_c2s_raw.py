@@ -332,6 +332,16 @@ def test_doctype_in_header(server: XmppdServer) -> None:
     run(main())
 
 
+def test_tls_handshake_on_a_starttls_port(server: XmppdServer) -> None:
+    async def main() -> None:
+        c = await RawClient(server.c2s).connect()
+        # the start of a TLS ClientHello, as a client set up for Direct TLS sends it
+        await c.send(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 32)
+        assert await c.stream_error() == "not-well-formed"
+        assert "a TLS handshake on a port without Direct TLS" in server.log
+    run(main())
+
+
 def test_oversized_stanza(server: XmppdServer) -> None:
     async def main() -> None:
         c = RawClient(server.c2s_tls, tls=True)

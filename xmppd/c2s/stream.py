@@ -131,7 +131,13 @@ class C2SStream:
         try:
             events = self.conn.framing.feed(data)
         except StreamError as e:
-            self.stream_error(e.condition, e.text)
+            text = e.text
+            if self.state == HEADER and data[:1] == b"\x16" and not self.conn.secure:
+                # a TLS handshake record: the client expects Direct TLS (XEP-0368) here;
+                # say so in the log (the client cannot read the stream error anyway)
+                text = ("a TLS handshake on a port without Direct TLS: connect with "
+                        "STARTTLS, or to the Direct TLS port")
+            self.stream_error(e.condition, text)
             return
         rate = self.rate
         if rate is not None and self.state == BOUND and events:
