@@ -97,6 +97,62 @@ def test_help_checks_stats_and_stop(make_server: MakeServer) -> None:
     assert srv.ctl("status", check=False).returncode == 3
 
 
+def test_send_message_send_stanza_get_last_and_loglevel(make_server: MakeServer) -> None:
+    srv = make_server(modules={"mod_roster": {}, "mod_last": {"flush_interval": 0.1}})
+    srv.register("alice", "pw")
+    srv.register("bob", "pw")
+    srv.start()
+    assert srv.ctl("get_last", "alice", "localhost").stdout.strip() == "never\tNOT FOUND"
+    C = "{jabber:client}"
+
+    async def main() -> None:
+        bob = RawClient(srv.c2s_tls, tls=True)
+        await bob.login("bob", "pw", "r")
+        await bob.send("<presence/>")
+        assert srv.ctl("get_last", "bob", "localhost").stdout.strip().endswith("\tONLINE")
+        srv.ctl("send_message", "headline", "localhost", "bob@localhost", "News", "Maintenance at 6")
+        m = await bob.recv_until(lambda e: e.tag == C + "message")
+        assert m.get("from") == "localhost" and m.get("type") == "headline"
+        assert m.findtext(C + "subject") == "News" and m.findtext(C + "body") == "Maintenance at 6"
+        srv.ctl("send_stanza", "alice@localhost/x", "bob@localhost/r",
+                "<message type='chat'><body>from the admin</body></message>")
+        m = await bob.recv_until(lambda e: e.tag == C + "message")
+        assert m.get("from") == "alice@localhost/x" and m.findtext(C + "body") == "from the admin"
+        bad = srv.ctl("send_stanza", "alice@localhost", "bob@localhost", "<message>", check=False)
+        assert bad.returncode == 1 and "not a stanza" in bad.stderr
+        bad = srv.ctl("send_stanza", "alice@localhost", "bob@localhost", "<foo/>", check=False)
+        assert bad.returncode == 1 and "not a stanza" in bad.stderr
+        bad = srv.ctl("send_message", "chat", "a@@b", "bob@localhost", "", "x", check=False)
+        assert bad.returncode == 1
+        await bob.send("<presence type='unavailable'><status>gone fishing</status></presence>")
+        await bob.close()
+    run(main())
+    deadline = time.monotonic() + 10
+    while "ONLINE" in (last := srv.ctl("get_last", "bob", "localhost").stdout):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    when, status = last.strip().split("\t")
+    assert status == "gone fishing" and when.startswith("20") and when.endswith("Z")
+    assert srv.ctl("get_last", "bob", "elsewhere", check=False).returncode == 1
+
+    async def bad_stream() -> None:
+        c = await RawClient(srv.c2s).connect()
+        await c.send("<stream:stream to='localhost' version='1.0' xmlns='jabber:server' "
+                     "xmlns:stream='http://etherx.jabber.org/streams'>")
+        assert await c.stream_error() == "invalid-namespace"  # logged at info
+
+    srv.ctl("set_loglevel", "error")
+    run(bad_stream())
+    assert "log level: error" in srv.log and "invalid-namespace" not in srv.log
+    srv.ctl("set_loglevel", "info")
+    run(bad_stream())
+    deadline = time.monotonic() + 5
+    while "invalid-namespace" not in srv.log:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert srv.ctl("set_loglevel", "loud", check=False).returncode == 2
+
+
 def test_register_bulk(make_server: MakeServer, tmp_path: Path) -> None:
     srv = make_server()
     f = tmp_path / "users.txt"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import os
 import signal
 from collections.abc import Callable
@@ -17,12 +18,17 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .c2s import scram
+from .cli import LEVELS
 from .commands import CommandError
 from .jid import JID, JIDError
 from .storage.accounts import AccountError, AccountStore
+from .xml import CLIENT_NS, Element
+from .xmlstream import StreamError, parse_stanza
 
 if TYPE_CHECKING:
     from .server import Server
+
+C = "{%s}" % CLIENT_NS
 
 
 def _host(hosts: tuple[str, ...] | list[str], host: str) -> str:
@@ -127,6 +133,11 @@ HELP = {
     "help": "help [COMMAND]: the commands, or one command's arguments",
     "stats": "stats registeredusers|onlineusers|onlineusersnode|uptimeseconds: one figure",
     "stop": "stop: close every stream (system-shutdown) and stop the server, all its workers",
+    "send_message": "send_message TYPE FROM TO SUBJECT BODY: send a message (chat, normal, "
+                    "headline...) as FROM; an empty SUBJECT is left out",
+    "send_stanza": "send_stanza FROM TO STANZA: route an XML stanza with those addresses",
+    "set_loglevel": "set_loglevel LEVEL: debug, info, warning, error... until the next start "
+                    "(with several workers, in the one that serves xmppd ctl)",
 }
 STATS = ("registeredusers", "onlineusers", "onlineusersnode", "uptimeseconds")
 
@@ -267,3 +278,42 @@ def install(server: Server) -> None:
         asyncio.get_running_loop().call_later(0.1, os.kill, target, signal.SIGTERM)
         return ""
     cmds.register("stop", stop, HELP["stop"])
+
+    def send_stanza(frm: str, to: str, stanza: str) -> str:
+        try:
+            el = parse_stanza(stanza.encode())
+        except StreamError as e:
+            raise CommandError(f"not a stanza: {e.text or e.condition}") from None
+        return _route_as(server, el, frm, to)
+    cmds.register("send_stanza", send_stanza, HELP["send_stanza"])
+
+    def send_message(type: str, frm: str, to: str, subject: str, body: str) -> str:
+        children: list[Any] = []
+        if subject:
+            children.append(Element(C + "subject", None, [subject]))
+        children.append(Element(C + "body", None, [body]))
+        el = Element(C + "message", {"type": type}, children)
+        return _route_as(server, el, frm, to)
+    cmds.register("send_message", send_message, HELP["send_message"])
+
+    def set_loglevel(level: str) -> str:
+        if level not in LEVELS:
+            raise CommandError(f"usage: set_loglevel {'|'.join(LEVELS)}")
+        logging.getLogger().setLevel(logging.WARNING)
+        logging.getLogger("xmppd").warning("log level: %s (until the next start)", level)
+        logging.getLogger().setLevel(LEVELS[level])
+        return ""
+    cmds.register("set_loglevel", set_loglevel, HELP["set_loglevel"])
+
+
+def _route_as(server: Server, el: Element, frm: str, to: str) -> str:
+    """Route ``el`` from ``frm`` to ``to`` (both checked), as the admin asked."""
+    if el.tag not in (C + "message", C + "presence", C + "iq"):
+        raise CommandError("not a stanza: message, presence or iq in jabber:client")
+    try:
+        el.attrs["from"] = str(JID.parse(frm))
+        el.attrs["to"] = str(JID.parse(to))
+    except JIDError as e:
+        raise CommandError(str(e)) from None
+    server.router.route(el)
+    return ""

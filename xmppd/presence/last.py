@@ -25,8 +25,9 @@ import logging
 import time
 from typing import Any, Optional
 
+from ..commands import CommandError
 from ..confval import v_bool, v_timeout
-from ..jid import JID
+from ..jid import JID, JIDError
 from ..moduleapi import Module, Option, hook, iq_handler
 from ..stanza import StanzaError, StanzaEvent
 from ..xml import Element
@@ -42,6 +43,10 @@ BODY = "{jabber:client}body"
 MARKERS = "urn:xmpp:chat-markers:0"
 COMPOSING = "{http://jabber.org/protocol/chatstates}composing"
 INACTIVE = "last:inactive"   # session.data: the client said it is inactive (CSI)
+
+
+def _utc(when: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
 def counts_as_activity(el: Element) -> bool:
@@ -83,6 +88,9 @@ class LastModule(Module):
             self.api.hook(f"pre-message/{dest}", self._message)
         for dest in ("bare", "full", "remote", "component"):
             self.api.hook(f"pre-presence/{dest}", self._subscription)
+        self.api.add_command("get_last", self._cmd_get_last,
+                             "get_last USER HOST: last activity (UTC) and logout status, "
+                             "ONLINE while connected")
 
     async def stop_async(self) -> None:
         await self.flush()
@@ -179,6 +187,23 @@ class LastModule(Module):
                 if row is not None and u not in self._seen:
                     out[u] = (float(row[0]), row[1])
         return out
+
+    async def _cmd_get_last(self, user: str, host: str) -> str:
+        """ejabberdctl get_last: the answer of the host's own mod_last."""
+        vhost = self.server.hosts.get(host.lower())
+        mod = vhost.modules.get(self.name) if vhost is not None else None
+        if not isinstance(mod, LastModule):
+            raise CommandError(f"no {self.name} on host {host!r}")
+        try:
+            bare = JID(user, mod.host)
+        except JIDError as e:
+            raise CommandError(str(e)) from None
+        if self.server.sessions.resources(bare):
+            return "%s\tONLINE" % _utc(time.time())
+        found = (await mod.lookup([bare])).get(bare)
+        if found is None:
+            return "never\tNOT FOUND"
+        return "%s\t%s" % (_utc(found[0]), found[1])
 
     # -- XEP-0319 idle -------------------------------------------------------------
     @hook("presence/decorate")
