@@ -7,7 +7,8 @@ from typing import Optional
 
 from xmppd.jid import JID
 from xmppd.muc.config import RoomConfig
-from xmppd.muc.history import History, parse_stamp, stamp
+from xmppd.datetimes import parse_stamp, stamp
+from xmppd.muc.history import History
 from xmppd.muc.room import Outbox, Room
 from xmppd.xml import Element
 

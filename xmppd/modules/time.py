@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import datetime
+import time
 
+from ..datetimes import stamp
 from ..moduleapi import Module, iq_handler
 from ..stanza import StanzaEvent
 from ..xml import Element
@@ -18,8 +19,7 @@ class Time(Module):
 
     @iq_handler("get", NS, "time", dest="host")
     def time(self, ev: StanzaEvent) -> Element:
-        now = datetime.datetime.now(datetime.UTC)
         t = Element("{%s}time" % NS)
         t.add("{%s}tzo" % NS, None, "+00:00")
-        t.add("{%s}utc" % NS, None, now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")[:-4] + "Z")
+        t.add("{%s}utc" % NS, None, stamp(time.time()))
         return t

@@ -11,9 +11,9 @@ import time
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Optional
 
+from ..datetimes import parse_stamp, stamp
 from ..xml import Element
 from .ns import DELAY, q
 
@@ -23,26 +23,6 @@ class Entry:
     stanza: Element   # the reflected message, without ``to``
     ts: float         # seconds since the epoch
     size: int         # bytes of the serialized stanza (for maxchars)
-
-
-def stamp(ts: float) -> str:
-    """XEP-0082 date-time, UTC, with milliseconds."""
-    dt = datetime.fromtimestamp(ts, UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (dt.microsecond // 1000)
-
-
-def parse_stamp(text: str) -> Optional[float]:
-    """XEP-0082 date-time to seconds since the epoch (None when invalid)."""
-    t = text.strip()
-    if t.endswith("Z") or t.endswith("z"):
-        t = t[:-1] + "+00:00"
-    try:
-        dt = datetime.fromisoformat(t)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
 
 
 class History:

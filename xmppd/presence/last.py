@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 from ..commands import CommandError
 from ..confval import v_bool, v_timeout
+from ..datetimes import stamp
 from ..jid import JID, JIDError
 from ..moduleapi import Module, Option, hook, iq_handler
 from ..stanza import StanzaError, StanzaEvent
@@ -43,10 +44,6 @@ BODY = "{jabber:client}body"
 MARKERS = "urn:xmpp:chat-markers:0"
 COMPOSING = "{http://jabber.org/protocol/chatstates}composing"
 INACTIVE = "last:inactive"   # session.data: the client said it is inactive (CSI)
-
-
-def _utc(when: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(when))
 
 
 def counts_as_activity(el: Element) -> bool:
@@ -199,11 +196,11 @@ class LastModule(Module):
         except JIDError as e:
             raise CommandError(str(e)) from None
         if self.server.sessions.resources(bare):
-            return "%s\tONLINE" % _utc(time.time())
+            return "%s\tONLINE" % stamp(time.time(), millis=False)
         found = (await mod.lookup([bare])).get(bare)
         if found is None:
             return "never\tNOT FOUND"
-        return "%s\t%s" % (_utc(found[0]), found[1])
+        return "%s\t%s" % (stamp(found[0], millis=False), found[1])
 
     # -- XEP-0319 idle -------------------------------------------------------------
     @hook("presence/decorate")

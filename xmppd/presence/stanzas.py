@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Optional
 
+from ..datetimes import stamp
 from ..stanza import PRESENCE
 from ..xml import CLIENT_NS, Element, serialize, start_tag
 
@@ -38,12 +38,7 @@ def presence(type: Optional[str], frm: str, to: Optional[str] = None) -> Element
     return Element(PRESENCE, attrs)
 
 
-def iso8601(ts: float) -> str:
-    """XEP-0082 DateTime in UTC, to the second."""
-    return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def idle(since: float) -> Element:
     """XEP-0319 ``<idle since=.../>``."""
-    return Element(IDLE, {"since": iso8601(since)})
+    return Element(IDLE, {"since": stamp(since, millis=False)})
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import datetime
 from typing import Optional
 
+from ..datetimes import stamp
 from ..stanza import BODY
 from ..xml import Element
 from ..xmlstream import parse_stanza
@@ -20,12 +20,6 @@ THREAD = "{jabber:client}thread"
 
 # payloads that alone do not make a message worth storing
 _NOT_CONTENT = {CHATSTATES_NS, HINTS_NS, SID_NS, DELAY_NS, "urn:xmpp:carbons:2"}
-
-def stamp(ts: float) -> str:
-    """XEP-0082 date-time in UTC with milliseconds."""
-    dt = datetime.datetime.fromtimestamp(ts, datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (dt.microsecond // 1000)
-
 
 def delay(frm: str, ts: float, reason: Optional[str] = None) -> Element:
     return Element(DELAY, {"from": frm, "stamp": stamp(ts)}, [reason] if reason else [])

@@ -14,12 +14,12 @@ import asyncio
 import logging
 import os
 import re
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Optional
 from urllib.parse import quote, urlsplit
 
 from ..confval import INFINITY, ConfigError
+from ..datetimes import stamp
 from ..jid import JID
 from ..moduleapi import Module
 from ..stanza import StanzaError, StanzaEvent, payload_key
@@ -233,9 +233,8 @@ class HttpUpload(Module):
                 if not d.ok:
                     retry: Optional[Element] = None
                     if d.retry_at is not None:
-                        stamp = datetime.fromtimestamp(d.retry_at, UTC)
                         retry = Element("{%s}retry" % NS,
-                                      {"stamp": stamp.strftime("%Y-%m-%dT%H:%M:%SZ")})
+                                        {"stamp": stamp(d.retry_at, millis=False)})
                     raise StanzaError("resource-constraint", "wait", app=retry,
                                       text=f"Quota reached: {d.used} of {int(quota)} bytes used")
             await self.store.add(row)
