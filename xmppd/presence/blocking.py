@@ -25,7 +25,7 @@ from typing import Optional
 
 from ..jid import JID, JIDError
 from ..moduleapi import Module, hook, iq_handler
-from ..stanza import IQ, StanzaError, StanzaEvent
+from ..stanza import StanzaError, StanzaEvent, make_iq
 from ..xml import Element
 from .blocking_store import BlockingStore
 from .roster import RosterModule
@@ -195,8 +195,7 @@ class BlockingModule(Module):
     def _push(self, user: JID, what: str, jids: list[str]) -> None:
         for s in self.server.sessions.resources(user):
             payload = Element("{%s}%s" % (NS, what), {}, [Element(ITEM, {"jid": j}) for j in jids])
-            s.send(Element(IQ, {"type": "set", "id": f"block{next(self._ids)}",
-                                "to": str(s.jid)}, [payload]))
+            s.send(make_iq("set", payload, to=str(s.jid), id=f"block{next(self._ids)}"))
 
     # -- presence around blocking -------------------------------------------------------
     def _roster(self) -> Optional[RosterModule]:

@@ -16,7 +16,7 @@ from ..confval import v_bool, v_pos_int_or_infinity
 from ..jid import JID, JIDError
 from ..moduleapi import Module, Option, hook, iq_handler
 from ..sessions import flags_of
-from ..stanza import IQ, StanzaError, StanzaEvent, iq_result
+from ..stanza import StanzaError, StanzaEvent, iq_result, make_iq
 from ..xml import Element
 from .broadcast import Broadcast
 from .roster_store import RosterStore
@@ -126,8 +126,7 @@ class RosterModule(Module):
             q = Element(QUERY, {}, [payload])
             if self.opts["versioning"]:
                 q.attrs["ver"] = str(roster.version)
-            s.send(Element(IQ, {"type": "set", "id": f"push{next(self._ids)}",
-                                "to": str(s.jid)}, [q]))
+            s.send(make_iq("set", q, to=str(s.jid), id=f"push{next(self._ids)}"))
 
     def changed(self, roster: Roster, item: Item, before: Optional[tuple[Any, ...]]) -> None:
         """Store a changed item; if what the user sees of it changed (``before`` is the
@@ -158,9 +157,8 @@ class RosterModule(Module):
             session = ev.origin
             for it in changed:
                 payload = it.element() if it.visible else it.removed_element()
-                session.send(Element(IQ, {"type": "set", "id": f"push{next(self._ids)}",
-                                          "to": session.jid_str}, [
-                    Element(QUERY, {"ver": str(it.ver)}, [payload])]))
+                session.send(make_iq("set", Element(QUERY, {"ver": str(it.ver)}, [payload]),
+                                     to=session.jid_str, id=f"push{next(self._ids)}"))
             return True
         q = Element(QUERY, {"ver": str(roster.version)} if ver is not None else {})
         for it in roster.visible():
