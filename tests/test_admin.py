@@ -95,6 +95,7 @@ def test_help_checks_stats_and_stop(make_server: MakeServer) -> None:
     assert srv.proc is not None
     assert srv.proc.wait(10) == 0
     assert srv.ctl("status", check=False).returncode == 3
+    assert "Traceback" not in srv.log  # (stop's probes of the admin channel are no requests)
 
 
 def test_send_message_send_stanza_get_last_and_loglevel(make_server: MakeServer) -> None:

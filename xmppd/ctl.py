@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+REQUEST_LIMIT = 1 << 20  # bytes of one request line (send_stanza carries a stanza)
+
 
 def socket_path(config: Config) -> Path:
     custom = config["ctl_socket"]
@@ -40,7 +42,8 @@ async def serve(server: Server) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     old = os.umask(0o077)
     try:
-        srv = await asyncio.start_unix_server(lambda r, w: _client(server, r, w), path=str(path))
+        srv = await asyncio.start_unix_server(lambda r, w: _client(server, r, w),
+                                             path=str(path), limit=REQUEST_LIMIT)
     finally:
         os.umask(old)
     try:
@@ -56,7 +59,12 @@ async def serve(server: Server) -> None:
 async def _client(server: Server, reader: asyncio.StreamReader,
                   writer: asyncio.StreamWriter) -> None:
     try:
-        line = await reader.readline()
+        try:
+            line = await reader.readline()
+        except ValueError:  # longer than the limit: answer, and read no further
+            line = b"-"
+        if not line:
+            return  # a probe (is a server there?) that sent nothing
         try:
             req = json.loads(line)
             name = str(req["command"])
@@ -74,6 +82,8 @@ async def _client(server: Server, reader: asyncio.StreamReader,
                 reply = {"ok": False, "error": f"internal error: {e}"}
         writer.write(json.dumps(reply).encode() + b"\n")
         await writer.drain()
+    except ConnectionError:
+        pass  # the caller went away (ctl interrupted): nobody to answer
     finally:
         writer.close()
 
