@@ -299,9 +299,10 @@ def install(server: Server) -> None:
     def set_loglevel(level: str) -> str:
         if level not in LEVELS:
             raise CommandError(f"usage: set_loglevel {'|'.join(LEVELS)}")
-        logging.getLogger().setLevel(logging.WARNING)
-        logging.getLogger("xmppd").warning("log level: %s (until the next start)", level)
         logging.getLogger().setLevel(LEVELS[level])
+        # at the new level, or warning if that is lower: the change is always in the log
+        logging.getLogger("xmppd").log(max(LEVELS[level], logging.WARNING),
+                                       "log level: %s (until the next start)", level)
         return ""
     cmds.register("set_loglevel", set_loglevel, HELP["set_loglevel"])
 

@@ -61,31 +61,36 @@ async def _client(server: Server, reader: asyncio.StreamReader,
     try:
         try:
             line = await reader.readline()
-        except ValueError:  # longer than the limit: answer, and read no further
-            line = b"-"
-        if not line:
-            return  # a probe (is a server there?) that sent nothing
-        try:
-            req = json.loads(line)
-            name = str(req["command"])
-            args = [str(a) for a in req.get("args", [])]
-        except (ValueError, KeyError, TypeError):
-            reply: dict[str, Any] = {"ok": False, "error": "bad request"}
+        except ValueError:  # longer than REQUEST_LIMIT: answer, and read no further
+            reply: dict[str, Any] = {"ok": False, "error": "request too long"}
         else:
-            try:
-                result = await server.commands.call(name, args)
-                reply = {"ok": True, "result": "" if result is None else str(result)}
-            except CommandError as e:
-                reply = {"ok": False, "error": str(e)}
-            except Exception as e:
-                log.exception("command %s failed", name)
-                reply = {"ok": False, "error": f"internal error: {e}"}
+            if not line:
+                return  # a probe (is a server there?) that sent nothing
+            reply = await _answer(server, line)
         writer.write(json.dumps(reply).encode() + b"\n")
         await writer.drain()
     except ConnectionError:
         pass  # the caller went away (ctl interrupted): nobody to answer
     finally:
         writer.close()
+
+
+async def _answer(server: Server, line: bytes) -> dict[str, Any]:
+    """Run the command of one request line; its reply."""
+    try:
+        req = json.loads(line)
+        name = str(req["command"])
+        args = [str(a) for a in req.get("args", [])]
+    except (ValueError, KeyError, TypeError):
+        return {"ok": False, "error": "bad request"}
+    try:
+        result = await server.commands.call(name, args)
+        return {"ok": True, "result": "" if result is None else str(result)}
+    except CommandError as e:
+        return {"ok": False, "error": str(e)}
+    except Exception as e:
+        log.exception("command %s failed", name)
+        return {"ok": False, "error": f"internal error: {e}"}
 
 
 def _alive(path: Path) -> bool:

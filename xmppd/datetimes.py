@@ -10,9 +10,9 @@ from typing import Optional
 def stamp(ts: float, millis: bool = True) -> str:
     """``ts`` (seconds since the epoch) as a XEP-0082 DateTime, with milliseconds or
     to the second."""
-    dt = datetime.fromtimestamp(ts if millis else int(ts), UTC)
     if not millis:
-        return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+        return datetime.fromtimestamp(int(ts), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    dt = datetime.fromtimestamp(ts, UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (dt.microsecond // 1000)
 
 

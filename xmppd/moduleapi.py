@@ -21,7 +21,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Optional, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Optional, TypeVar, Union
 
 from .confval import ConfigError, Validator, join
 from .stanza import StanzaEvent
@@ -31,6 +31,8 @@ if TYPE_CHECKING:
     from .server import Server, VirtualHost
 
 log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound="Module")
 
 Dest = Union[str, tuple[str, ...]]
 
@@ -200,6 +202,14 @@ class Module:
         self.server = api.server
         self.host = api.host
         self.opts = opts
+
+    @classmethod
+    def of(cls: type[M], server: Any, host: str) -> Optional[M]:
+        """This module's instance on ``host`` (None where it is not loaded): for
+        modules that depend on it, and for admin commands that name a host."""
+        vhost = server.hosts.get(host)
+        mod = vhost.modules.get(cls.name) if vhost is not None else None
+        return mod if isinstance(mod, cls) else None
 
     @classmethod
     def validate(cls, raw: dict[str, Any], path: str, warnings: list[str]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from aiohttp import web
 from ..c2s.stream import C2SStream
 from ..confval import INFINITY, v_pos_int_or_infinity, v_timeout
 from ..moduleapi import Module, Option
+from ..tls import channel_binding
 from ..xml import XML_NS, Element, escape_attr
 from ..xmlstream import Event, StreamClose, StreamError, StreamOpen
 from .body import body_chunks
@@ -361,10 +362,10 @@ class BoshSession:
         raise ConnectionError("STARTTLS is not available over BOSH")
 
     def channel_binding(self, cb_type: str) -> Optional[bytes]:
-        # HTTP requests of one session may use different TLS connections
-        if self.secure and cb_type == "tls-server-end-point" and self.server.certs:
-            return self.server.certs.server_end_point(self.stream.host)
-        return None
+        # HTTP requests of one session may use different TLS connections: no tls-unique
+        if not self.secure:
+            return None
+        return channel_binding(self.server.certs, self.stream.host, None, cb_type)
 
     @property
     def idle_seconds(self) -> float:

@@ -187,9 +187,8 @@ class LastModule(Module):
 
     async def _cmd_get_last(self, user: str, host: str) -> str:
         """ejabberdctl get_last: the answer of the host's own mod_last."""
-        vhost = self.server.hosts.get(host.lower())
-        mod = vhost.modules.get(self.name) if vhost is not None else None
-        if not isinstance(mod, LastModule):
+        mod = LastModule.of(self.server, host.lower())
+        if mod is None:
             raise CommandError(f"no {self.name} on host {host!r}")
         try:
             bare = JID(user, mod.host)

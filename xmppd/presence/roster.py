@@ -92,13 +92,6 @@ class RosterModule(Module):
     def stop(self) -> None:
         self.cache.flush_sync()
 
-    @staticmethod
-    def of(server: Any, host: str) -> Optional[RosterModule]:
-        """The roster module of ``host`` (for modules that declare it a dependency)."""
-        vhost = server.hosts.get(host)
-        mod = vhost.modules.get(RosterModule.name) if vhost is not None else None
-        return mod if isinstance(mod, RosterModule) else None
-
     @property
     def limit(self) -> float:
         return float(self.opts["max_roster_size"])
