@@ -9,6 +9,7 @@ from typing import Any, Callable
 from conftest import run
 from helpers.procs import XmppdServer
 from helpers.raw import SASL, C, RawClient, local
+from helpers.web import BoshClient, WSClient, web_listeners
 
 from xmppd.overload import LoadMonitor
 
@@ -52,6 +53,86 @@ def test_flooding_client_is_slowed_and_others_keep_chatting(make_server: MakeSer
         assert got == [f"f{i}" for i in range(n)]  # slowed, never dropped, in order
     run(main(), timeout=120)
     assert "throttling <C2SStream flood@localhost/raw" in srv.log
+
+
+def test_web_clients_over_their_stanza_rate_are_slowed(make_server: MakeServer) -> None:
+    """``max_stanza_rate`` on the HTTP listener holds back WebSocket messages and BOSH
+    requests as it holds back a TCP client's reading: slowed, nothing dropped."""
+    srv = web_listeners(make_server(), tls=True, max_stanza_rate=50)
+    for u in ("ws", "bosh", "sink", "alice", "bob"):
+        srv.register(u, "pw")
+    srv.start()
+    n = 300
+
+    async def main() -> None:
+        ws = WSClient(f"ws://127.0.0.1:{srv.http}/ws")
+        bosh = BoshClient(f"http://127.0.0.1:{srv.http}/bosh", wait=5)
+        sink = RawClient(srv.c2s_tls, tls=True)
+        alice, bob = RawClient(srv.c2s_tls, tls=True), RawClient(srv.c2s_tls, tls=True)
+        await ws.login("ws", "pw")
+        await bosh.login("bosh", "pw")
+        for c, u in ((sink, "sink"), (alice, "alice"), (bob, "bob")):
+            await c.login(u, "pw")
+
+        def msg(src: str, i: int) -> str:
+            return (f"<message xmlns='jabber:client' to='sink@localhost' id='{src}{i}'>"
+                    f"<body>{i}</body></message>")
+
+        async def blast_ws() -> None:
+            for i in range(n):
+                await ws.send(msg("w", i))
+
+        async def blast_bosh() -> None:
+            for first in range(0, n, 60):  # 60 stanzas a request, two requests out at most
+                await bosh.send("".join(msg("b", i) for i in range(first, first + 60)))
+                while len(bosh.outstanding) > 1:
+                    await bosh.outstanding.pop(0)
+        blasters = [asyncio.ensure_future(blast_ws()), asyncio.ensure_future(blast_bosh())]
+        for i in range(5):  # meanwhile a well-behaved pair keeps chatting
+            await alice.send(f"<message to='bob@localhost' id='a{i}'><body>hi {i}</body></message>")
+            m = await bob.recv_until(lambda e: e.tag == C + "message", timeout=10)
+            assert m.findtext(C + "body") == f"hi {i}"
+        await asyncio.gather(*blasters)
+        got: dict[str, list[str]] = {"w": [], "b": []}
+        while sum(map(len, got.values())) < 2 * n:
+            m = await sink.recv_until(lambda e: e.tag == C + "message", timeout=30)
+            got[m.get("id", "?")[0]].append(m.get("id", ""))
+        for src in ("w", "b"):  # slowed, never dropped, in order
+            assert got[src] == [f"{src}{i}" for i in range(n)]
+        await ws.close()
+        await bosh.close()
+    run(main(), timeout=120)
+    assert "throttling <C2SStream ws@localhost/web" in srv.log
+    assert "throttling <C2SStream bosh@localhost/bosh" in srv.log
+
+
+def test_bosh_requests_wait_for_the_listener_shaper(make_server: MakeServer) -> None:
+    srv = web_listeners(make_server(config={"shaper": {"slow": {"rate": 2000,
+                                                                 "burst_size": 2000}}}),
+                        tls=True, shaper="slow")
+    srv.register("alice", "pw")
+    srv.register("bob", "pw")
+    srv.start()
+
+    async def main() -> None:
+        alice = BoshClient(f"http://127.0.0.1:{srv.http}/bosh", wait=5)
+        bob = RawClient(srv.c2s_tls, tls=True)
+        await alice.login("alice", "pw")
+        await bob.login("bob", "pw")
+        body = "x" * 900
+        for i in range(8):
+            await alice.send(f"<message xmlns='jabber:client' to='bob@localhost' id='m{i}'>"
+                             f"<body>{body}</body></message>")
+            while len(alice.outstanding) > 1:
+                await alice.outstanding.pop(0)
+        got = []
+        while len(got) < 8:
+            el = await bob.recv_until(lambda e: e.tag == C + "message", timeout=15)
+            got.append(el.get("id"))
+        assert got == [f"m{i}" for i in range(8)]  # all delivered, in order
+        await alice.close()
+    run(main(), timeout=90)
+    assert "throttling <C2SStream alice@localhost/bosh" in srv.log
 
 
 def test_slow_reader_is_disconnected_and_memory_stays_bounded(make_server: MakeServer) -> None:

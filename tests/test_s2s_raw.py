@@ -168,6 +168,35 @@ def test_bad_stanzas_after_dialback(make_server: Callable[..., XmppdServer], sta
     run(main(), 90)
 
 
+def test_stanza_rate_on_the_s2s_listener(make_server: Callable[..., XmppdServer]) -> None:
+    """A remote server over the listener's ``max_stanza_rate`` is read more slowly:
+    every stanza still arrives, in order."""
+    async def main() -> None:
+        peer = await FakePeer("r.test", "valid").start()
+        srv = make_server(hosts=("a.test",), config={
+            "s2s_hosts": {"r.test": {"host": "127.0.0.1", "port": peer.port}}})
+        srv.config["listen"][2]["max_stanza_rate"] = 40
+        srv.write_config()
+        srv.register("alice", "pw", host="a.test")
+        await asyncio.get_running_loop().run_in_executor(None, srv.start)
+        alice = RawClient(srv.c2s_tls, tls=True, host="a.test")
+        await alice.login("alice", "pw", "r")
+        c = await dialback_in(srv, peer)
+        n = 200
+        for first in range(0, n, 20):
+            await c.send("".join(f"<message from='u@r.test/x' to='alice@a.test/r' id='s{i}'>"
+                                 f"<body>{i}</body></message>" for i in range(first, first + 20)))
+        got = []
+        while len(got) < n:
+            m = await alice.recv_until(lambda e: e.tag == "{jabber:client}message", 30)
+            got.append(m.get("id"))
+        assert got == [f"s{i}" for i in range(n)]
+        await alice.close()
+        peer.stop()
+        assert "throttling <S2SIn r.test" in srv.log
+    run(main(), 90)
+
+
 def test_invalid_key_closes_the_stream(make_server: Callable[..., XmppdServer]) -> None:
     async def main() -> None:
         srv, peer = await start_with_peer(make_server, "invalid")

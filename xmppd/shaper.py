@@ -1,13 +1,21 @@
-"""Traffic shaping: a token bucket per connection (ejabberd ``shaper``).
+"""Traffic shaping: a token bucket per connection (ejabberd ``shaper``), and the
+pause it asks for.
 
-``consume(n)`` takes ``n`` bytes from the bucket and returns how long the
-reader should pause so the average stays at ``rate`` bytes per second. Nothing
-is dropped: reading just pauses.
+``consume(n)`` takes ``n`` bytes (or stanzas, for ``max_stanza_rate``) from the
+bucket and returns how long the reader should pause so the average stays at
+``rate`` per second. Nothing is dropped: reading just pauses. A TCP connection
+pauses its socket; a transport that reads by awaiting (WebSocket messages, BOSH
+requests) waits on a :class:`Pause` before it takes the next input.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
+from typing import Any
+
+log = logging.getLogger(__name__)
 
 
 class TokenBucket:
@@ -27,3 +35,63 @@ class TokenBucket:
         if self.tokens >= 0:
             return 0.0
         return -self.tokens / self.rate
+
+
+def log_throttled(stream: object, ip: str) -> None:
+    """The log line of a connection's first pause (once per connection)."""
+    log.info("throttling %s (%s): over its rate limit", stream, ip)
+
+
+class ShapedReading:
+    """Reading of a TCP connection paused for a while: the listener's ``shaper`` and
+    ``max_stanza_rate`` (mixed into the c2s and s2s protocols, which say in
+    ``apply_reading`` what pausing means with their other reasons to pause)."""
+
+    __slots__ = ("_shaped", "_throttled")
+    _shaped: bool       # reading paused for now
+    _throttled: bool    # paused at least once: logged
+    stream: Any
+    peer_ip: str
+
+    def apply_reading(self) -> None:
+        raise NotImplementedError
+
+    def throttle(self, delay: float) -> None:
+        """Stop reading for ``delay`` seconds: the peer is slowed down (TCP pushes back),
+        nothing is dropped."""
+        if self._shaped:
+            return
+        if not self._throttled:
+            self._throttled = True
+            log_throttled(self.stream, self.peer_ip)
+        self._shaped = True
+        self.apply_reading()
+        asyncio.get_running_loop().call_later(delay, self._unshape)
+
+    def _unshape(self) -> None:
+        self._shaped = False
+        self.apply_reading()
+
+
+class Pause:
+    """Until when a connection that reads by awaiting takes no more input."""
+
+    __slots__ = ("until", "used")
+
+    def __init__(self) -> None:
+        self.until = 0.0
+        self.used = False  # paused at least once: logged
+
+    def add(self, delay: float, stream: object, ip: str) -> None:
+        """Pause input for ``delay`` seconds from now (longer pauses win)."""
+        if not self.used:
+            self.used = True
+            log_throttled(stream, ip)
+        self.until = max(self.until, time.monotonic() + delay)
+
+    async def wait(self) -> None:
+        """Return when the pause is over (at once when there is none)."""
+        if self.until:
+            left = self.until - time.monotonic()
+            if left > 0:
+                await asyncio.sleep(left)

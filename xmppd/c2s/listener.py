@@ -10,7 +10,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Optional
 
-from ..shaper import TokenBucket
+from ..shaper import ShapedReading, TokenBucket
 from ..tls import channel_binding
 from ..xmlstream import TCPFraming
 from .stream import C2SStream
@@ -41,10 +41,9 @@ def flush_writes() -> None:
             conn.flush()
 
 
-class C2SConnection(asyncio.Protocol):
+class C2SConnection(ShapedReading, asyncio.Protocol):
     __slots__ = ("server", "listen", "transport", "stream", "framing", "secure", "peer_ip",
-                 "bucket", "_paused", "_shaped", "_write_paused", "_tls_host", "_throttled",
-                 "_out")
+                 "bucket", "_paused", "_write_paused", "_tls_host", "_out")
 
     def __init__(self, server: Server, listen: ListenConfig, direct_tls: bool) -> None:
         self.server = server
@@ -61,7 +60,7 @@ class C2SConnection(asyncio.Protocol):
         self._write_paused = False
         self._throttled = False
         self._out: Optional[list[bytes]] = None  # batched output of this loop turn
-        self.stream = C2SStream(server, self, listen)
+        self.stream: C2SStream = C2SStream(server, self, listen)
 
     # -- asyncio.Protocol ----------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -82,17 +81,6 @@ class C2SConnection(asyncio.Protocol):
                 # ejabberd shaper semantics: stop reading for a while, drop nothing
                 self.throttle(delay)
         self.stream.feed(data)
-
-    def throttle(self, delay: float) -> None:
-        """Stop reading for ``delay`` seconds (shapers and stanza rate limits)."""
-        if self._shaped:
-            return
-        if not self._throttled:
-            self._throttled = True
-            log.info("throttling %s (%s): over its rate limit", self.stream, self.peer_ip)
-        self._shaped = True
-        self.apply_reading()
-        asyncio.get_running_loop().call_later(delay, self._unshape)
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._out = None
@@ -165,10 +153,6 @@ class C2SConnection(asyncio.Protocol):
 
     def resume_reading(self) -> None:
         self._paused = False
-        self.apply_reading()
-
-    def _unshape(self) -> None:
-        self._shaped = False
         self.apply_reading()
 
     def apply_reading(self) -> None:

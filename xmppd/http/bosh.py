@@ -14,6 +14,8 @@ conditions: ``item-not-found`` (unknown ``sid``, ``rid`` out of the window),
 ``host-unknown``, ``policy-violation`` (polling too often, a pause too long,
 too many sessions from one address, login over plain HTTP refused), and
 ``remote-stream-error`` with the ``<stream:error/>`` of the stream machine.
+The listener's ``shaper`` (bytes of request bodies) and ``max_stanza_rate``
+apply as on TCP: over the limit, the session's next request waits.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from aiohttp import web
 from ..c2s.stream import C2SStream
 from ..confval import INFINITY, v_pos_int_or_infinity, v_timeout
 from ..moduleapi import Module, Option
+from ..shaper import Pause, TokenBucket
 from ..tls import channel_binding
 from ..xml import XML_NS, Element, escape_attr
 from ..xmlstream import Event, StreamClose, StreamError, StreamOpen
@@ -137,6 +140,10 @@ class BoshSession:
         self._inactive: Optional[asyncio.TimerHandle] = None
         self._pause: Optional[float] = None
         self._last_poll = 0.0
+        shaper = self.server.shaper_for(self.listen.shaper)
+        self.bucket = TokenBucket(*shaper) if shaper else None
+        self.pause = Pause()
+        self.waiting = 0  # requests that wait for a pause to end
         self.stream = C2SStream(self.server, self, self.listen)
 
     # -- requests --------------------------------------------------------------
@@ -150,6 +157,23 @@ class BoshSession:
         self._feed([StreamOpen(open_attrs, "jabber:client", None)])
         self._settle()
         return req.future
+
+    async def take_turn(self, size: int) -> None:
+        """Wait until the session may take a request of ``size`` bytes: the listener's
+        ``shaper`` and ``max_stanza_rate`` pause a session as they pause a TCP
+        connection's reading (nothing is dropped; the client has at most
+        ``requests`` requests out, so it waits with them)."""
+        bucket = self.bucket
+        if bucket is not None:
+            delay = bucket.consume(size)
+            if delay > 0:
+                self.throttle(delay)
+        if self.pause.until:
+            self.waiting += 1
+            try:
+                await self.pause.wait()
+            finally:
+                self.waiting -= 1
 
     async def request(self, attrs: dict[str, str], children: list[Element]) -> bytes:
         rid = _int(attrs.get("rid"))
@@ -298,7 +322,7 @@ class BoshSession:
 
     def _timed_out(self) -> None:
         self._inactive = None
-        if not self.held and not self.closed:
+        if not self.held and not self.waiting and not self.closed:
             log.info("BOSH session %s of %s: inactive, closing", self.sid, self.peer_ip)
             self.stream.close()
 
@@ -351,6 +375,10 @@ class BoshSession:
 
     def abort(self) -> None:
         self.close()
+
+    def throttle(self, delay: float) -> None:
+        """Take the next request ``delay`` seconds from now at the earliest."""
+        self.pause.add(delay, self.stream, self.peer_ip)
 
     def pause_reading(self) -> None:
         return None  # the stream queues input while busy; requests still flow
@@ -467,6 +495,7 @@ class BoshManager:
         session = self.sessions.get(sid)
         if session is None:
             return terminate("item-not-found")
+        await session.take_turn(len(data))
         if children:
             # while the cluster's hand-overs drain, stanzas wait (see Server.hold_reads)
             await self.server.reads_open.wait()

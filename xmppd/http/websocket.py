@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from aiohttp import WSMsgType, web
 
 from ..c2s.stream import C2SStream
-from ..shaper import TokenBucket
+from ..shaper import Pause, TokenBucket
 from ..tls import channel_binding
 from .framing import WebSocketFraming, add_client_ns
 from .policy import PLAIN_REFUSED, Peer, origin_allowed
@@ -64,7 +64,7 @@ class WebSocketConnection:
     """
 
     __slots__ = ("server", "listen", "ws", "transport", "framing", "secure", "peer_ip",
-                 "stream", "bucket", "_resume", "_closed", "_limit", "_overflow", "_out",
+                 "stream", "bucket", "pause", "_resume", "_closed", "_limit", "_overflow", "_out",
                  "_loop")
 
     def __init__(self, server: Server, listen: ListenConfig, ws: web.WebSocketResponse,
@@ -86,18 +86,22 @@ class WebSocketConnection:
         self._loop = asyncio.get_running_loop()
         shaper = server.shaper_for(listen.shaper)
         self.bucket = TokenBucket(*shaper) if shaper else None
+        self.pause = Pause()
         self.stream = C2SStream(server, self, listen)
 
     async def run(self) -> None:
         """Feed every text message to the stream until the WebSocket closes.
 
-        The listener's ``shaper`` applies as on TCP: reading pauses, nothing
-        is dropped."""
+        The listener's ``shaper`` and ``max_stanza_rate`` apply as on TCP: the
+        next message waits, nothing is dropped."""
         ws, stream, resume, bucket = self.ws, self.stream, self._resume, self.bucket
+        pause = self.pause
         reads_open = self.server.reads_open
         while True:
             if not resume.is_set():
                 await resume.wait()
+            if pause.until:
+                await pause.wait()
             if not reads_open.is_set() and not self._closed:
                 await reads_open.wait()  # the cluster's hand-overs drain first
             msg = await ws.receive()
@@ -106,11 +110,11 @@ class WebSocketConnection:
                 data = msg.data
                 if not isinstance(data, bytes):
                     data = data.encode()
-                stream.feed(data)
                 if bucket is not None:
                     delay = bucket.consume(len(data))
                     if delay > 0:
-                        await asyncio.sleep(delay)
+                        self.throttle(delay)
+                stream.feed(data)
             elif kind is WSMsgType.BINARY:
                 stream.stream_error("unsupported-encoding",
                                     "XMPP over WebSocket uses text messages (RFC 7395)")
@@ -121,6 +125,11 @@ class WebSocketConnection:
                 return
 
     # -- Connection interface used by C2SStream -------------------------------
+    def throttle(self, delay: float) -> None:
+        """Take the next message ``delay`` seconds from now at the earliest (shaper,
+        stanza rate limit)."""
+        self.pause.add(delay, self.stream, self.peer_ip)
+
     def write(self, data: bytes) -> None:
         if self._closed or not data:
             return

@@ -12,6 +12,8 @@ import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Optional
 
+from ..shaper import TokenBucket
+from ..xml import Element
 from ..xmlstream import Event, StreamError
 
 if TYPE_CHECKING:
@@ -34,6 +36,7 @@ class S2SStream:
         self.last_recv = self.created
         self.busy = False
         self.queue: list[Event] = []
+        self.rate: Optional[TokenBucket] = None  # stanzas per second (listener's limit)
 
     # -- input ------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -45,6 +48,11 @@ class S2SStream:
         except StreamError as e:
             self.stream_error(e.condition, e.text)
             return
+        rate = self.rate
+        if rate is not None and events:
+            delay = rate.consume(sum(1 for e in events if isinstance(e, Element)))
+            if delay > 0:
+                self.conn.throttle(delay)  # too many stanzas: read more slowly
         if self.busy:
             self.queue.extend(events)
             return

@@ -18,6 +18,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..jid import JID, JIDError, nameprep
+from ..shaper import TokenBucket
 from ..stanza import STANZA_TAGS
 from ..xml import Element
 from ..xmlstream import Event, StreamClose, StreamError, StreamOpen
@@ -39,10 +40,13 @@ AUTH_TAG = "{%s}auth" % SASL_NS
 
 class S2SIn(S2SStream):
     def __init__(self, manager: S2SManager, conn: S2SConnection,
-                 max_per_ip: float = float("inf")) -> None:
+                 max_per_ip: float = float("inf"),
+                 max_stanza_rate: float = float("inf")) -> None:
         super().__init__(manager, conn)
         self.conn: S2SConnection = conn
         self.max_per_ip = max_per_ip
+        if max_stanza_rate != float("inf"):
+            self.rate = TokenBucket(max_stanza_rate, max(max_stanza_rate, 1.0))
         self.local = ""                  # the domain in the header's 'to'
         self.remote = ""                 # the domain in the header's 'from'
         self.version1 = True

@@ -13,7 +13,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Any, Optional, Protocol
 
-from ..shaper import TokenBucket
+from ..shaper import ShapedReading, TokenBucket
 from ..xmlstream import TCPFraming
 
 if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class StreamMachine(Protocol):
     def connection_lost(self) -> None: ...
 
 
-class S2SConnection(asyncio.Protocol):
+class S2SConnection(ShapedReading, asyncio.Protocol):
     """One TCP connection carrying one s2s stream."""
 
     def __init__(self, server: Server, max_stanza_size: float,
@@ -37,6 +37,7 @@ class S2SConnection(asyncio.Protocol):
         self.server = server
         self.bucket = TokenBucket(*shaper) if shaper else None
         self._shaped = False
+        self._throttled = False
         self.transport: Optional[asyncio.Transport] = None
         self.framing = TCPFraming(int(max_stanza_size) if max_stanza_size != float("inf")
                                   else 1 << 62, content_ns=SERVER_NS)
@@ -65,17 +66,10 @@ class S2SConnection(asyncio.Protocol):
         bucket = self.bucket
         if bucket is not None:
             delay = bucket.consume(len(data))
-            if delay > 0 and not self._shaped:
-                # the listener's shaper: read more slowly, drop nothing
-                self._shaped = True
-                self._apply_reading()
-                asyncio.get_running_loop().call_later(delay, self._unshape)
+            if delay > 0:
+                self.throttle(delay)
         if self.stream is not None:
             self.stream.feed(data)
-
-    def _unshape(self) -> None:
-        self._shaped = False
-        self._apply_reading()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         if not self.connected.done():
@@ -116,13 +110,13 @@ class S2SConnection(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         self._paused = True
-        self._apply_reading()
+        self.apply_reading()
 
     def resume_reading(self) -> None:
         self._paused = False
-        self._apply_reading()
+        self.apply_reading()
 
-    def _apply_reading(self) -> None:
+    def apply_reading(self) -> None:
         t = self.transport
         if t is None or t.is_closing():
             return
