@@ -264,6 +264,27 @@ def test_connections_per_address(make_server: Callable[..., XmppdServer]) -> Non
     run(main())
 
 
+def test_connection_rate_per_address(make_server: Callable[..., XmppdServer]) -> None:
+    """The s2s listener's ``max_connection_rate``: a server that connects too often
+    gets ``policy-violation``."""
+    srv = make_server(hosts=("a.test",))
+    srv.config["listen"][2].update({"max_connection_rate": 3})
+    srv.write_config()
+    srv.start()
+
+    async def main() -> list[bool]:
+        outcomes = []
+        for _ in range(8):
+            c = await RawS2S(srv.s2s).connect()
+            el = await c.open_s2s("r.test", "a.test")
+            outcomes.append(el.tag == f"{{{STREAM}}}error")
+            await c.close()
+        return outcomes
+    outcomes = run(main())
+    assert outcomes[0] is False and any(outcomes)
+    assert "connecting too often" in srv.log
+
+
 def test_outgoing_needs_starttls_when_required(make_server: Callable[..., XmppdServer]
                                                ) -> None:
     """The scripted peer offers no STARTTLS: with s2s_use_starttls: required, no stream."""

@@ -14,7 +14,7 @@ from typing import Any, Optional
 from . import delivery
 from .acl import AccessControl
 from .commands import Commands
-from .config import Config, ConfigError
+from .config import Config, ConfigError, ListenConfig
 from .hooks import HookBus
 from .iqtracker import IqTracker
 from .jid import JID
@@ -112,7 +112,7 @@ class Server:
         from .overload import install as install_load
         self.load = install_load(self)
         self._per_ip: dict[str, int] = {}
-        self._ip_rate: dict[str, Any] = {}
+        self._ip_rate: dict[tuple[str, int], TokenBucket] = {}  # per address and listener
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self.instance_id = secrets.token_hex(4)
@@ -284,17 +284,23 @@ class Server:
         listen = conn.listen
         if n > listen.max_sessions_per_ip:
             return "too many connections from your address"
-        rate = listen.max_connection_rate
-        if rate != float("inf"):
-            bucket = self._ip_rate.get(ip)
-            if bucket is None:
-                if len(self._ip_rate) > 100_000:
-                    self._ip_rate.clear()
-                bucket = self._ip_rate[ip] = TokenBucket(rate, max(rate, 1.0))
-            if bucket.consume(1) > 0:
-                return "connecting too often"
+        if self.connecting_too_often(ip, listen):
+            return "connecting too often"
         veto = self.hooks.fire("c2s/connect", conn)
         return str(veto) if veto is not None else None
+
+    def connecting_too_often(self, ip: str, listen: ListenConfig) -> bool:
+        """A new connection from ``ip`` to ``listen`` is over its ``max_connection_rate``."""
+        rate = listen.max_connection_rate
+        if rate == float("inf"):
+            return False
+        key = (ip, listen.port)
+        bucket = self._ip_rate.get(key)
+        if bucket is None:
+            if len(self._ip_rate) > 100_000:
+                self._ip_rate.clear()
+            bucket = self._ip_rate[key] = TokenBucket(rate, max(rate, 1.0))
+        return bucket.consume(1) > 0
 
     def release_connection(self, conn: Any) -> None:
         ip = conn.peer_ip

@@ -27,6 +27,7 @@ from .base import S2SStream
 from .certs import cert_identities, names_domain
 
 if TYPE_CHECKING:
+    from ..config import ListenConfig
     from .manager import S2SManager
     from .transport import S2SConnection
 
@@ -39,14 +40,13 @@ AUTH_TAG = "{%s}auth" % SASL_NS
 
 
 class S2SIn(S2SStream):
-    def __init__(self, manager: S2SManager, conn: S2SConnection,
-                 max_per_ip: float = float("inf"),
-                 max_stanza_rate: float = float("inf")) -> None:
+    def __init__(self, manager: S2SManager, conn: S2SConnection, listen: ListenConfig) -> None:
         super().__init__(manager, conn)
         self.conn: S2SConnection = conn
-        self.max_per_ip = max_per_ip
-        if max_stanza_rate != float("inf"):
-            self.rate = TokenBucket(max_stanza_rate, max(max_stanza_rate, 1.0))
+        self.listen = listen
+        limit = listen.max_stanza_rate
+        if limit != float("inf"):
+            self.rate = TokenBucket(limit, max(limit, 1.0))
         self.local = ""                  # the domain in the header's 'to'
         self.remote = ""                 # the domain in the header's 'from'
         self.version1 = True
@@ -97,9 +97,12 @@ class S2SIn(S2SStream):
             attrs["to"] = frm
         self.header_sent = True
         self.conn.write(self.conn.framing.header(attrs))
-        if not self.local and not self.remote and \
-                self.manager.incoming_from(self.conn.peer_ip) > self.max_per_ip:
-            raise StreamError("policy-violation", "too many connections from your address")
+        if not self.local and not self.remote:  # the first header of this connection
+            ip = self.conn.peer_ip
+            if manager.incoming_from(ip) > self.listen.max_sessions_per_ip:
+                raise StreamError("policy-violation", "too many connections from your address")
+            if self.server.connecting_too_often(ip, self.listen):
+                raise StreamError("policy-violation", "connecting too often")
         if ev.default_ns != "jabber:server":
             raise StreamError("invalid-namespace", "the content namespace must be jabber:server")
         if to and not manager.is_local(local):
