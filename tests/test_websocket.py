@@ -391,3 +391,54 @@ def test_listener_shaper_slows_reading_down(make_server: Any) -> None:
         assert loop.time() - t > 1.0  # shaped: nothing was dropped, reading paused
         await ws.close()
     run(main())
+
+
+def test_stream_management_resumes_over_websocket(make_server: Any) -> None:
+    """XEP-0198 over WebSocket (as Converse.js uses it): the WebSocket drops, a new one
+    resumes the session, gets what arrived meanwhile, and the session goes on there."""
+    server = web_listeners(make_server(modules={"mod_stream_mgmt": {}, "mod_ping": {}}))
+    server.register("alice", "alice-pw")
+    server.register("bob", "bob-pw")
+    server.start()
+    sm = "urn:xmpp:sm:3"
+
+    async def main() -> None:
+        url = f"ws://127.0.0.1:{server.http}/ws"
+        ws = WSClient(url)
+        await ws.login("alice", "alice-pw", "web")
+        await ws.send(f"<enable xmlns='{sm}' resume='true'/>")
+        enabled = await ws.recv_until(lambda e: e.tag == f"{{{sm}}}enabled")
+        previd = enabled.get("id")
+        assert previd and enabled.get("resume") == "true"
+        assert ws.ws is not None
+        await ws.ws.close()  # the WebSocket ends without </close>: the session waits
+        await ws.close()
+
+        bob = RawClient(server.c2s)
+        await bob.login("bob", "bob-pw", "tcp")
+        await bob.send("<message to='alice@localhost/web' type='chat' id='m1'>"
+                       "<body>while away</body></message>")
+
+        again = WSClient(url)
+        await again.connect()
+        await again.open()
+        res = await again.auth_scram("alice", "alice-pw")
+        assert local(res.tag) == "success"
+        await again.open()
+        await again.send(f"<resume xmlns='{sm}' previd='{previd}' h='0'/>")
+        resumed = await again.recv_until(lambda e: e.tag == f"{{{sm}}}resumed")
+        assert resumed.get("previd") == previd
+        got = await again.recv_until(lambda e: e.get("id") == "m1")
+        assert got.findtext("{jabber:client}body") == "while away"
+        # the resumed session reads from the new WebSocket
+        await again.send("<iq xmlns='jabber:client' type='get' id='p1' to='localhost'>"
+                         "<ping xmlns='urn:xmpp:ping'/></iq>")
+        pong = await again.recv_until(lambda e: e.get("id") == "p1")
+        assert pong.get("type") == "result"
+        await again.send("<message xmlns='jabber:client' to='bob@localhost/tcp' type='chat' "
+                         "id='m2'><body>back</body></message>")
+        back = await bob.recv_until(lambda e: e.get("id") == "m2")
+        assert back.get("from") == "alice@localhost/web"
+        await again.close()
+        await bob.close()
+    run(main())

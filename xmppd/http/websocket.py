@@ -93,8 +93,10 @@ class WebSocketConnection:
         """Feed every text message to the stream until the WebSocket closes.
 
         The listener's ``shaper`` and ``max_stanza_rate`` apply as on TCP: the
-        next message waits, nothing is dropped."""
-        ws, stream, resume, bucket = self.ws, self.stream, self._resume, self.bucket
+        next message waits, nothing is dropped. ``self.stream`` is looked up for
+        each message: a session resumed here (XEP-0198) becomes this connection's
+        stream."""
+        ws, resume = self.ws, self._resume
         pause = self.pause
         reads_open = self.server.reads_open
         while True:
@@ -110,14 +112,15 @@ class WebSocketConnection:
                 data = msg.data
                 if not isinstance(data, bytes):
                     data = data.encode()
+                bucket = self.bucket  # changes at bind when the shaper is a rule
                 if bucket is not None:
                     delay = bucket.consume(len(data))
                     if delay > 0:
                         self.throttle(delay)
-                stream.feed(data)
+                self.stream.feed(data)
             elif kind is WSMsgType.BINARY:
-                stream.stream_error("unsupported-encoding",
-                                    "XMPP over WebSocket uses text messages (RFC 7395)")
+                self.stream.stream_error("unsupported-encoding",
+                                         "XMPP over WebSocket uses text messages (RFC 7395)")
             elif kind is WSMsgType.ERROR:
                 log.info("websocket from %s: %s", self.peer_ip, msg.data)
                 return
