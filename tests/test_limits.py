@@ -135,6 +135,38 @@ def test_bosh_requests_wait_for_the_listener_shaper(make_server: MakeServer) -> 
     assert "throttling <C2SStream alice@localhost/bosh" in srv.log
 
 
+def test_shaper_rule_is_evaluated_for_the_user(make_server: MakeServer) -> None:
+    """ejabberd's stock ``c2s_shaper: {none: admin, normal: all}``: before login every
+    connection gets ``normal``; once bound, an admin's connection is not shaped."""
+    srv = make_server(config={"shaper": {"slow": {"rate": 3000, "burst_size": 6000}},
+                              "acl": {"admin": {"user": "boss"}},
+                              "shaper_rules": {"c2s_shaper": {"none": "admin", "slow": "all"}}},
+                      listen_extra={"shaper": "c2s_shaper"})
+    for u in ("boss", "joe", "sink"):
+        srv.register(u, "pw")
+    srv.start()
+    body = "x" * 1500
+
+    async def main() -> None:
+        boss, joe = RawClient(srv.c2s_tls, tls=True), RawClient(srv.c2s_tls, tls=True)
+        sink = RawClient(srv.c2s_tls, tls=True)
+        for c, u in ((boss, "boss"), (joe, "joe"), (sink, "sink")):
+            await c.login(u, "pw")
+        for who, c in (("boss", boss), ("joe", joe)):
+            for i in range(10):
+                await c.send(f"<message to='sink@localhost' id='{who}{i}'><body>{body}</body>"
+                             "</message>")
+        ids = []
+        while len(ids) < 20:
+            m = await sink.recv_until(lambda e: e.tag == C + "message", timeout=30)
+            ids.append(m.get("id"))
+        assert sorted(ids) == sorted([f"boss{i}" for i in range(10)] +
+                                     [f"joe{i}" for i in range(10)])
+    run(main(), timeout=90)
+    assert "throttling <C2SStream joe@localhost/raw" in srv.log
+    assert "throttling <C2SStream boss@" not in srv.log
+
+
 def test_slow_reader_is_disconnected_and_memory_stays_bounded(make_server: MakeServer) -> None:
     srv = make_server(config={"c2s_queue_limit": 262144})
     srv.register("writer", "pw")

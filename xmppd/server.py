@@ -254,8 +254,12 @@ class Server:
         log.info("stopped")
 
     # -- connections ---------------------------------------------------------
-    def shaper_for(self, name: str) -> Optional[tuple[float, float]]:
-        value = self.access.shaper_value(name, None) if name in self.config.shaper_rules else name
+    def shaper_for(self, name: str, jid: Optional[JID] = None,
+                   ip: Optional[str] = None) -> Optional[tuple[float, float]]:
+        """The (rate, burst) of a listener's ``shaper``: a shaper's name, or a shaper
+        rule evaluated for ``jid`` and ``ip`` (before login, for nobody)."""
+        value = self.access.shaper_value(name, jid, ip) if name in self.config.shaper_rules \
+            else name
         spec = self.config.shaper.get(str(value)) if value not in (None, "none") else None
         if spec is None or spec["rate"] == float("inf"):
             return None

@@ -347,6 +347,7 @@ class C2SStream:
         self.jid = JID(auth.local, auth.domain, resource, prepped=True)
         self.jid_str = str(self.jid)
         self.state = BOUND
+        self._shape_for_user()
         old = self.server.sessions.add(self)
         if old is not None and old is not self:
             old.replaced()
@@ -355,6 +356,15 @@ class C2SStream:
         self.send(result)
         self.server.hooks.fire_all("c2s/bound", self)
         return True
+
+    def _shape_for_user(self) -> None:
+        """A listener ``shaper`` that is a shaper rule is evaluated again for the user
+        (as ejabberd does): ``c2s_shaper: {none: admin, normal: all}`` lifts the limit
+        for admins once they are bound."""
+        name = self.listen.shaper
+        if name in self.server.config.shaper_rules and hasattr(self.conn, "bucket"):
+            spec = self.server.shaper_for(name, self.jid, self.conn.peer_ip)
+            self.conn.bucket = TokenBucket(*spec) if spec else None
 
     def _stream_element(self, el: Element) -> Optional[Awaitable[None]]:
         vhost = self.vhost
@@ -418,6 +428,7 @@ class C2SStream:
         self.listen = new.listen
         self.stream_id = new.stream_id
         self.state = BOUND
+        self._shape_for_user()
         self.closing = False
         self.busy = False
         self.last_recv = time.monotonic()
