@@ -240,6 +240,40 @@ def test_whitelisted_addresses_are_not_banned(make_server: MakeServer) -> None:
     run(main())
 
 
+def test_failed_logins_slow_down_the_account_from_any_address(make_server: MakeServer) -> None:
+    """Failures are counted per account too: even from addresses that are never banned
+    (here every loopback address), the next attempt on that account waits; other
+    accounts do not; the right password ends the count."""
+    srv = make_server(modules={"mod_fail2ban": {"access": "trusted"}},
+                      config={"acl": {"loopback": {"ip": "127.0.0.0/8"}},
+                              "access_rules": {"trusted": {"allow": "loopback"}}})
+    srv.register("alice", "pw")
+    srv.register("bob", "pw")
+    srv.start()
+
+    async def attempt(user: str, password: str, scram: bool) -> str:
+        c = RawClient(srv.c2s_tls, tls=True)
+        await c.connect()
+        await c.open()
+        res = await (c.auth_scram(user, password) if scram else c.auth_plain(user, password))
+        await c.close()
+        return local(res.tag)
+
+    async def main() -> None:
+        assert await attempt("bob", "pw", True) == "success"
+        for i in range(3):
+            assert await attempt("alice", "guess", i % 2 == 0) == "failure"
+        assert await attempt("bob", "pw", True) == "success"
+        assert await attempt("alice", "pw", True) == "success"  # after its wait
+        assert await attempt("alice", "pw", False) == "success"  # no wait any more
+    run(main())
+    waits = [line for line in srv.log.splitlines() if " waits " in line]
+    assert len(waits) == 3, waits  # the 2nd and 3rd failure, and the right password
+    assert all("login to alice@localhost from 127.0.0.1 waits" in w for w in waits)
+    assert "3 failed attempts on the account" in waits[-1]
+    assert "SASL failure" in srv.log
+
+
 def test_login_rate_per_account(make_server: MakeServer) -> None:
     srv = make_server(modules={"mod_fail2ban": {"max_logins_per_minute": 2}})
     srv.register("alice", "pw")

@@ -87,6 +87,7 @@ class SaslExchange:
         self.stream = stream
         self.scram: Optional[ScramServer] = None
         self.failures = 0
+        self.user: Optional[str] = None  # the account the current attempt is for
 
     def send(self, tag: str, data: Optional[bytes] = None) -> None:
         body = "" if data is None else (base64.b64encode(data).decode() if data else "=")
@@ -118,7 +119,8 @@ class SaslExchange:
 
     def _failed(self, e: SaslFailure) -> None:
         log.info("SASL failure from %s: %s", self.stream.conn.peer_ip, e.condition)
-        self.stream.server.hooks.fire_all("c2s/auth-failed", self.stream, e.condition)
+        self.stream.server.hooks.fire_all("c2s/auth-failed", self.stream, e.condition,
+                                          self.user)
         self.fail(e.condition, e.text)
 
     async def _later(self, pending: Awaitable[None]) -> None:
@@ -140,6 +142,7 @@ class SaslExchange:
             raise SaslFailure("aborted")
         if name == "auth":
             self.scram = None
+            self.user = None
             mech = el.attrs.get("mechanism", "")
             if mech not in mechanisms(stream):
                 if mech == "PLAIN" and not stream.conn.secure:
@@ -183,7 +186,12 @@ class SaslExchange:
             user = nodeprep(username)
         except JIDError:
             return username, None
-        creds = await self.stream.server.accounts.get(self.stream.host, user)
+        self.user = user
+        stream = self.stream
+        delays = stream.server.hooks.fire_all("c2s/auth-user-delay", stream, user)
+        if delays:
+            await asyncio.sleep(max(delays))  # back-off after failures on this account
+        creds = await stream.server.accounts.get(stream.host, user)
         return user, creds
 
     async def _scram_first(self, data: bytes) -> None:

@@ -4,12 +4,19 @@ Failed authentications are counted per IP address. Each failure makes the next
 attempt from that address wait longer (exponential back-off, capped); after
 ``c2s_max_auth_failures`` failures the address is banned for
 ``c2s_auth_ban_lifetime``: new connections get ``policy-violation``. Addresses
-the ``access`` rule allows are never banned. ``max_logins_per_minute`` caps
-successful logins per account (``temporary-auth-failure`` beyond it).
+the ``access`` rule allows are never banned.
+
+Failures are also counted per account, from whatever address: the next attempt
+on that account waits as long (a guesser who spreads over many addresses is
+slowed down too). An account is never locked; its count ends with a successful
+login or ``c2s_auth_ban_lifetime`` after its last failure.
+``max_logins_per_minute`` caps successful logins per account
+(``temporary-auth-failure`` beyond it).
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from typing import Any, Optional
@@ -18,7 +25,15 @@ from ..confval import v_int, v_pos_int_or_infinity, v_timeout
 from ..jid import JID
 from ..moduleapi import Module, Option, hook
 
+log = logging.getLogger(__name__)
+
 MAX_DELAY = 5.0
+MAX_ACCOUNTS = 100_000  # accounts with failures remembered at once (names are chosen by clients)
+
+
+def backoff(failures: int) -> Optional[float]:
+    """Seconds the next attempt waits after ``failures`` failures (None: none)."""
+    return min(MAX_DELAY, 0.05 * 2 ** min(failures, 10)) if failures else None
 
 
 class Fail2Ban(Module):
@@ -34,6 +49,7 @@ class Fail2Ban(Module):
     def setup(self) -> None:
         self.failures: dict[str, tuple[int, float]] = {}   # ip -> (count, last failure)
         self.banned: dict[str, float] = {}                 # ip -> until
+        self.account_failures: dict[str, tuple[int, float]] = {}  # user -> (count, last)
         self.logins: dict[JID, deque[float]] = {}
         self.api.add_timer(60.0, self._expire)
 
@@ -45,6 +61,8 @@ class Fail2Ban(Module):
         self.banned = {ip: until for ip, until in self.banned.items() if until > now}
         lifetime = self.opts["c2s_auth_ban_lifetime"]
         self.failures = {ip: f for ip, f in self.failures.items() if now - f[1] < lifetime}
+        self.account_failures = {u: f for u, f in self.account_failures.items()
+                                 if now - f[1] < lifetime}
         self.logins = {j: d for j, d in self.logins.items() if d and now - d[-1] < 60}
 
     @hook("c2s/connect")
@@ -55,14 +73,19 @@ class Fail2Ban(Module):
         return None
 
     @hook("c2s/auth-failed")
-    def on_failure(self, stream: Any, condition: str) -> None:
+    def on_failure(self, stream: Any, condition: str, user: Optional[str]) -> None:
         if stream.host != self.host or condition not in ("not-authorized", "invalid-authzid"):
             return
+        now = time.monotonic()
+        if user is not None:
+            if len(self.account_failures) >= MAX_ACCOUNTS:
+                self.account_failures.clear()
+            count = self.account_failures.get(user, (0, 0.0))[0] + 1
+            self.account_failures[user] = (count, now)
         ip = stream.conn.peer_ip
         if self._exempt(ip):
             return
         count = self.failures.get(ip, (0, 0.0))[0] + 1
-        now = time.monotonic()
         self.failures[ip] = (count, now)
         if count >= self.opts["c2s_max_auth_failures"]:
             self.banned[ip] = now + self.opts["c2s_auth_ban_lifetime"]
@@ -71,15 +94,25 @@ class Fail2Ban(Module):
     def delay(self, stream: Any) -> Optional[float]:
         if stream.host != self.host:
             return None
-        count = self.failures.get(stream.conn.peer_ip, (0, 0.0))[0]
-        if count == 0:
+        return backoff(self.failures.get(stream.conn.peer_ip, (0, 0.0))[0])
+
+    @hook("c2s/auth-user-delay")
+    def account_delay(self, stream: Any, user: str) -> Optional[float]:
+        if stream.host != self.host:
             return None
-        return min(MAX_DELAY, 0.05 * 2 ** min(count, 10))
+        count = self.account_failures.get(user, (0, 0.0))[0]
+        seconds = backoff(count)
+        if seconds is not None:
+            log.info("login to %s@%s from %s waits %.2f s: %d failed attempts on the account",
+                     user, self.host, stream.conn.peer_ip, seconds, count)
+        return seconds
 
     @hook("c2s/auth-check")
     def login_rate(self, stream: Any, jid: JID) -> Optional[str]:
         if stream.host != self.host:
             return None
+        if jid.local is not None:
+            self.account_failures.pop(jid.local, None)  # the right password: the count ends
         limit = self.opts["max_logins_per_minute"]
         if limit == float("inf"):
             return None
