@@ -78,10 +78,11 @@ class Fail2Ban(Module):
             return
         now = time.monotonic()
         if user is not None:
-            if len(self.account_failures) >= MAX_ACCOUNTS:
-                self.account_failures.clear()
-            count = self.account_failures.get(user, (0, 0.0))[0] + 1
-            self.account_failures[user] = (count, now)
+            accounts = self.account_failures
+            count = accounts.pop(user, (0, 0.0))[0] + 1
+            if len(accounts) >= MAX_ACCOUNTS:
+                del accounts[next(iter(accounts))]  # the one whose last failure is oldest
+            accounts[user] = (count, now)  # last: the table is in order of last failure
         ip = stream.conn.peer_ip
         if self._exempt(ip):
             return
