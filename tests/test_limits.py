@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from conftest import run
-from helpers.procs import XmppdServer
+from helpers.procs import XmppdServer, free_port
 from helpers.raw import SASL, C, RawClient, local
+from helpers.smclient import SMClient
 from helpers.web import BoshClient, WSClient, web_listeners
 
 from xmppd.overload import LoadMonitor
@@ -165,6 +166,38 @@ def test_shaper_rule_is_evaluated_for_the_user(make_server: MakeServer) -> None:
     run(main(), timeout=90)
     assert "throttling <C2SStream joe@localhost/raw" in srv.log
     assert "throttling <C2SStream boss@" not in srv.log
+
+
+def test_a_session_resumed_on_another_listener_takes_its_limits(make_server: MakeServer
+                                                                 ) -> None:
+    """XEP-0198 resumption through a listener with ``max_stanza_rate``: the resumed
+    session is held to that listener's limit, not to the one it was bound on."""
+    srv = make_server(modules={"mod_stream_mgmt": {}})
+    limited = {**srv.config["listen"][0], "port": free_port(), "max_stanza_rate": 20}
+    srv.config["listen"].append(limited)
+    srv.write_config()
+    srv.register("alice", "pw")
+    srv.register("bob", "pw")
+    srv.start()
+    n = 100
+
+    async def main() -> None:
+        alice = await SMClient(srv.c2s, "alice", "pw", "sm").connect()
+        bob = RawClient(srv.c2s_tls, tls=True)
+        await bob.login("bob", "pw")
+        alice.drop()
+        alice.port = limited["port"]
+        assert local((await alice.resume()).tag) == "resumed"
+        for i in range(n):
+            await alice.send(f"<message to='bob@localhost' id='r{i}'><body>{i}</body></message>")
+        got = []
+        while len(got) < n:
+            m = await bob.recv_until(lambda e: e.tag == C + "message", timeout=30)
+            got.append(m.get("id"))
+        assert got == [f"r{i}" for i in range(n)]
+        await alice.close()
+    run(main(), timeout=90)
+    assert "throttling <C2SStream alice@localhost/sm" in srv.log
 
 
 def test_slow_reader_is_disconnected_and_memory_stays_bounded(make_server: MakeServer) -> None:

@@ -426,6 +426,7 @@ class C2SStream:
         new.state = CLOSED
         self.conn = conn
         self.listen = new.listen
+        self.rate = new.rate  # the new listener's max_stanza_rate
         self.stream_id = new.stream_id
         self.state = BOUND
         self._shape_for_user()
