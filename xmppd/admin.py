@@ -21,6 +21,7 @@ from .c2s import scram
 from .cli import LEVELS
 from .commands import CommandError
 from .jid import JID, JIDError
+from .stanza import BODY, MESSAGE, STANZA_TAGS
 from .storage.accounts import AccountError, AccountStore
 from .xml import CLIENT_NS, Element
 from .xmlstream import StreamError, parse_stanza
@@ -28,7 +29,7 @@ from .xmlstream import StreamError, parse_stanza
 if TYPE_CHECKING:
     from .server import Server
 
-C = "{%s}" % CLIENT_NS
+SUBJECT = "{%s}subject" % CLIENT_NS
 
 
 def _host(hosts: tuple[str, ...] | list[str], host: str) -> str:
@@ -290,9 +291,9 @@ def install(server: Server) -> None:
     def send_message(type: str, frm: str, to: str, subject: str, body: str) -> str:
         children: list[Any] = []
         if subject:
-            children.append(Element(C + "subject", None, [subject]))
-        children.append(Element(C + "body", None, [body]))
-        el = Element(C + "message", {"type": type}, children)
+            children.append(Element(SUBJECT, None, [subject]))
+        children.append(Element(BODY, None, [body]))
+        el = Element(MESSAGE, {"type": type}, children)
         return _route_as(server, el, frm, to)
     cmds.register("send_message", send_message, HELP["send_message"])
 
@@ -309,7 +310,7 @@ def install(server: Server) -> None:
 
 def _route_as(server: Server, el: Element, frm: str, to: str) -> str:
     """Route ``el`` from ``frm`` to ``to`` (both checked), as the admin asked."""
-    if el.tag not in (C + "message", C + "presence", C + "iq"):
+    if el.tag not in STANZA_TAGS:
         raise CommandError("not a stanza: message, presence or iq in jabber:client")
     try:
         el.attrs["from"] = str(JID.parse(frm))

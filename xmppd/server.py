@@ -21,7 +21,7 @@ from .jid import JID
 from .moduleapi import Module, ModuleAPI
 from .router import Router
 from .sessions import SessionRegistry
-from .shaper import TokenBucket
+from .shaper import TokenBucket, per_second
 from .storage import Database, database_from_config, migrate_sync
 from .storage.accounts import AccountStore
 from .tls import CertStore
@@ -254,16 +254,17 @@ class Server:
         log.info("stopped")
 
     # -- connections ---------------------------------------------------------
-    def shaper_for(self, name: str, jid: Optional[JID] = None,
-                   ip: Optional[str] = None) -> Optional[tuple[float, float]]:
-        """The (rate, burst) of a listener's ``shaper``: a shaper's name, or a shaper
-        rule evaluated for ``jid`` and ``ip`` (before login, for nobody)."""
+    def shaper_bucket(self, name: str, jid: Optional[JID] = None,
+                      ip: Optional[str] = None) -> Optional[TokenBucket]:
+        """A new bucket for one connection under a listener's ``shaper``: a shaper's
+        name, or a shaper rule evaluated for ``jid`` and ``ip`` (before login, for
+        nobody); None when it does not limit."""
         value = self.access.shaper_value(name, jid, ip) if name in self.config.shaper_rules \
             else name
         spec = self.config.shaper.get(str(value)) if value not in (None, "none") else None
         if spec is None or spec["rate"] == float("inf"):
             return None
-        return spec["rate"], spec["burst_size"]
+        return TokenBucket(spec["rate"], spec["burst_size"])
 
     def hold_reads(self, held: bool) -> None:
         """Stop (or resume) reading from clients: the cluster's queue of hand-overs is
@@ -295,15 +296,15 @@ class Server:
 
     def connecting_too_often(self, ip: str, listen: ListenConfig) -> bool:
         """A new connection from ``ip`` to ``listen`` is over its ``max_connection_rate``."""
-        rate = listen.max_connection_rate
-        if rate == float("inf"):
-            return False
         key = (ip, listen.port)
         bucket = self._ip_rate.get(key)
         if bucket is None:
+            bucket = per_second(listen.max_connection_rate)
+            if bucket is None:
+                return False
             if len(self._ip_rate) > 100_000:
                 self._ip_rate.clear()
-            bucket = self._ip_rate[key] = TokenBucket(rate, max(rate, 1.0))
+            self._ip_rate[key] = bucket
         return bucket.consume(1) > 0
 
     def release_connection(self, conn: Any) -> None:

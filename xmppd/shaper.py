@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,12 @@ class TokenBucket:
         if self.tokens >= 0:
             return 0.0
         return -self.tokens / self.rate
+
+
+def per_second(limit: float) -> Optional[TokenBucket]:
+    """A bucket for ``limit`` events a second with a burst of one second's worth
+    (``max_stanza_rate``, ``max_connection_rate``); None when there is no limit."""
+    return TokenBucket(limit, max(limit, 1.0)) if limit != float("inf") else None
 
 
 def log_throttled(stream: object, ip: str) -> None:

@@ -10,7 +10,7 @@ import ssl
 import time
 from typing import TYPE_CHECKING, Optional
 
-from ..shaper import ShapedReading, TokenBucket
+from ..shaper import ShapedReading
 from ..tls import channel_binding
 from ..xmlstream import TCPFraming
 from .stream import C2SStream
@@ -53,8 +53,7 @@ class C2SConnection(ShapedReading, asyncio.Protocol):
         self.peer_ip = ""
         max_size = listen.max_stanza_size
         self.framing = TCPFraming(int(max_size) if max_size != float("inf") else 1 << 62)
-        shaper = server.shaper_for(listen.shaper)
-        self.bucket = TokenBucket(*shaper) if shaper else None
+        self.bucket = server.shaper_bucket(listen.shaper)
         self._paused = False
         self._shaped = False
         self._write_paused = False

@@ -23,7 +23,6 @@ log = logging.getLogger(__name__)
 
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
 SASL_CB_NS = "urn:xmpp:sasl-cb:0"
-AUTH_TAG = "{%s}auth" % SASL_NS
 MAX_FAILURES = 3
 SCRAM = {
     "SCRAM-SHA-256-PLUS": ("SHA-256", True), "SCRAM-SHA-1-PLUS": ("SHA-1", True),
@@ -107,10 +106,6 @@ class SaslExchange:
         """Take one SASL element; an awaitable when the step must wait (for the
         credentials, a back-off), else None: the step is done."""
         try:
-            if el.tag == AUTH_TAG:
-                delays = self.stream.server.hooks.fire_all("c2s/auth-delay", self.stream)
-                if delays:
-                    return self._later(self._delayed(max(delays), el))
             pending = self._handle(el)
         except SaslFailure as e:
             self._failed(e)
@@ -128,12 +123,6 @@ class SaslExchange:
             await pending
         except SaslFailure as e:
             self._failed(e)
-
-    async def _delayed(self, delay: float, el: Element) -> None:
-        await asyncio.sleep(delay)  # back-off after failures
-        pending = self._handle(el)
-        if pending is not None:
-            await pending
 
     def _handle(self, el: Element) -> Optional[Awaitable[None]]:
         name = el.tag[len(SASL_NS) + 2:]
@@ -182,17 +171,20 @@ class SaslExchange:
         raise SaslFailure("malformed-request")
 
     async def _lookup(self, username: str) -> tuple[str, Optional[Credentials]]:
+        """The account's credentials (None: no such account), once the back-off that
+        earlier failures from this address or on this account ask for is over."""
         try:
-            user = nodeprep(username)
+            user: Optional[str] = nodeprep(username)
         except JIDError:
-            return username, None
+            user = None
         self.user = user
         stream = self.stream
-        delays = stream.server.hooks.fire_all("c2s/auth-user-delay", stream, user)
+        delays = stream.server.hooks.fire_all("c2s/auth-delay", stream, user)
         if delays:
-            await asyncio.sleep(max(delays))  # back-off after failures on this account
-        creds = await stream.server.accounts.get(stream.host, user)
-        return user, creds
+            await asyncio.sleep(max(delays))  # back-off after failures (mod_fail2ban)
+        if user is None:
+            return username, None
+        return user, await stream.server.accounts.get(stream.host, user)
 
     async def _scram_first(self, data: bytes) -> None:
         scram = self.scram

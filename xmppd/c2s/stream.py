@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Optional, Protocol
 
 from .. import tokens
 from ..jid import JID, JIDError, resourceprep
-from ..shaper import TokenBucket
+from ..shaper import TokenBucket, per_second
 from ..stanza import IQ, StanzaError, error_reply, iq_result
 from ..xml import Element, serialize
 from ..xmlstream import Event, StreamClose, StreamError, StreamOpen
@@ -56,6 +56,7 @@ class Connection(Protocol):
     secure: bool
     peer_ip: str
     stream: Any  # the C2SStream fed by this connection (replaced on resumption)
+    bucket: Optional[TokenBucket]  # the listener's shaper (bytes), set again at bind
 
     @property
     def framing(self) -> Framing: ...
@@ -66,6 +67,7 @@ class Connection(Protocol):
     def resume_reading(self) -> None: ...
     def start_tls(self, ctx: ssl.SSLContext) -> Awaitable[None]: ...
     def channel_binding(self, cb_type: str) -> Optional[bytes]: ...
+    def throttle(self, delay: float) -> None: ...  # read nothing for ``delay`` seconds
 
 
 # stream states
@@ -120,8 +122,7 @@ class C2SStream:
         self.filters: tuple[Callable[[Any, Element], Optional[Element]], ...] = ()
         self.closing = False
         self.auth_jid: Optional[JID] = None
-        limit = listen.max_stanza_rate
-        self.rate = TokenBucket(limit, max(limit, 1.0)) if limit != float("inf") else None
+        self.rate = per_second(listen.max_stanza_rate)
 
     # -- input ------------------------------------------------------------
     def feed(self, data: bytes) -> None:
@@ -144,9 +145,7 @@ class C2SStream:
             delay = rate.consume(sum(1 for e in events if isinstance(e, Element)))
             if delay > 0:
                 # too many stanzas: read more slowly (TCP pushes back); drop nothing
-                throttle = getattr(self.conn, "throttle", None)
-                if throttle is not None:
-                    throttle(delay)
+                self.conn.throttle(delay)
         if self.busy:
             # a step is waiting: keep the order, and stop reading until it is done
             # (paused only now: most clients wait for the answer and send nothing)
@@ -362,9 +361,8 @@ class C2SStream:
         (as ejabberd does): ``c2s_shaper: {none: admin, normal: all}`` lifts the limit
         for admins once they are bound."""
         name = self.listen.shaper
-        if name in self.server.config.shaper_rules and hasattr(self.conn, "bucket"):
-            spec = self.server.shaper_for(name, self.jid, self.conn.peer_ip)
-            self.conn.bucket = TokenBucket(*spec) if spec else None
+        if name in self.server.config.shaper_rules:
+            self.conn.bucket = self.server.shaper_bucket(name, self.jid, self.conn.peer_ip)
 
     def _stream_element(self, el: Element) -> Optional[Awaitable[None]]:
         vhost = self.vhost

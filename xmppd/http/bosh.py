@@ -31,7 +31,7 @@ from aiohttp import web
 from ..c2s.stream import C2SStream
 from ..confval import INFINITY, v_pos_int_or_infinity, v_timeout
 from ..moduleapi import Module, Option
-from ..shaper import Pause, TokenBucket
+from ..shaper import Pause
 from ..tls import channel_binding
 from ..xml import XML_NS, Element, escape_attr
 from ..xmlstream import Event, StreamClose, StreamError, StreamOpen
@@ -140,8 +140,7 @@ class BoshSession:
         self._inactive: Optional[asyncio.TimerHandle] = None
         self._pause: Optional[float] = None
         self._last_poll = 0.0
-        shaper = self.server.shaper_for(self.listen.shaper)
-        self.bucket = TokenBucket(*shaper) if shaper else None
+        self.bucket = self.server.shaper_bucket(self.listen.shaper)
         self.pause = Pause()
         self.waiting = 0  # requests that wait for a pause to end
         self.stream = C2SStream(self.server, self, self.listen)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Optional
 from aiohttp import WSMsgType, web
 
 from ..c2s.stream import C2SStream
-from ..shaper import Pause, TokenBucket
+from ..shaper import Pause
 from ..tls import channel_binding
 from .framing import WebSocketFraming, add_client_ns
 from .policy import PLAIN_REFUSED, Peer, origin_allowed
@@ -84,8 +84,7 @@ class WebSocketConnection:
         self._limit = server.config["c2s_queue_limit"]
         self._out: list[bytes] = []
         self._loop = asyncio.get_running_loop()
-        shaper = server.shaper_for(listen.shaper)
-        self.bucket = TokenBucket(*shaper) if shaper else None
+        self.bucket = server.shaper_bucket(listen.shaper)
         self.pause = Pause()
         self.stream = C2SStream(server, self, listen)
 

@@ -92,21 +92,19 @@ class Fail2Ban(Module):
             self.banned[ip] = now + self.opts["c2s_auth_ban_lifetime"]
 
     @hook("c2s/auth-delay")
-    def delay(self, stream: Any) -> Optional[float]:
+    def delay(self, stream: Any, user: Optional[str]) -> Optional[float]:
+        """How long this attempt waits: the back-offs of its address and its account."""
         if stream.host != self.host:
             return None
-        return backoff(self.failures.get(stream.conn.peer_ip, (0, 0.0))[0])
-
-    @hook("c2s/auth-user-delay")
-    def account_delay(self, stream: Any, user: str) -> Optional[float]:
-        if stream.host != self.host:
-            return None
-        count = self.account_failures.get(user, (0, 0.0))[0]
-        seconds = backoff(count)
-        if seconds is not None:
+        ip = stream.conn.peer_ip
+        seconds = backoff(self.failures.get(ip, (0, 0.0))[0]) or 0.0
+        count = self.account_failures.get(user, (0, 0.0))[0] if user is not None else 0
+        if count:
+            on_account = backoff(count) or 0.0
             log.info("login to %s@%s from %s waits %.2f s: %d failed attempts on the account",
-                     user, self.host, stream.conn.peer_ip, seconds, count)
-        return seconds
+                     user, self.host, ip, on_account, count)
+            seconds += on_account
+        return seconds or None
 
     @hook("c2s/auth-check")
     def login_rate(self, stream: Any, jid: JID) -> Optional[str]:

@@ -18,7 +18,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..jid import JID, JIDError, nameprep
-from ..shaper import TokenBucket
+from ..shaper import per_second
 from ..stanza import STANZA_TAGS
 from ..xml import Element
 from ..xmlstream import Event, StreamClose, StreamError, StreamOpen
@@ -44,9 +44,7 @@ class S2SIn(S2SStream):
         super().__init__(manager, conn)
         self.conn: S2SConnection = conn
         self.listen = listen
-        limit = listen.max_stanza_rate
-        if limit != float("inf"):
-            self.rate = TokenBucket(limit, max(limit, 1.0))
+        self.rate = per_second(listen.max_stanza_rate)
         self.local = ""                  # the domain in the header's 'to'
         self.remote = ""                 # the domain in the header's 'from'
         self.version1 = True

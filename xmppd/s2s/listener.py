@@ -15,7 +15,7 @@ if TYPE_CHECKING:
 
 def _accept(server: Server, listen: ListenConfig) -> S2SConnection:
     manager = server.s2s
-    conn = S2SConnection(server, listen.max_stanza_size, server.shaper_for(listen.shaper))
+    conn = S2SConnection(server, listen.max_stanza_size, server.shaper_bucket(listen.shaper))
     stream = S2SIn(manager, conn, listen)
     conn.stream = stream
     manager.incoming.add(stream)

@@ -33,9 +33,9 @@ class S2SConnection(ShapedReading, asyncio.Protocol):
     """One TCP connection carrying one s2s stream."""
 
     def __init__(self, server: Server, max_stanza_size: float,
-                 shaper: Optional[tuple[float, float]] = None) -> None:
+                 bucket: Optional[TokenBucket] = None) -> None:
         self.server = server
-        self.bucket = TokenBucket(*shaper) if shaper else None
+        self.bucket = bucket  # the listener's shaper (incoming streams)
         self._shaped = False
         self._throttled = False
         self.transport: Optional[asyncio.Transport] = None
