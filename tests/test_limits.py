@@ -378,3 +378,28 @@ def test_monitor_escalates_in_order_and_recovers() -> None:
     assert levels == [1, 2, 3, 4, 3, 2, 1, 0]
     mon.sample(1.0)
     assert mon.shed("presence-inactive") and not mon.shed("chat-states")
+
+
+def test_connection_rates_of_many_addresses_keep_the_flooder_limited() -> None:
+    """A full table of connection rates makes room without forgetting an address that
+    keeps connecting: a flood from many new addresses does not reset its count."""
+    from xmppd.shaper import RateTable
+    table = RateTable(size=10)
+    flooder = ("192.0.2.1", 5222)
+    assert [table.over(flooder, 2) for _ in range(3)] == [False, False, True]
+    for i in range(50):
+        assert table.over(("198.51.100.%d" % i, 5222), 2) is False
+        assert table.over(flooder, 2) is True
+        assert len(table) <= 10
+    assert table.over(("198.51.100.0", 5222), 2) is False  # forgotten, counted anew
+    assert table.over(flooder, float("inf")) is True  # its bucket is kept, limit and all
+
+
+def test_connection_rate_table_forgets_refilled_buckets_first() -> None:
+    from xmppd.shaper import RateTable
+    table = RateTable(size=4)
+    table.over("idle", 1e9)             # refills at once: forgotten first
+    for key in ("a", "b", "c"):
+        table.over(key, 2)
+    table.over("d", 2)
+    assert "idle" not in table.buckets and set(table.buckets) == {"a", "b", "c", "d"}

@@ -21,7 +21,7 @@ from .jid import JID
 from .moduleapi import Module, ModuleAPI
 from .router import Router
 from .sessions import SessionRegistry
-from .shaper import TokenBucket, per_second
+from .shaper import RateTable, TokenBucket
 from .storage import Database, database_from_config, migrate_sync
 from .storage.accounts import AccountStore
 from .tls import CertStore
@@ -112,7 +112,7 @@ class Server:
         from .overload import install as install_load
         self.load = install_load(self)
         self._per_ip: dict[str, int] = {}
-        self._ip_rate: dict[tuple[str, int], TokenBucket] = {}  # per address and listener
+        self._ip_rate = RateTable()  # connections per address and listener
         self._tasks: list[asyncio.Task[Any]] = []
         self._stopping = False
         self.instance_id = secrets.token_hex(4)
@@ -296,16 +296,7 @@ class Server:
 
     def connecting_too_often(self, ip: str, listen: ListenConfig) -> bool:
         """A new connection from ``ip`` to ``listen`` is over its ``max_connection_rate``."""
-        key = (ip, listen.port)
-        bucket = self._ip_rate.get(key)
-        if bucket is None:
-            bucket = per_second(listen.max_connection_rate)
-            if bucket is None:
-                return False
-            if len(self._ip_rate) > 100_000:
-                self._ip_rate.clear()
-            self._ip_rate[key] = bucket
-        return bucket.consume(1) > 0
+        return self._ip_rate.over((ip, listen.port), listen.max_connection_rate)
 
     def release_connection(self, conn: Any) -> None:
         ip = conn.peer_ip

@@ -11,6 +11,7 @@ requests) waits on a :class:`Pause` before it takes the next input.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from typing import Any, Optional
@@ -36,11 +37,57 @@ class TokenBucket:
             return 0.0
         return -self.tokens / self.rate
 
+    def idle(self, now: float) -> bool:
+        """Refilled to its burst by ``now``: it limits nothing, as a new bucket would."""
+        return self.tokens + (now - self.stamp) * self.rate >= self.burst
+
 
 def per_second(limit: float) -> Optional[TokenBucket]:
     """A bucket for ``limit`` events a second with a burst of one second's worth
     (``max_stanza_rate``, ``max_connection_rate``); None when there is no limit."""
     return TokenBucket(limit, max(limit, 1.0)) if limit != float("inf") else None
+
+
+class RateTable:
+    """Event rates per key (connections per address and listener), in at most ``size``
+    buckets.
+
+    When the table is full it first forgets the keys whose buckets have refilled (a
+    new bucket would be the same), then, if it is still nine tenths full, the keys
+    seen least recently. So a flood from many new addresses does not reset the count
+    of an address that keeps connecting.
+    """
+
+    __slots__ = ("size", "buckets")
+
+    def __init__(self, size: int = 100_000) -> None:
+        self.size = size
+        self.buckets: dict[Any, TokenBucket] = {}
+
+    def over(self, key: Any, limit: float) -> bool:
+        """One more event for ``key``: is it over ``limit`` a second?"""
+        bucket = self.buckets.pop(key, None)  # put back last: most recently seen
+        if bucket is None:
+            bucket = per_second(limit)
+            if bucket is None:
+                return False
+            if len(self.buckets) >= self.size:
+                self._prune()
+        self.buckets[key] = bucket
+        return bucket.consume(1) > 0
+
+    def __len__(self) -> int:
+        return len(self.buckets)
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        table = self.buckets
+        for key in [k for k, b in table.items() if b.idle(now)]:
+            del table[key]
+        excess = len(table) - self.size * 9 // 10
+        if excess > 0:
+            for key in list(itertools.islice(table, excess)):
+                del table[key]
 
 
 def log_throttled(stream: object, ip: str) -> None:
