@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -127,6 +128,33 @@ def test_admin_sees_the_cluster_and_dead_nodes_vanish(cluster: list[XmppdServer]
         err = await a.recv_until(lambda e: e.get("id") == "x")
         assert err.find(f"{C}error/{{{STANZA_ERR}}}service-unavailable") is not None
     run(main())
+
+
+def test_admin_commands_for_every_node_reach_every_node(make_server: MakeServer,
+                                                       redis_server: RedisServer,
+                                                       tmp_path: Path) -> None:
+    """set_load and set_loglevel asked of one node act on all of them (with --workers,
+    ctl reaches worker 0 only); the s2s counts add up the nodes'."""
+    n0, n1 = make_cluster(make_server, redis_server, tmp_path, n=2)
+    # node1 knows node0 from its start, though node0 has no sessions (it used to learn of
+    # it only at its watch's first look, and took itself for alone until then)
+    assert "node node1@test joined (1 other nodes alive)" in n1.log
+    out = n0.ctl("set_load", "2").stdout
+    assert "node0@test: shedding presence-inactive, chat-states (forced" in out
+    assert "node1@test: shedding presence-inactive, chat-states (forced" in out
+    assert "shedding presence-inactive, chat-states (forced" in n1.ctl("status").stdout
+    assert n0.ctl("set_load", "9", check=False).returncode == 2  # refused, sent nowhere
+    n0.ctl("set_load", "auto")
+    assert "load: normal" in n1.ctl("status").stdout
+    n0.ctl("set_loglevel", "debug")
+    assert "log level: debug" in n1.log
+    assert n1.ctl("incoming_s2s_number").stdout.strip() == "0"
+    n1.stop()  # a clean stop: node0 hears that it left
+    for _ in range(50):
+        if "node1@test" not in n0.ctl("cluster_nodes").stdout:
+            break
+        time.sleep(0.1)
+    assert n0.ctl("set_load", "auto").returncode == 0
 
 
 def test_workers_share_ports(tmp_path: Path) -> None:

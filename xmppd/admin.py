@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import __version__
 from .c2s import scram
 from .cli import LEVELS
-from .commands import CommandError
+from .commands import CommandError, per_node
 from .jid import JID, JIDError
 from .stanza import BODY, MESSAGE, STANZA_TAGS
 from .storage.accounts import AccountError, AccountStore
@@ -128,7 +128,8 @@ HELP = {
     "kick_session": "kick_session USER HOST RESOURCE REASON: end one session",
     "status": "status: is the server running, and how is it doing",
     "cluster_nodes": "cluster_nodes: the nodes of the cluster with their sessions",
-    "set_load": "set_load LEVEL|auto: force a load-shedding level (0-4) or measure again",
+    "set_load": "set_load LEVEL|auto: force a load-shedding level (0-4) or measure again, "
+                "on every node of the cluster",
     "check_account": "check_account USER HOST: exit status 0 if the account exists, 1 if not",
     "check_password": "check_password USER HOST PASSWORD: exit status 0 if the password is right",
     "help": "help [COMMAND]: the commands, or one command's arguments",
@@ -138,7 +139,7 @@ HELP = {
                     "headline...) as FROM; an empty SUBJECT is left out",
     "send_stanza": "send_stanza FROM TO STANZA: route an XML stanza with those addresses",
     "set_loglevel": "set_loglevel LEVEL: debug, info, warning, error... until the next start "
-                    "(with several workers, in the one that serves xmppd ctl)",
+                    "(on every node of the cluster)",
 }
 STATS = ("registeredusers", "onlineusers", "onlineusersnode", "uptimeseconds")
 
@@ -249,7 +250,7 @@ def install(server: Server) -> None:
                 raise CommandError("usage: set_load 0-4|auto")
             server.load.force(n)
         return server.load.description
-    cmds.register("set_load", set_load, HELP["set_load"])
+    cmds.register("set_load", set_load, HELP["set_load"], merge=per_node)
     cmds.register("list_cluster", cluster_nodes, "list_cluster: the same as cluster_nodes")
 
     def help_cmd(command: str = "") -> str:
@@ -305,7 +306,7 @@ def install(server: Server) -> None:
         logging.getLogger("xmppd").log(max(LEVELS[level], logging.WARNING),
                                        "log level: %s (until the next start)", level)
         return ""
-    cmds.register("set_loglevel", set_loglevel, HELP["set_loglevel"])
+    cmds.register("set_loglevel", set_loglevel, HELP["set_loglevel"], merge=per_node)
 
 
 def _route_as(server: Server, el: Element, frm: str, to: str) -> str:

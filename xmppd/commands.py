@@ -5,11 +5,32 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 
 class CommandError(Exception):
     """A command failed in a way the operator should read."""
+
+
+# How the answers of the cluster's nodes (node name -> output) make one reply, for a
+# command that acts on every node (xmppd/cluster/ctl.py).
+Merge = Callable[[dict[str, str]], str]
+
+
+def per_node(answers: dict[str, str]) -> str:
+    """Each node's output on a line of its own, after the node's name; nothing when
+    every node's output is empty."""
+    return "\n".join(f"{node}: {out}" for node, out in sorted(answers.items()) if out)
+
+
+def total(answers: dict[str, str]) -> str:
+    """The sum of the nodes' counts."""
+    return str(sum(int(out or 0) for out in answers.values()))
+
+
+def all_lines(answers: dict[str, str]) -> str:
+    """The lines of every node, sorted."""
+    return "\n".join(sorted(line for out in answers.values() for line in out.splitlines()))
 
 
 @dataclass(frozen=True)
@@ -17,14 +38,18 @@ class Command:
     name: str
     fn: Callable[..., Any]
     help: str
+    merge: Optional[Merge] = None  # acts on every node of the cluster; their answers merged
 
 
 class Commands:
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
 
-    def register(self, name: str, fn: Callable[..., Any], help: str = "") -> None:
-        self._commands[name] = Command(name, fn, help)
+    def register(self, name: str, fn: Callable[..., Any], help: str = "",
+                 merge: Optional[Merge] = None) -> None:
+        """``merge``: run the command on every node of the cluster, and make one reply
+        of their answers (:func:`per_node`, :func:`total`, :func:`all_lines`)."""
+        self._commands[name] = Command(name, fn, help, merge)
 
     def unregister(self, name: str) -> None:
         self._commands.pop(name, None)

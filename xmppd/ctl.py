@@ -84,7 +84,7 @@ async def _answer(server: Server, line: bytes) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError):
         return {"ok": False, "error": "bad request"}
     try:
-        result = await server.commands.call(name, args)
+        result = await server.cluster_commands.call(name, args)
         return {"ok": True, "result": "" if result is None else str(result)}
     except CommandError as e:
         return {"ok": False, "error": str(e)}

@@ -269,6 +269,11 @@ class RedisBackend:
         r = self._r
         nodes = [n.decode() for n in await r.smembers(PREFIX + "nodes")]
         alive = await self._check_alive(nodes)
+        if alive - self._alive:
+            # every live node from the start, also those without sessions: before the
+            # watch's first look a new node took itself for alone (it owned every room)
+            self._alive |= alive
+            self.on_nodes_changed()
         for node in alive:
             if node == self.node:
                 continue

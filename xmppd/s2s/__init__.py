@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..commands import all_lines, total
 from .manager import S2SManager
 
 if TYPE_CHECKING:
@@ -36,10 +37,13 @@ def install(server: Server) -> S2SManager:
         return "\n".join(lines)
 
     cmds.register("incoming_s2s_number", incoming_number,
-                  "incoming_s2s_number: authenticated incoming server connections")
+                  "incoming_s2s_number: authenticated incoming server connections",
+                  merge=total)
     cmds.register("outgoing_s2s_number", outgoing_number,
-                  "outgoing_s2s_number: authenticated outgoing server connections")
+                  "outgoing_s2s_number: authenticated outgoing server connections",
+                  merge=total)
     cmds.register("s2s_connections", connections,
                   "s2s_connections: server connections: direction, local and remote "
-                  "domains, tls or plain, authentication (dialback, external), address")
+                  "domains, tls or plain, authentication (dialback, external), address",
+                  merge=all_lines)
     return manager
