@@ -419,3 +419,11 @@ def parse_stanza(data: bytes) -> Element:
                 _shared.append(p)  # nothing left over in it: reuse it
             return ev
     raise StreamError("not-well-formed", "incomplete stanza")
+
+
+def parse_xml(text: str) -> Optional[Element]:
+    """One element from its serialized text (what a store keeps); None if unreadable."""
+    try:
+        return parse_stanza(text.encode())
+    except StreamError:
+        return None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Optional
 from ..jid import JID
 from ..stanza import StanzaError
 from ..xml import Element
+from ..xmlstream import parse_xml
 from .ns import (
     DATA,
     DISCO_INFO,
@@ -90,7 +91,6 @@ def avatar_hash(vcard: Optional[str]) -> Optional[str]:
     """SHA-1 of the PHOTO's bytes, as XEP-0153 and XEP-0486 expect."""
     if not vcard:
         return None
-    from .store import parse_xml
     el = parse_xml(vcard)
     photo = el.find(q(VCARD, "PHOTO")) if el is not None else None
     binval = photo.findtext(q(VCARD, "BINVAL")) if photo is not None else None
@@ -105,7 +105,6 @@ def avatar_hash(vcard: Optional[str]) -> Optional[str]:
 
 def vcard(room: Room, frm: JID, type_: str, el: Element, payload: Element) -> None:
     if type_ == "get":
-        from .store import parse_xml
         stored = parse_xml(room.vcard) if room.vcard else None
         room.result(el, stored if stored is not None else Element(q(VCARD, "vCard")))
         return

@@ -23,12 +23,13 @@ from ..jid import JID
 from ..moduleapi import Module, Option, hook
 from ..stanza import StanzaError, StanzaEvent, iq_result
 from ..xml import Element
+from ..xmlstream import parse_xml
 from . import mam
 from .config import RoomConfig, validate_room_options
 from .info import DISCO_INFO, DISCO_ITEMS
 from .ns import MAM, MUC, PING, PRESENCE, UNIQUE, VCARD, q
 from .room import Room
-from .store import ArchiveRow, ItemNotFound, MucStore, parse_xml
+from .store import ArchiveRow, ItemNotFound, MucStore
 from .writer import RoomWriter
 
 log = logging.getLogger(__name__)

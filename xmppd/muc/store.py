@@ -31,8 +31,6 @@ from sqlalchemy.engine import Connection
 
 from ..storage import migration
 from ..storage.engine import Database
-from ..xml import Element
-from ..xmlstream import StreamError, parse_stanza
 
 meta = MetaData()
 rooms = Table(
@@ -76,14 +74,6 @@ archive = Table(
 @migration("muc", 1, "persistent rooms, affiliations and the room archive")
 def _v1(conn: Connection) -> None:
     meta.create_all(conn, tables=[rooms, affiliations, archive])
-
-
-def parse_xml(text: str) -> Optional[Element]:
-    """One element from its serialized text (what the store keeps); None if unreadable."""
-    try:
-        return parse_stanza(text.encode())
-    except StreamError:
-        return None
 
 
 @dataclass

@@ -1,0 +1,63 @@
+"""mod_vcard: vCards (XEP-0054 vcard-temp).
+
+A user stores a vCard by sending it in an iq set to their own account (no ``to``,
+or their bare JID); anybody may read it with an iq get to that bare JID. Clients
+keep their avatar there (XEP-0153: the hash in presence, the image in the vCard's
+PHOTO). A user without a vCard reads an empty one; an account that does not exist
+gets ``service-unavailable`` (RFC 6121 8.5.1), and a set on somebody else's
+account ``forbidden``. The vCard is kept as sent (its size is bounded by the
+listener's ``max_stanza_size``); deleting the account deletes it.
+"""
+
+from __future__ import annotations
+
+from ..jid import JID
+from ..moduleapi import Module, hook, iq_handler
+from ..stanza import StanzaError, StanzaEvent
+from ..xml import Element
+from ..xmlstream import parse_xml
+from .xml_store import XmlStore, vcard
+
+NS = "vcard-temp"
+VCARD = "{%s}vCard" % NS
+
+
+class VcardModule(Module):
+    name = "mod_vcard"
+    features = (NS,)
+    xeps = ("XEP-0054",)
+    stores = ("xmppd.modules.xml_store",)
+
+    def setup(self) -> None:
+        assert self.server.db is not None
+        self.store = XmlStore(self.server.db, vcard)
+
+    @iq_handler("get", NS, "vCard", dest=("self", "bare"))
+    async def get(self, ev: StanzaEvent) -> Element:
+        owner = ev.to_jid.bare
+        data = await self.store.get(self.host, owner.local or "", NS)
+        found = parse_xml(data) if data is not None else None
+        if found is not None:
+            return found
+        if owner != ev.from_jid.bare and not await self._exists(owner):
+            raise StanzaError("service-unavailable")
+        return Element(VCARD)
+
+    @iq_handler("set", NS, "vCard", dest="self")
+    async def set(self, ev: StanzaEvent) -> None:
+        card = ev.stanza.find(VCARD)
+        assert card is not None  # (the handler's key)
+        await self.store.put(self.host, ev.from_jid.local or "",
+                             [(NS, card.to_bytes().decode())])
+
+    @iq_handler("set", NS, "vCard", dest="bare")
+    def set_other(self, ev: StanzaEvent) -> None:
+        raise StanzaError("forbidden", text="a vCard is set by its owner")
+
+    async def _exists(self, user: JID) -> bool:
+        return await self.server.accounts.get(self.host, user.local or "") is not None
+
+    @hook("account/removed")
+    async def _account_removed(self, user: JID) -> None:
+        if user.domain == self.host and user.local is not None:
+            await self.store.delete_user(self.host, user.local)
