@@ -76,6 +76,7 @@ class ModuleAPI:
         self.host = vhost.name
         self.module_name = module_name
         self._undo: list[Callable[[], None]] = []
+        self._tasks: set[asyncio.Task[Any]] = set()   # running; cancelled at unload
 
     def _record(self, undo: Callable[[], None]) -> None:
         self._undo.append(undo)
@@ -157,9 +158,26 @@ class ModuleAPI:
         self.add_task(loop())
 
     def add_task(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``coro``; it is cancelled if the module unloads first. A finished task
+        is forgotten (modules start one per ping, probe or presence)."""
         task = asyncio.ensure_future(coro)
-        self._record(lambda: _discard_task(task))
+        if not self._tasks:
+            self._record(self._cancel_tasks)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
+            try:
+                self._undo.remove(self._cancel_tasks)
+            except ValueError:
+                pass
+
+    def _cancel_tasks(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
 
     def add_command(self, name: str, fn: Callable[..., Any], help: str = "") -> None:
         """An admin command for ``xmppd ctl``."""
@@ -180,10 +198,6 @@ class ModuleAPI:
 
 def _discard(d: dict[str, Any], key: str) -> None:
     d.pop(key, None)
-
-
-def _discard_task(task: asyncio.Task[Any]) -> None:
-    task.cancel()
 
 
 class Module:
