@@ -14,7 +14,7 @@ from functools import lru_cache
 from ..moduleapi import Module
 
 PACKAGES = ("xmppd.modules", "xmppd.presence", "xmppd.receipts", "xmppd.muc", "xmppd.upload",
-            "xmppd.http", "xmppd.s2s", "xmppd.c2s", "xmppd.cluster")
+            "xmppd.http", "xmppd.s2s", "xmppd.c2s", "xmppd.cluster", "xmppd.pep")
 
 
 def _subclasses(cls: type[Module]) -> list[type[Module]]:

@@ -139,7 +139,14 @@ class Disco(Module):
         node = ev.stanza.first_child().attrs.get("node")  # type: ignore[union-attr]
         if node:
             q.attrs["node"] = node
-        q.add("{%s}identity" % INFO, {"category": "account", "type": "registered"})
+        identities = {("account", "registered", None)}
+        for extra in self.server.hooks.fire_all("disco-account-identities", ev):
+            identities.update(extra)   # (category, type, name)
+        for category, type_, name in sorted(identities, key=lambda i: (i[0], i[1], i[2] or "")):
+            attrs = {"category": category, "type": type_}
+            if name:
+                attrs["name"] = name
+            q.add("{%s}identity" % INFO, attrs)
         feats = {INFO, ITEMS}
         for extra in self.server.hooks.fire_all("disco-account-features", ev):
             feats.update(extra)

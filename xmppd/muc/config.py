@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ..confval import ConfigError, join
+from ..dataforms import add_field
 from ..stanza import StanzaError
 from ..xml import Element
 from .ns import DATA, ROOMCONFIG, q
@@ -103,19 +104,6 @@ def validate_room_options(value: Any, path: str, warnings: Optional[list[str]] =
 
 # -- the XEP-0004 form ------------------------------------------------------------
 
-def _field(form: Element, var: str, type_: str, label: str, values: list[str],
-           options: Optional[list[tuple[str, str]]] = None) -> None:
-    attrs = {"var": var, "type": type_}
-    if label:
-        attrs["label"] = label
-    f = form.add(q(DATA, "field"), attrs)
-    for value, olabel in options or ():
-        o = f.add(q(DATA, "option"), {"label": olabel})
-        o.add(q(DATA, "value"), None, value)
-    for v in values:
-        f.append(Element(q(DATA, "value"), {}, [v] if v else []))
-
-
 def _b(v: bool) -> list[str]:
     return ["1" if v else "0"]
 
@@ -127,64 +115,55 @@ def config_form(cfg: RoomConfig, room: str, max_users: int, owners: list[str],
     form.add(q(DATA, "title"), None, f"Configuration of room {room}")
     form.add(q(DATA, "instructions"), None,
              "Complete this form to change the room's configuration.")
-    _field(form, "FORM_TYPE", "hidden", "", [ROOMCONFIG])
-    _field(form, "muc#roomconfig_roomname", "text-single", "Room title", [cfg.title])
-    _field(form, "muc#roomconfig_roomdesc", "text-single", "Room description", [cfg.description])
-    _field(form, "muc#roomconfig_lang", "text-single", "Natural language of the room", [cfg.lang])
-    _field(form, "muc#roomconfig_persistentroom", "boolean", "Make room persistent",
+    add_field(form, "FORM_TYPE", "hidden", "", [ROOMCONFIG])
+    add_field(form, "muc#roomconfig_roomname", "text-single", "Room title", [cfg.title])
+    add_field(form, "muc#roomconfig_roomdesc", "text-single", "Room description", [cfg.description])
+    add_field(form, "muc#roomconfig_lang", "text-single", "Natural language of the room", [cfg.lang])
+    add_field(form, "muc#roomconfig_persistentroom", "boolean", "Make room persistent",
            _b(cfg.persistent))
-    _field(form, "muc#roomconfig_publicroom", "boolean", "Make room public searchable",
+    add_field(form, "muc#roomconfig_publicroom", "boolean", "Make room public searchable",
            _b(cfg.public))
-    _field(form, "public_list", "boolean", "Make participants list public", _b(cfg.public_list))
-    _field(form, "muc#roomconfig_passwordprotectedroom", "boolean", "Make room password protected",
+    add_field(form, "public_list", "boolean", "Make participants list public", _b(cfg.public_list))
+    add_field(form, "muc#roomconfig_passwordprotectedroom", "boolean", "Make room password protected",
            _b(cfg.password_protected))
-    _field(form, "muc#roomconfig_roomsecret", "text-private", "Password", [cfg.password])
+    add_field(form, "muc#roomconfig_roomsecret", "text-private", "Password", [cfg.password])
     sizes = sorted({n for n in (5, 10, 20, 30, 50, 100, 200, 500, 1000) if n <= max_users}
                    | {max_users, cfg.max_users})
-    _field(form, "muc#roomconfig_maxusers", "list-single", "Maximum number of occupants",
+    add_field(form, "muc#roomconfig_maxusers", "list-single", "Maximum number of occupants",
            [str(cfg.max_users)], [(str(n), str(n)) for n in sizes])
-    _field(form, "muc#roomconfig_whois", "list-single", "Who may discover real JIDs",
+    add_field(form, "muc#roomconfig_whois", "list-single", "Who may discover real JIDs",
            ["moderators" if cfg.anonymous else "anyone"],
            [("moderators", "Moderators only"), ("anyone", "Anyone")])
-    _field(form, "muc#roomconfig_presencebroadcast", "list-multi",
+    add_field(form, "muc#roomconfig_presencebroadcast", "list-multi",
            "Roles for which presence is broadcast", list(cfg.presence_broadcast),
            [(r, r.capitalize()) for r in BROADCAST_ROLES])
-    _field(form, "muc#roomconfig_membersonly", "boolean", "Make room members-only",
+    add_field(form, "muc#roomconfig_membersonly", "boolean", "Make room members-only",
            _b(cfg.members_only))
-    _field(form, "muc#roomconfig_moderatedroom", "boolean", "Make room moderated",
+    add_field(form, "muc#roomconfig_moderatedroom", "boolean", "Make room moderated",
            _b(cfg.moderated))
-    _field(form, "members_by_default", "boolean", "Default occupants as participants",
+    add_field(form, "members_by_default", "boolean", "Default occupants as participants",
            _b(cfg.members_by_default))
-    _field(form, "muc#roomconfig_changesubject", "boolean", "Allow occupants to change the subject",
+    add_field(form, "muc#roomconfig_changesubject", "boolean", "Allow occupants to change the subject",
            _b(cfg.allow_change_subj))
-    _field(form, "muc#roomconfig_allowpm", "list-single", "Who may send private messages",
+    add_field(form, "muc#roomconfig_allowpm", "list-single", "Who may send private messages",
            [cfg.allowpm], [(v, v.capitalize()) for v in ALLOWPM])
-    _field(form, "muc#roomconfig_allowinvites", "boolean", "Allow occupants to send invitations",
+    add_field(form, "muc#roomconfig_allowinvites", "boolean", "Allow occupants to send invitations",
            _b(cfg.allow_user_invites))
-    _field(form, "allow_query_users", "boolean", "Allow occupants to query other occupants",
+    add_field(form, "allow_query_users", "boolean", "Allow occupants to query other occupants",
            _b(cfg.allow_query_users))
-    _field(form, "allow_visitor_status", "boolean", "Allow visitors to send status text",
+    add_field(form, "allow_visitor_status", "boolean", "Allow visitors to send status text",
            _b(cfg.allow_visitor_status))
-    _field(form, "allow_visitor_nickchange", "boolean", "Allow visitors to change nickname",
+    add_field(form, "allow_visitor_nickchange", "boolean", "Allow visitors to change nickname",
            _b(cfg.allow_visitor_nickchange))
-    _field(form, "muc#roomconfig_allowvoicerequests", "boolean", "Allow visitors to request voice",
+    add_field(form, "muc#roomconfig_allowvoicerequests", "boolean", "Allow visitors to request voice",
            _b(cfg.allow_voice_requests))
-    _field(form, "muc#roomconfig_voicerequestmininterval", "text-single",
+    add_field(form, "muc#roomconfig_voicerequestmininterval", "text-single",
            "Minimum seconds between voice requests", [str(cfg.voice_request_min_interval)])
-    _field(form, "muc#roomconfig_enablearchiving", "boolean",
+    add_field(form, "muc#roomconfig_enablearchiving", "boolean",
            "Archive messages (members who were away can catch up)", _b(cfg.mam))
-    _field(form, "muc#roomconfig_roomowners", "jid-multi", "Room owners", owners)
-    _field(form, "muc#roomconfig_roomadmins", "jid-multi", "Room admins", admins)
+    add_field(form, "muc#roomconfig_roomowners", "jid-multi", "Room owners", owners)
+    add_field(form, "muc#roomconfig_roomadmins", "jid-multi", "Room admins", admins)
     return form
-
-
-def form_values(form: Element) -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for f in form.findall(q(DATA, "field")):
-        var = f.attrs.get("var")
-        if var:
-            out[var] = [v.text for v in f.findall(q(DATA, "value"))]
-    return out
 
 
 def _bool(vals: list[str], var: str) -> bool:

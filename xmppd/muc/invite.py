@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
+from ..dataforms import form_values
 from ..jid import JID
 from ..stanza import StanzaError
 from ..xml import Element
-from .config import form_values
 from .ns import BODY, CONFERENCE, DATA, MESSAGE, REQUEST, USER, X_DATA, q
 from .roles import AFF_RANK
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Optional
 
+from ..dataforms import form_values
 from ..datetimes import parse_stamp, stamp
 from ..stanza import StanzaError
 from ..xml import Element
-from .config import form_values
 from .ns import DATA, DELAY, FORWARD, MAM, MESSAGE, RSM, X_DATA, q
 from .store import MamQuery
 

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
+from ..dataforms import form_values
 from ..jid import JID
 from ..stanza import StanzaError
 from ..xml import Element
 from . import admin
-from .config import apply_form, config_form, form_values
+from .config import apply_form, config_form
 from .ns import DATA, OWNER, ROOMCONFIG, USER, q
 
 if TYPE_CHECKING:

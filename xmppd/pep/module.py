@@ -1,0 +1,365 @@
+"""mod_pubsub: personal eventing (XEP-0163 PEP), ejabberd's ``pep`` plugin.
+
+Every account is a publish-subscribe service (XEP-0060) at its bare JID:
+
+- **publish** (with ``publish-options``, XEP-0060 7.1.5): the node is created on
+  first publish with the XEP-0163 defaults (``presence`` access, one item, the last
+  item sent on presence), the options given, then what ``force_node_config`` forces
+  for that node name; on an existing node each option is a precondition
+  (``conflict`` + ``precondition-not-met`` when the node's differs, as OMEMO clients
+  expect). One item per publish; an item without an id gets one.
+- **items** retrieval by anyone the access model lets in: ``open`` (anybody),
+  ``presence`` (the owner and contacts subscribed to the owner's presence),
+  ``whitelist`` (the owner). Specific items by id, or the newest ``max_items``.
+- **retract** (notified as XEP-0060 says), **create** with a configuration, and as
+  owner: **configure** (the ``pubsub#node_config`` form), **delete**, **purge**.
+- **Notifications** (headline messages from the owner's bare JID) go to the owner's
+  own available sessions and, unless the node is ``whitelist``, to those of the
+  local contacts subscribed to the owner's presence who did not block and are not
+  blocked; in both cases only to sessions whose entity capabilities (XEP-0115)
+  announce ``NODE+notify`` (:mod:`xmppd.pep.caps`). A session that becomes
+  available gets the last item of each node it wants, of its own account and of
+  the local contacts whose presence it receives (``send_last_published_item``).
+
+Subscriptions of other kinds (explicit ``subscribe``), collections and a pubsub
+service at ``pubsub.HOST`` are not implemented, nor notifications to contacts on
+other servers; nodes and items are in the database (SQLite or PostgreSQL) and
+shared by the cluster's nodes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from typing import Any, Optional
+
+from ..confval import ConfigError, join, v_any, v_dict, v_int, v_list, v_str
+from ..datetimes import stamp
+from ..jid import JID
+from ..moduleapi import Module, Option, hook, iq_handler
+from ..presence.roster import RosterModule
+from ..stanza import MESSAGE, StanzaError, StanzaEvent
+from ..xml import Child, Element
+from ..xmlstream import parse_xml
+from . import config as nodecfg
+from .caps import NOTIFY, Caps, wants
+from .ns import DELAY, ERRORS, EVENT, NODE_CONFIG, OWNER, PUBLISH_OPTIONS, PUBSUB, q
+from .store import PepStore
+
+log = logging.getLogger(__name__)
+
+X = "{jabber:x:data}x"
+FEATURES = [PUBSUB] + [PUBSUB + "#" + f for f in (
+    "publish", "publish-options", "auto-create", "create-nodes", "config-node",
+    "persistent-items", "retrieve-items", "retract-items", "delete-items", "delete-nodes",
+    "purge-nodes", "item-ids", "last-published", "access-open", "access-presence",
+    "access-whitelist", "filtered-notifications", "multi-items")]
+
+
+def _pubsub_error(condition: str, app: str, text: Optional[str] = None,
+                  feature: Optional[str] = None) -> StanzaError:
+    attrs = {"feature": feature} if feature else None
+    return StanzaError(condition, text=text, app=Element(q(ERRORS, app), attrs))
+
+
+def _v_forced(value: Any, path: str) -> dict[str, dict[str, Any]]:
+    nodes = v_dict(v_str, v_dict(v_str, v_any))(value, path)
+    for node, opts in nodes.items():
+        try:
+            nodecfg.forced_options(opts, 100_000)
+        except ValueError as e:
+            raise ConfigError(join(path, node), "node options", str(e)) from None
+    return nodes
+
+
+class PubsubModule(Module):
+    name = "mod_pubsub"
+    xeps = ("XEP-0060", "XEP-0163")
+    depends = (RosterModule,)
+    stores = ("xmppd.pep.store",)
+    options = {
+        "plugins": Option(["flat", "pep"], v_list(v_str),
+                          "accepted; xmppd has the pep plugin (no pubsub.HOST service)"),
+        "force_node_config": Option({}, _v_forced,
+                                    "node name -> options every such node gets"),
+        "max_items_node": Option(1000, v_int(1, 100_000), "items a node keeps at most"),
+    }
+
+    def setup(self) -> None:
+        assert self.server.db is not None
+        self.store = PepStore(self.server.db)
+        self.caps = Caps(self.server, self.host)
+        self.cap = int(self.opts["max_items_node"])
+        self.forced = {node: nodecfg.forced_options(opts, self.cap)
+                       for node, opts in self.opts["force_node_config"].items()}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.api.hook("disco-account-features", lambda ev: FEATURES)
+        self.api.hook("disco-account-identities", lambda ev: [("pubsub", "pep", None)])
+
+    def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _new_config(self, node: str, options: dict[str, Any]) -> dict[str, Any]:
+        """A new node's configuration: the defaults, the client's options, then what
+        the operator forces for that node name."""
+        return {**nodecfg.DEFAULTS, **options, **self.forced.get(node, {})}
+
+    # -- publish, retract, create (the owner) --------------------------------------
+    @iq_handler("set", PUBSUB, "pubsub", dest="self")
+    async def pubsub_set(self, ev: StanzaEvent) -> Optional[Element]:
+        ps = ev.stanza.find(q(PUBSUB, "pubsub"))
+        assert ps is not None  # (the handler's key)
+        action = next((c for c in ps.elements() if c.ns == PUBSUB and c.name != "publish-options"
+                       and c.name != "configure"), None)
+        name = action.name if action is not None else ""
+        if action is None:
+            raise StanzaError("bad-request", text="publish, retract or create")
+        if name == "publish":
+            return await self._publish(ev, ps, action)
+        if name == "retract":
+            await self._retract(ev, action)
+            return None
+        if name == "create":
+            return await self._create(ev, ps, action)
+        if name in ("subscribe", "unsubscribe", "options"):
+            raise _pubsub_error("feature-not-implemented", "unsupported",
+                                "PEP subscriptions follow presence subscriptions",
+                                feature="subscribe")
+        raise StanzaError("bad-request", text="unknown pubsub request: " + name)
+
+    def _node(self, action: Element) -> str:
+        node = action.attrs.get("node")
+        if not node:
+            raise _pubsub_error("bad-request", "nodeid-required")
+        return node
+
+    async def _publish(self, ev: StanzaEvent, ps: Element, action: Element) -> Element:
+        node = self._node(action)
+        items = action.findall(q(PUBSUB, "item"))
+        if len(items) != 1:
+            raise _pubsub_error("bad-request", "item-required" if not items else "invalid-payload",
+                                "one item per publish")
+        payload = list(items[0].elements())
+        if len(payload) != 1:
+            raise _pubsub_error("bad-request", "payload-required" if not payload
+                                else "invalid-payload", "one payload element per item")
+        options: dict[str, Any] = {}
+        po = ps.find(q(PUBSUB, "publish-options"))
+        form = po.find(X) if po is not None else None
+        if form is not None:
+            options = nodecfg.submitted(form, PUBLISH_OPTIONS, self.cap)
+        owner = ev.from_jid.bare
+        user = owner.local or ""
+        cfg = await self.store.node(self.host, user, node)
+        create = cfg is None
+        if cfg is None:
+            cfg = self._new_config(node, options)
+        else:
+            nodecfg.check_preconditions(cfg, options)
+        item_id = items[0].attrs.get("id") or secrets.token_hex(8)
+        await self.store.publish(self.host, user, node, cfg, item_id,
+                                 payload[0].to_bytes().decode(), create)
+        shown: list[Child] = [payload[0]] if cfg["deliver_payloads"] else []
+        await self._notify(owner, node, cfg, Element(q(EVENT, "items"), {"node": node}, [
+            Element(q(EVENT, "item"), {"id": item_id}, shown)]))
+        return Element(q(PUBSUB, "pubsub"), None, [Element(q(PUBSUB, "publish"), {"node": node}, [
+            Element(q(PUBSUB, "item"), {"id": item_id})])])
+
+    async def _retract(self, ev: StanzaEvent, action: Element) -> None:
+        node = self._node(action)
+        ids = [i.attrs.get("id", "") for i in action.findall(q(PUBSUB, "item"))]
+        if len(ids) != 1 or not ids[0]:
+            raise _pubsub_error("bad-request", "item-required", "one item id to retract")
+        owner = ev.from_jid.bare
+        cfg = await self.store.node(self.host, owner.local or "", node)
+        if cfg is None or not await self.store.retract(self.host, owner.local or "", node, ids[0]):
+            raise StanzaError("item-not-found")
+        notify = action.attrs.get("notify")
+        if notify in ("1", "true") or (notify is None and cfg["notify_retract"]):
+            await self._notify(owner, node, cfg, Element(q(EVENT, "items"), {"node": node}, [
+                Element(q(EVENT, "retract"), {"id": ids[0]})]))
+
+    async def _create(self, ev: StanzaEvent, ps: Element, action: Element) -> Optional[Element]:
+        node = action.attrs.get("node") or "node-" + secrets.token_hex(6)
+        user = ev.from_jid.local or ""
+        if await self.store.node(self.host, user, node) is not None:
+            raise StanzaError("conflict", text="the node exists")
+        configure = ps.find(q(PUBSUB, "configure"))
+        form = configure.find(X) if configure is not None else None
+        options = nodecfg.submitted(form, NODE_CONFIG, self.cap) if form is not None else {}
+        await self.store.configure(self.host, user, node, self._new_config(node, options))
+        if action.attrs.get("node"):
+            return None
+        return Element(q(PUBSUB, "pubsub"), None, [Element(q(PUBSUB, "create"), {"node": node})])
+
+    # -- items (anybody the access model lets in) -----------------------------------
+    @iq_handler("get", PUBSUB, "pubsub", dest=("self", "bare"))
+    async def pubsub_get(self, ev: StanzaEvent) -> Element:
+        ps = ev.stanza.find(q(PUBSUB, "pubsub"))
+        assert ps is not None
+        req = ps.find(q(PUBSUB, "items"))
+        if req is None:
+            raise _pubsub_error("feature-not-implemented", "unsupported",
+                                "only items are retrieved here", feature="retrieve-subscriptions")
+        node = self._node(req)
+        owner, asker = ev.to_jid.bare, ev.from_jid.bare
+        cfg = await self.store.node(self.host, owner.local or "", node)
+        if cfg is None:
+            raise StanzaError("item-not-found")
+        await self._may_read(owner, asker, cfg)
+        ids = [i.attrs["id"] for i in req.findall(q(PUBSUB, "item")) if i.attrs.get("id")]
+        newest: Optional[int] = None
+        if req.attrs.get("max_items", "").isdigit():
+            newest = int(req.attrs["max_items"])
+        rows = await self.store.items(self.host, owner.local or "", node, ids or None, newest)
+        out = Element(q(PUBSUB, "items"), {"node": node})
+        for row in reversed(rows):   # oldest first
+            kept = parse_xml(row.payload)
+            out.append(Element(q(PUBSUB, "item"), {"id": row.id}, [kept] if kept is not None else []))
+        return Element(q(PUBSUB, "pubsub"), None, [out])
+
+    async def _may_read(self, owner: JID, asker: JID, cfg: dict[str, Any]) -> None:
+        if owner == asker or cfg["access_model"] == "open":
+            return
+        if cfg["access_model"] == "whitelist":
+            raise _pubsub_error("not-allowed", "closed-node")
+        roster = RosterModule.of(self.server, self.host)
+        subscribed = roster is not None and await roster.cache.run(
+            owner, lambda r: r.state(asker).frm)
+        if not subscribed or self.server.hooks.fire("privacy/blocked", owner, asker):
+            raise _pubsub_error("not-authorized", "presence-subscription-required")
+
+    @iq_handler("set", PUBSUB, "pubsub", dest="bare")
+    @iq_handler("get", OWNER, "pubsub", dest="bare")
+    @iq_handler("set", OWNER, "pubsub", dest="bare")
+    def not_yours(self, ev: StanzaEvent) -> None:
+        raise StanzaError("forbidden", text="only the account's owner publishes and configures")
+
+    # -- owner: configure, delete, purge ---------------------------------------------
+    @iq_handler("get", OWNER, "pubsub", dest="self")
+    async def owner_get(self, ev: StanzaEvent) -> Element:
+        ps = ev.stanza.find(q(OWNER, "pubsub"))
+        assert ps is not None
+        if ps.find(q(OWNER, "default")) is not None:
+            return Element(q(OWNER, "pubsub"), None, [Element(q(OWNER, "default"), None, [
+                nodecfg.form(dict(nodecfg.DEFAULTS), "")])])
+        req = ps.find(q(OWNER, "configure"))
+        if req is None:
+            raise _pubsub_error("feature-not-implemented", "unsupported",
+                                feature="manage-subscriptions")
+        node = self._node(req)
+        cfg = await self.store.node(self.host, ev.from_jid.local or "", node)
+        if cfg is None:
+            raise StanzaError("item-not-found")
+        return Element(q(OWNER, "pubsub"), None, [Element(q(OWNER, "configure"), {"node": node}, [
+            nodecfg.form(cfg, node)])])
+
+    @iq_handler("set", OWNER, "pubsub", dest="self")
+    async def owner_set(self, ev: StanzaEvent) -> None:
+        ps = ev.stanza.find(q(OWNER, "pubsub"))
+        assert ps is not None
+        action = ps.first_child()
+        if action is None or action.ns != OWNER:
+            raise StanzaError("bad-request")
+        node = self._node(action)
+        owner = ev.from_jid.bare
+        user = owner.local or ""
+        cfg = await self.store.node(self.host, user, node)
+        if cfg is None:
+            raise StanzaError("item-not-found")
+        if action.name == "configure":
+            form = action.find(X)
+            if form is None:
+                raise StanzaError("bad-request", text="a configuration form")
+            if form.attrs.get("type") == "cancel":
+                return
+            new = {**cfg, **nodecfg.submitted(form, NODE_CONFIG, self.cap),
+                   **self.forced.get(node, {})}
+            await self.store.configure(self.host, user, node, new)
+        elif action.name in ("delete", "purge"):
+            await self.store.delete_node(self.host, user, node, purge_only=action.name == "purge")
+            await self._notify(owner, node, cfg, Element(q(EVENT, action.name), {"node": node}))
+        else:
+            raise _pubsub_error("feature-not-implemented", "unsupported", feature=action.name)
+
+    # -- notifications ---------------------------------------------------------------
+    async def _notify(self, owner: JID, node: str, cfg: dict[str, Any], what: Element) -> None:
+        """Send an event to every session that should have it (see the module's doc)."""
+        sessions = self.server.sessions
+        targets = [s for s in sessions.resources(owner) if s.available and wants(s, node)]
+        if cfg["access_model"] != "whitelist":
+            roster = RosterModule.of(self.server, self.host)
+            subscribers = await roster.cache.run(owner, lambda r: r.subscribers()) \
+                if roster is not None else []
+            hooks = self.server.hooks
+            for contact in subscribers:
+                if hooks.fire("privacy/blocked", owner, contact) or \
+                        hooks.fire("privacy/blocked", contact, owner):
+                    continue
+                targets.extend(s for s in sessions.resources(contact)
+                               if s.available and wants(s, node))
+        for s in targets:
+            self._send_event(owner, s.jid, what)
+
+    def _send_event(self, owner: JID, to: JID, what: Element, delay: Optional[float] = None) -> None:
+        children: list[Child] = [Element(q(EVENT, "event"), None, [what])]
+        if delay is not None:
+            children.append(Element(q(DELAY, "delay"), {"from": str(owner),
+                                                        "stamp": stamp(delay)}))
+        self.server.router.route(Element(MESSAGE, {
+            "from": str(owner), "to": str(to), "type": "headline",
+            "id": secrets.token_hex(6)}, children))
+
+    # -- sessions: what they want, and the last items on presence ---------------------
+    @hook("presence/available")
+    def _available(self, session: Any, first: bool) -> None:
+        if session.jid.domain == self.host:
+            self._spawn(self._caps_then_last(session, first))
+
+    async def _caps_then_last(self, session: Any, first: bool) -> None:
+        nodes = await self.caps.notify_nodes(session) or frozenset()
+        if session.gone or not session.available:
+            return
+        flags = session.data.setdefault("flags", set())
+        old = {f for f in flags if f.startswith(NOTIFY)}
+        new = {NOTIFY + n for n in nodes}
+        if old != new:
+            flags -= old
+            flags |= new
+            self.server.sessions.changed(session)   # other cluster nodes see them
+        fresh = nodes if first else frozenset(f[len(NOTIFY):] for f in new - old)
+        if fresh:
+            await self._send_last(session, fresh)
+
+    async def _send_last(self, session: Any, nodes: frozenset[str]) -> None:
+        user = session.jid.bare
+        roster = RosterModule.of(self.server, self.host)
+        publishers = await roster.cache.run(user, lambda r: r.publishers()) \
+            if roster is not None else []
+        owners = {user.local or ""} | {p.local or "" for p in publishers
+                                       if p.domain == self.host and p.local}
+        hooks = self.server.hooks
+        for last in await self.store.last_items(self.host, sorted(owners), sorted(nodes)):
+            cfg = last.config
+            owner = JID(last.owner, self.host)
+            if cfg.get("send_last_published_item") != "on_sub_and_presence":
+                continue
+            if owner != user and (cfg["access_model"] == "whitelist"
+                                  or hooks.fire("privacy/blocked", owner, user)):
+                continue
+            kept = parse_xml(last.item.payload) if cfg["deliver_payloads"] else None
+            self._send_event(owner, session.jid, Element(q(EVENT, "items"), {"node": last.node}, [
+                Element(q(EVENT, "item"), {"id": last.item.id},
+                        [kept] if kept is not None else [])]), last.item.published / 1e6)
+
+    @hook("account/removed")
+    async def _account_removed(self, user: JID) -> None:
+        if user.domain == self.host and user.local is not None:
+            await self.store.delete_user(self.host, user.local)
