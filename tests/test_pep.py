@@ -19,7 +19,8 @@ from helpers.procs import XmppdServer
 
 MakeServer = Callable[..., XmppdServer]
 MODULES = {"mod_disco": {}, "mod_roster": {}, "mod_blocking": {},
-           "mod_pubsub": {"force_node_config": {"storage:bookmarks": {"access_model": "whitelist"}}}}
+           "mod_pubsub": {"max_nodes": 6,
+                          "force_node_config": {"storage:bookmarks": {"access_model": "whitelist"}}}}
 PLUGINS = ("xep_0030", "xep_0004", "xep_0115", "xep_0060", "xep_0163")
 DEVICES = "urn:xmpp:omemo:2:devices"
 PUBSUB = "http://jabber.org/protocol/pubsub"
@@ -212,6 +213,14 @@ def test_access_models_errors_and_the_owners_operations(make_server: MakeServer)
             assert error_condition(res) == condition, payload
             if app:
                 assert res.find(f".//{{{ERRORS}}}{app}") is not None, payload
+
+        # an account has a bounded number of nodes (mood, bookmarks, notes so far)
+        for n in range(3):
+            await publish(alice, f"extra{n}", "<x xmlns='x:x'/>")
+        res = await publish(alice, "one-too-many", "<x xmlns='x:x'/>", ok=False)
+        assert error_condition(res) == "not-allowed"
+        assert res.find(f".//{{{ERRORS}}}max-nodes-exceeded") is not None
+        await publish(alice, "extra0", "<x xmlns='x:x'>again</x>")   # an existing node: fine
 
         # delete: gone for everybody; a deleted account takes its nodes along
         await alice.iq(f"<pubsub xmlns='{PUBSUB}#owner'><delete node='notes'/></pubsub>", "set")

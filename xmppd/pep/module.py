@@ -84,6 +84,7 @@ class PubsubModule(Module):
         "force_node_config": Option({}, _v_forced,
                                     "node name -> options every such node gets"),
         "max_items_node": Option(1000, v_int(1, 100_000), "items a node keeps at most"),
+        "max_nodes": Option(500, v_int(1, 100_000), "nodes an account may have"),
     }
 
     def setup(self) -> None:
@@ -160,6 +161,7 @@ class PubsubModule(Module):
         cfg = await self.store.node(self.host, user, node)
         create = cfg is None
         if cfg is None:
+            await self._room_for_a_node(user)
             cfg = self._new_config(node, options)
         else:
             nodecfg.check_preconditions(cfg, options)
@@ -191,6 +193,7 @@ class PubsubModule(Module):
         user = ev.from_jid.local or ""
         if await self.store.node(self.host, user, node) is not None:
             raise StanzaError("conflict", text="the node exists")
+        await self._room_for_a_node(user)
         configure = ps.find(q(PUBSUB, "configure"))
         form = configure.find(X) if configure is not None else None
         options = nodecfg.submitted(form, NODE_CONFIG, self.cap) if form is not None else {}
@@ -198,6 +201,11 @@ class PubsubModule(Module):
         if action.attrs.get("node"):
             return None
         return Element(q(PUBSUB, "pubsub"), None, [Element(q(PUBSUB, "create"), {"node": node})])
+
+    async def _room_for_a_node(self, user: str) -> None:
+        if len(await self.store.nodes(self.host, user)) >= self.opts["max_nodes"]:
+            raise _pubsub_error("not-allowed", "max-nodes-exceeded",
+                                "at most %d nodes per account" % self.opts["max_nodes"])
 
     # -- items (anybody the access model lets in) -----------------------------------
     @iq_handler("get", PUBSUB, "pubsub", dest=("self", "bare"))
