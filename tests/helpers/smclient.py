@@ -171,8 +171,11 @@ class SMClient:
     async def close(self) -> None:
         if self.raw is not None:
             if self.reader is not None:
-                self.reader.cancel()  # no more acks once the stream is closed
-                await asyncio.gather(self.reader, return_exceptions=True)
+                # no more acks once the stream is closed; cancel until it ends (on
+                # Python 3.11 wait_for inside recv can swallow one cancellation)
+                while not self.reader.done():
+                    self.reader.cancel()
+                    await asyncio.wait([self.reader], timeout=0.5)
             try:
                 await self.raw.send("</stream:stream>")
             except (ConnectionError, OSError):

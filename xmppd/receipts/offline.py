@@ -108,6 +108,8 @@ class Offline(Module):
             self.server.router.bounce(
                 ev.stanza, StanzaError("service-unavailable", text="offline storage is full"),
                 "message", ev.type)
+        else:
+            self.server.hooks.fire_all("offline/stored", ev)   # (mod_push wakes the phone)
 
     # -- delivering ---------------------------------------------------------
     @hook("presence/available", 0)
