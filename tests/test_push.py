@@ -94,6 +94,26 @@ def test_notifications_for_a_sleeping_phone_and_an_offline_one(make_server: Make
         assert [m.findtext(C + "body") for m in await phone.messages(1)] == ["wake up"]
         await phone.close()
 
+        # a session that is not resumed in time: its messages go to offline storage,
+        # without a second notification
+        flaky = SMClient(srv.c2s, "alice", "pw", "flaky")
+        raw = flaky.raw = await flaky._authenticate()
+        flaky.jid = await raw.bind("flaky")
+        await raw.send("<enable xmlns='urn:xmpp:sm:3' resume='true' max='1'/>")
+        assert (await raw.recv()).get("max") == "1"
+        flaky._start_reader()
+        await flaky.send(enable("n-flaky").replace("id='en-n-flaky'", "id='e0'"))
+        while (await flaky.receive()).get("id") != "e0":
+            pass
+        flaky.drop()
+        await asyncio.sleep(0.3)
+        await bob.send("<message to='alice@localhost/flaky' type='chat' id='m-flaky'>"
+                       "<body>late</body></message>")
+        iq = await app.expect(is_push("n-flaky"))
+        await app.send(f"<iq type='result' id='{iq.get('id')}' to='alice@localhost'/>")
+        await asyncio.sleep(2.5)   # past the resumption timeout: stored offline
+        await app.nothing(is_push("n-flaky"), 1.0)
+
         # offline: every registration of the account; an app server's error of type
         # cancel removes the registration
         carol = await Peer(srv.c2s, "carol", "pw").login()

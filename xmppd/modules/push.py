@@ -78,6 +78,9 @@ class PushModule(Module):
         self._busy: set[tuple[str, str, str]] = set()          # (user, service, node) in flight
         self._next: dict[tuple[str, str, str], tuple[Registration, Element]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # messages notified while queued for a session kept for resumption: when that
+        # session times out they are stored offline, and must not notify again
+        self._pushed: dict[tuple[str, str, str], None] = {}
         self.api.hook("disco-account-features", lambda ev: [NS])
 
     def stop(self) -> None:
@@ -126,6 +129,9 @@ class PushModule(Module):
     @hook("offline/stored")
     def _stored(self, ev: StanzaEvent) -> None:
         if ev.to_jid.domain == self.host and worth_pushing(ev.stanza):
+            key = self._key(ev.to_jid.bare, ev.stanza)
+            if key is not None and key in self._pushed:
+                return
             self._spawn(self._notify(ev.to_jid.bare, None, ev.stanza))
 
     @hook("sm/queued")
@@ -133,7 +139,17 @@ class PushModule(Module):
         if session.state != _CLOSED or session.jid.domain != self.host:
             return   # (per stanza sent: connected sessions end here)
         if worth_pushing(stanza):
+            key = self._key(session.jid.bare, stanza)
+            if key is not None:
+                self._pushed[key] = None
+                if len(self._pushed) > 10_000:
+                    del self._pushed[next(iter(self._pushed))]
             self._spawn(self._notify(session.jid.bare, session.jid.resource or "", stanza))
+
+    @staticmethod
+    def _key(user: JID, stanza: Element) -> Optional[tuple[str, str, str]]:
+        mid = stanza.attrs.get("id")
+        return (str(user), stanza.attrs.get("from", ""), mid) if mid else None
 
     async def _notify(self, user: JID, resource: Optional[str], stanza: Element) -> None:
         regs = await self.store.registrations(self.host, user.local or "")
