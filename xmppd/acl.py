@@ -141,6 +141,13 @@ def parse_inline_access(raw: Any, path: str, acls: dict[str, Any]) -> Any:
     return _parse_rules(raw, path, acls, "access")
 
 
+def v_access(value: Any, path: str) -> Any:
+    """A module option naming an access rule, or giving one inline."""
+    if isinstance(value, str):
+        return value
+    return parse_inline_access(value, path, {})
+
+
 class AccessControl:
     """Evaluates ACLs, access rules and shaper rules of a configuration."""
 

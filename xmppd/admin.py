@@ -172,13 +172,7 @@ def install(server: Server) -> None:
             bare = JID(user, host)
         except JIDError:
             return out
-        for s in server.sessions.local_resources(bare):
-            s.stream_error("not-authorized", "account deleted")
-            s.ended("unregistered")
-        for e in server.sessions.backend.remote_sessions(bare):  # on other cluster nodes
-            server.sessions.kick_remote(e.jid, e.node, "account deleted")
-        # modules drop the user's data (roster, block list, offline messages, files...)
-        await server.hooks.run_all("account/removed", bare)
+        await account_deleted(server, bare)
         return out
     cmds.register("unregister", unregister, HELP["unregister"])
 
@@ -307,6 +301,18 @@ def install(server: Server) -> None:
                                        "log level: %s (until the next start)", level)
         return ""
     cmds.register("set_loglevel", set_loglevel, HELP["set_loglevel"], merge=per_node)
+
+
+async def account_deleted(server: Server, bare: JID) -> None:
+    """An account was deleted (``xmppd ctl unregister``, XEP-0077 remove): its sessions
+    end, on every cluster node, and the modules drop its data (roster, block list,
+    offline messages, files...)."""
+    for s in server.sessions.local_resources(bare):
+        s.stream_error("not-authorized", "account deleted")
+        s.ended("unregistered")
+    for e in server.sessions.backend.remote_sessions(bare):  # on other cluster nodes
+        server.sessions.kick_remote(e.jid, e.node, "account deleted")
+    await server.hooks.run_all("account/removed", bare)
 
 
 def _route_as(server: Server, el: Element, frm: str, to: str) -> str:

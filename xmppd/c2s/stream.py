@@ -10,6 +10,7 @@ the stream holds further input back, so stanza order is kept.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -289,6 +290,11 @@ class C2SStream:
             return self.sasl.handle(el)
         if not self.conn.secure and self.listen.starttls_required:
             raise StreamError("policy-violation", "STARTTLS is required first")
+        if tag == IQ:
+            # in-band registration (XEP-0077, mod_register) answers before authentication
+            res = self.server.hooks.fire("c2s/pre-auth-iq", self, el)
+            if res is not None:
+                return res if inspect.isawaitable(res) else None
         raise StreamError("not-authorized", "authenticate first")
 
     async def _starttls(self) -> None:

@@ -18,6 +18,7 @@ import time
 from collections import Counter, deque
 from typing import Any, Optional
 
+from ..acl import v_access
 from ..confval import ConfigError, join, v_bool, v_int, v_pos_int_or_infinity, v_str, v_timeout
 from ..jid import JID
 from ..moduleapi import Module, Option, hook
@@ -33,13 +34,6 @@ from .store import ArchiveRow, ItemNotFound, MucStore
 from .writer import RoomWriter
 
 log = logging.getLogger(__name__)
-
-
-def _v_access(value: Any, path: str) -> Any:
-    from ..acl import parse_inline_access
-    if isinstance(value, str):
-        return value
-    return parse_inline_access(value, path, {})
 
 
 def _v_room_options(value: Any, path: str) -> dict[str, Any]:
@@ -59,11 +53,11 @@ class MucService(Module):
         "host": Option("conference.@HOST@", v_str, "the service's domain"),
         "hosts": Option([], _v_hosts, "the service's domain (the first one is used)"),
         "name": Option("Chatrooms", v_str, "the service's name in discovery"),
-        "access": Option("all", _v_access, "who may use the service"),
-        "access_create": Option("all", _v_access, "who may create rooms"),
-        "access_admin": Option("none", _v_access, "service admins: owners of every room"),
-        "access_persistent": Option("all", _v_access, "who may make rooms persistent"),
-        "access_mam": Option("all", _v_access, "who may read room archives"),
+        "access": Option("all", v_access, "who may use the service"),
+        "access_create": Option("all", v_access, "who may create rooms"),
+        "access_admin": Option("none", v_access, "service admins: owners of every room"),
+        "access_persistent": Option("all", v_access, "who may make rooms persistent"),
+        "access_mam": Option("all", v_access, "who may read room archives"),
         "max_users": Option(200, v_int(1), "occupants per room, at most"),
         "max_users_admin_threshold": Option(5, v_int(0), "extra places for admins and owners"),
         "max_user_conferences": Option(100, v_int(1), "rooms one user may be in at once"),

@@ -1,0 +1,121 @@
+"""In-band registration and account management (XEP-0077, mod_register): a raw client
+creates an account before logging in, within the access rules and the per-address
+rate; a slixmpp client changes its password and deletes its account."""
+
+from __future__ import annotations
+
+import asyncio
+import xml.etree.ElementTree as ET
+from collections.abc import Callable
+from typing import Optional
+
+from conftest import run
+from helpers.clients import Slix
+from helpers.procs import XmppdServer
+from helpers.raw import C, RawClient
+
+MakeServer = Callable[..., XmppdServer]
+NS = "jabber:iq:register"
+FEATURE = "{http://jabber.org/features/iq-register}register"
+STANZAS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+def _condition(el: ET.Element) -> Optional[str]:
+    err = el.find(C + "error")
+    if err is None:
+        return None
+    for c in err:
+        if c.tag.startswith("{%s}" % STANZAS) and not c.tag.endswith("}text"):
+            return c.tag.split("}")[1]
+    return None
+
+
+async def _secured(port: int) -> tuple[RawClient, ET.Element]:
+    c = RawClient(port)
+    await c.connect()
+    await c.open()
+    feats = await c.starttls()
+    return c, feats
+
+
+async def _register(c: RawClient, user: str, password: str, iid: str) -> ET.Element:
+    await c.send(f"<iq type='set' id='{iid}'><query xmlns='{NS}'><username>{user}</username>"
+                 f"<password>{password}</password></query></iq>")
+    return await c.recv_until(lambda el: el.get("id") == iid)
+
+
+def test_a_new_user_signs_up_within_the_limits(make_server: MakeServer) -> None:
+    srv = make_server(modules={"mod_disco": {}, "mod_register": {}})
+    srv.register("bob", "pw")
+    srv.start()
+
+    async def main() -> None:
+        c, feats = await _secured(srv.c2s)
+        assert feats.find(FEATURE) is not None
+        await c.send(f"<iq type='get' id='g1'><query xmlns='{NS}'/></iq>")
+        form = await c.recv_until(lambda el: el.get("id") == "g1")
+        q = form.find(f"{{{NS}}}query")
+        assert q is not None and q.find(f"{{{NS}}}username") is not None
+        assert q.find(f"{{{NS}}}password") is not None
+        # a taken name, a bad name, nothing: errors, and no account
+        assert _condition(await _register(c, "bob", "x", "r1")) == "conflict"
+        assert _condition(await _register(c, "bad@name", "x", "r2")) == "jid-malformed"
+        assert _condition(await _register(c, "", "", "r3")) == "not-acceptable"
+        res = await _register(c, "dora", "dora-pw", "r4")
+        assert res.get("type") == "result", ET.tostring(res)
+        await c.close()
+        # the account works
+        assert await RawClient(srv.c2s).login("dora", "dora-pw") == "dora@localhost/raw"
+        # one account per address per registration_timeout
+        c, _ = await _secured(srv.c2s)
+        assert _condition(await _register(c, "eve", "x", "r5")) == "resource-constraint"
+        # anything else still needs authentication
+        await c.send("<message to='bob@localhost'><body>hi</body></message>")
+        assert await c.stream_error() == "not-authorized"
+        await c.close()
+        assert srv.ctl("check_account", "eve", "localhost", check=False).returncode == 1
+
+    run(main())
+    assert "registered dora@localhost from 127.0.0.1" in srv.log
+
+
+def test_addresses_not_allowed_see_no_registration(make_server: MakeServer) -> None:
+    srv = make_server(modules={"mod_register": {"ip_access": "none"}})
+    srv.start()
+
+    async def main() -> None:
+        c, feats = await _secured(srv.c2s)
+        assert feats.find(FEATURE) is None
+        assert _condition(await _register(c, "mallory", "x", "r1")) == "forbidden"
+        await c.close()
+
+    run(main())
+    assert srv.ctl("check_account", "mallory", "localhost", check=False).returncode == 1
+
+
+def test_a_client_changes_its_password_and_deletes_its_account(make_server: MakeServer) -> None:
+    srv = make_server(modules={"mod_disco": {}, "mod_roster": {}, "mod_register": {}})
+    srv.register("alice", "old-pw")
+    srv.start()
+
+    async def main() -> None:
+        alice = await Slix("alice@localhost/a", "old-pw",
+                           plugins=("xep_0030", "xep_0077")).login(srv.c2s)
+        await alice.plugin["xep_0077"].change_password("new-pw", jid="localhost")
+        await alice.logout()
+        old = RawClient(srv.c2s)
+        await old.connect()
+        await old.open()
+        await old.starttls()
+        res = await old.auth_scram("alice", "old-pw")
+        assert res.tag.endswith("failure")
+        await old.close()
+        again = await Slix("alice@localhost/b", "new-pw",
+                           plugins=("xep_0030", "xep_0077")).login(srv.c2s)
+        await again.plugin["xep_0077"].cancel_registration(jid="localhost")
+        await asyncio.sleep(0.5)
+        await again.logout()
+
+    run(main())
+    assert srv.ctl("check_account", "alice", "localhost", check=False).returncode == 1
+    assert "alice@localhost deleted its account" in srv.log

@@ -1,0 +1,165 @@
+"""mod_register: in-band registration and account management (XEP-0077).
+
+- **Creating an account** before authentication, as Conversations, Gajim and Dino
+  offer: the stream features announce ``<register/>`` to addresses ``ip_access``
+  allows (after STARTTLS where the listener requires it); the client asks for the
+  fields (username, password) and sends them. The new JID must pass ``access``,
+  the address ``ip_access``, and one address registers at most one account per
+  ``registration_timeout`` (ejabberd's defaults: ``all``, ``all``, 600 s; xmppd's
+  default configuration allows loopback only). A taken name is ``conflict``.
+- **Changing the password** of the account one is logged in to (``username`` and
+  ``password`` in an iq set to the server): its SCRAM keys are replaced.
+- **Deleting the account** one is logged in to (``<remove/>``, if ``access_remove``
+  allows): the answer goes out, then the account and its data go, and its sessions
+  end (``not-authorized``), as with ``xmppd ctl unregister``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any, Optional
+
+from ..acl import v_access
+from ..admin import account_deleted
+from ..confval import v_timeout
+from ..jid import JID, JIDError
+from ..moduleapi import Module, Option, iq_handler
+from ..stanza import StanzaError, StanzaEvent, error_reply, iq_result
+from ..xml import Element
+
+log = logging.getLogger(__name__)
+
+NS = "jabber:iq:register"
+QUERY = "{%s}query" % NS
+FEATURE = "{http://jabber.org/features/iq-register}register"
+TIMES_MAX = 100_000   # addresses remembered for registration_timeout, at most
+
+
+def _text(q: Element, name: str) -> str:
+    return (q.findtext("{%s}%s" % (NS, name)) or "").strip()
+
+
+class RegisterModule(Module):
+    name = "mod_register"
+    features = (NS,)
+    xeps = ("XEP-0077",)
+    options = {
+        "access": Option("all", v_access, "which new JIDs may be registered"),
+        "ip_access": Option("all", v_access, "from which addresses accounts may be created"),
+        "access_remove": Option("all", v_access, "who may delete their own account"),
+        "registration_timeout": Option(600.0, v_timeout("second", allow_infinity=True),
+                                       "one new account per address within this time"),
+    }
+
+    def setup(self) -> None:
+        self._last: dict[str, float] = {}   # address -> when it last created an account
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self.api.add_stream_feature("pre-auth", self._feature)
+        self.api.hook("c2s/pre-auth-iq", self._pre_auth, host_only=False)
+
+    def stop(self) -> None:
+        for t in list(self._tasks):
+            t.cancel()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _ip_allowed(self, stream: Any) -> bool:
+        return self.server.access.access(self.opts["ip_access"], None, stream.conn.peer_ip)
+
+    def _feature(self, stream: Any) -> Optional[Element]:
+        ready = stream.conn.secure or not stream.listen.starttls_required
+        return Element(FEATURE) if ready and self._ip_allowed(stream) else None
+
+    # -- before authentication: creating an account -----------------------------------
+    def _pre_auth(self, stream: Any, el: Element) -> Optional[Any]:
+        q = el.find(QUERY)
+        if stream.host != self.host or q is None:
+            return None
+        type_ = el.attrs.get("type")
+        if type_ == "get":
+            form = Element(QUERY, None, [
+                Element("{%s}instructions" % NS, None,
+                        ["Choose a user name and password for this server."]),
+                Element("{%s}username" % NS), Element("{%s}password" % NS)])
+            stream.send(iq_result(el, form))
+            return True
+        if type_ == "set":
+            return self._create(stream, el, q)
+        stream.send(error_reply(el, StanzaError("bad-request")))
+        return True
+
+    async def _create(self, stream: Any, el: Element, q: Element) -> None:
+        try:
+            await self._try_create(stream, q)
+        except StanzaError as e:
+            stream.send(error_reply(el, e))
+            return
+        stream.send(iq_result(el))
+
+    async def _try_create(self, stream: Any, q: Element) -> None:
+        ip = stream.conn.peer_ip
+        user, password = _text(q, "username"), _text(q, "password")
+        if q.find("{%s}remove" % NS) is not None:
+            raise StanzaError("bad-request", text="log in to delete an account")
+        if not user or not password:
+            raise StanzaError("not-acceptable", text="a user name and a password")
+        try:
+            jid = JID(user, self.host)
+        except JIDError:
+            raise StanzaError("jid-malformed", text="not a valid user name") from None
+        access = self.server.access
+        if not self._ip_allowed(stream) or not access.access(self.opts["access"], jid, ip):
+            raise StanzaError("forbidden", text="registration is not allowed here")
+        now = time.monotonic()
+        last = self._last.get(ip)
+        if last is not None and now - last < self.opts["registration_timeout"]:
+            raise StanzaError("resource-constraint", "wait",
+                              "one new account per address in %d s"
+                              % self.opts["registration_timeout"])
+        if not await self.server.accounts.create(self.host, jid.local or "", password):
+            raise StanzaError("conflict", text="that name is taken")
+        if len(self._last) >= TIMES_MAX:
+            self._last.clear()
+        self._last[ip] = now
+        log.info("registered %s from %s (XEP-0077)", jid, ip)
+
+    # -- logged in: the password, or the account itself -------------------------------
+    @iq_handler("get", NS, "query", dest=("host", "self"))
+    def registered(self, ev: StanzaEvent) -> Element:
+        return Element(QUERY, None, [Element("{%s}registered" % NS),
+                                     Element("{%s}username" % NS, None, [ev.from_jid.local or ""])])
+
+    @iq_handler("set", NS, "query", dest=("host", "self"))
+    async def change(self, ev: StanzaEvent) -> None:
+        q = ev.stanza.find(QUERY)
+        assert q is not None
+        user = ev.from_jid.bare
+        if ev.from_jid.domain != self.host:
+            raise StanzaError("forbidden")
+        if q.find("{%s}remove" % NS) is not None:
+            if not self.server.access.access(self.opts["access_remove"], user):
+                raise StanzaError("forbidden", text="accounts are not deleted here")
+            # the answer goes out with this turn's writes; then the account goes
+            self._spawn(self._remove(user))
+            return
+        name, password = _text(q, "username"), _text(q, "password")
+        if name and name.lower() != (user.local or ""):
+            raise StanzaError("bad-request", text="only one's own password")
+        if not password:
+            raise StanzaError("not-acceptable", text="a new password")
+        await self.server.accounts.set_password(self.host, user.local or "", password)
+        log.info("%s changed its password (XEP-0077)", user)
+
+    async def _remove(self, user: JID) -> None:
+        await asyncio.sleep(0.05)
+        if await self.server.accounts.delete(self.host, user.local or ""):
+            log.info("%s deleted its account (XEP-0077)", user)
+            await account_deleted(self.server, user)
+
+
+__all__ = ["RegisterModule"]
