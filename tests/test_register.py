@@ -119,3 +119,21 @@ def test_a_client_changes_its_password_and_deletes_its_account(make_server: Make
     run(main())
     assert srv.ctl("check_account", "alice", "localhost", check=False).returncode == 1
     assert "alice@localhost deleted its account" in srv.log
+
+
+def test_no_sign_up_without_tls(make_server: MakeServer) -> None:
+    """Passwords travel in the clear inside the stream: outside TLS there is no sign-up,
+    even where the listener lets a client log in without TLS (SCRAM)."""
+    srv = make_server(modules={"mod_register": {}}, listen_extra={"starttls_required": False})
+    srv.start()
+
+    async def main() -> None:
+        c = RawClient(srv.c2s)
+        await c.connect()
+        feats = await c.open()
+        assert feats.find(FEATURE) is None
+        assert _condition(await _register(c, "plain", "x", "r1")) == "not-allowed"
+        await c.close()
+
+    run(main())
+    assert srv.ctl("check_account", "plain", "localhost", check=False).returncode == 1

@@ -1,14 +1,14 @@
 """mod_register: in-band registration and account management (XEP-0077).
 
 - **Creating an account** before authentication, as Conversations, Gajim and Dino
-  offer: the stream features announce ``<register/>`` to addresses ``ip_access``
-  allows (after STARTTLS where the listener requires it); the client asks for the
+  offer: the stream features announce ``<register/>`` inside TLS (the password is
+  in the clear, as with PLAIN) to addresses ``ip_access`` allows; the client asks for the
   fields (username, password) and sends them. The new JID must pass ``access``,
   the address ``ip_access``, and one address registers at most one account per
   ``registration_timeout`` (ejabberd's defaults: ``all``, ``all``, 600 s; xmppd's
   default configuration allows loopback only). A taken name is ``conflict``.
 - **Changing the password** of the account one is logged in to (``username`` and
-  ``password`` in an iq set to the server): its SCRAM keys are replaced.
+  ``password`` in an iq set to the server, inside TLS): its SCRAM keys are replaced.
 - **Deleting the account** one is logged in to (``<remove/>``, if ``access_remove``
   allows): the answer goes out, then the account and its data go, and its sessions
   end (``not-authorized``), as with ``xmppd ctl unregister``.
@@ -72,8 +72,8 @@ class RegisterModule(Module):
         return self.server.access.access(self.opts["ip_access"], None, stream.conn.peer_ip)
 
     def _feature(self, stream: Any) -> Optional[Element]:
-        ready = stream.conn.secure or not stream.listen.starttls_required
-        return Element(FEATURE) if ready and self._ip_allowed(stream) else None
+        # passwords travel in the clear inside the stream: inside TLS only, as PLAIN
+        return Element(FEATURE) if stream.conn.secure and self._ip_allowed(stream) else None
 
     # -- before authentication: creating an account -----------------------------------
     def _pre_auth(self, stream: Any, el: Element) -> Optional[Any]:
@@ -106,6 +106,8 @@ class RegisterModule(Module):
         user, password = _text(q, "username"), _text(q, "password")
         if q.find("{%s}remove" % NS) is not None:
             raise StanzaError("bad-request", text="log in to delete an account")
+        if not stream.conn.secure:
+            raise StanzaError("not-allowed", text="start TLS first: the password is in the clear")
         if not user or not password:
             raise StanzaError("not-acceptable", text="a user name and a password")
         try:
@@ -152,6 +154,9 @@ class RegisterModule(Module):
             raise StanzaError("bad-request", text="only one's own password")
         if not password:
             raise StanzaError("not-acceptable", text="a new password")
+        origin = ev.origin
+        if origin is None or not origin.conn.secure:
+            raise StanzaError("not-allowed", text="over TLS only: the password is in the clear")
         await self.server.accounts.set_password(self.host, user.local or "", password)
         log.info("%s changed its password (XEP-0077)", user)
 
