@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 from conftest import run
-from helpers.clients import Slix
+from helpers.clients import Slix, aioxmpp_client
 from helpers.peer import Peer, befriend, error_condition
 from helpers.procs import XmppdServer
 
 MakeServer = Callable[..., XmppdServer]
-MODULES = {"mod_disco": {}, "mod_roster": {}, "mod_blocking": {},
+MODULES = {"mod_disco": {}, "mod_roster": {}, "mod_blocking": {}, "mod_vcard": {},
            "mod_pubsub": {"max_nodes": 6,
                           "force_node_config": {"storage:bookmarks": {"access_model": "whitelist"}}}}
 PLUGINS = ("xep_0030", "xep_0004", "xep_0115", "xep_0060", "xep_0163")
@@ -251,3 +251,45 @@ def test_access_models_errors_and_the_owners_operations(make_server: MakeServer)
         assert error_condition(res) == "item-not-found"
         await alice.close()
     run(gone())
+
+
+def test_aioxmpp_avatars_over_pep_and_vcard(make_server: MakeServer) -> None:
+    """XEP-0084 avatars as aioxmpp publishes them (data and metadata nodes, the vCard kept
+    in step), seen by a contact's aioxmpp client through a notification and fetched."""
+    import aioxmpp
+    import aioxmpp.avatar
+    import aioxmpp.vcard
+
+    srv = _server(make_server)
+    png = bytes(range(256)) * 4
+
+    async def main() -> None:
+        a, b = await Peer(srv.c2s, "alice", "secret").login(), await Peer(srv.c2s, "bob", "secret").login()
+        await befriend(a, b)
+        await a.close()
+        await b.close()
+        alice = aioxmpp_client("alice@localhost/aio", "secret", srv.c2s)
+        bob = aioxmpp_client("bob@localhost/aio", "secret", srv.c2s)
+        bob_avatars = bob.summon(aioxmpp.avatar.AvatarService)
+        changed: asyncio.Queue[Any] = asyncio.Queue()
+        bob_avatars.on_metadata_changed.connect(lambda jid, meta: changed.put_nowait((jid, meta)))
+        async with bob.connected(), alice.connected():
+            avatars = alice.summon(aioxmpp.avatar.AvatarService)
+            avatars.synchronize_vcard = True   # the image in the vCard too (XEP-0153)
+            aset = aioxmpp.avatar.AvatarSet()
+            aset.add_avatar_image("image/png", image_bytes=png, width=16, height=16)
+            await avatars.publish_avatar_set(aset)
+            alice_jid = aioxmpp.JID.fromstr("alice@localhost")
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            # the PEP notification (not only the vCard hash in presence) reaches bob
+            while alice_jid not in bob_avatars._has_pep_avatar:
+                jid, _meta = await asyncio.wait_for(changed.get(), deadline - loop.time())
+                assert str(jid) == "alice@localhost"
+            descriptors = await bob_avatars.get_avatar_metadata(alice_jid, require_fresh=True)
+            assert descriptors and await descriptors[0].get_image_bytes() == png
+            # and aioxmpp kept alice's vCard in step (mod_vcard)
+            card = await bob.summon(aioxmpp.vcard.VCardService).get_vcard(alice_jid)
+            assert card.get_photo_data() == png
+
+    run(main())
