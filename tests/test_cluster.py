@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -19,6 +20,8 @@ from helpers.peer import (ROSTER, Peer, befriend, error_condition, is_message, i
                           push_state)
 from helpers.procs import RedisServer, XmppdServer, free_port, wait_port
 from helpers.raw import STANZA_ERR, C, RawClient
+from helpers.smclient import SMClient
+from helpers.smclient import body as sm_body
 
 MakeServer = Callable[..., XmppdServer]
 
@@ -155,6 +158,40 @@ def test_admin_commands_for_every_node_reach_every_node(make_server: MakeServer,
             break
         time.sleep(0.1)
     assert n0.ctl("set_load", "auto").returncode == 0
+
+
+def test_a_session_resumed_on_another_node_hands_over_what_it_had_not_delivered(
+        make_server: MakeServer, redis_server: RedisServer, tmp_path: Path) -> None:
+    """With --workers, a phone that reconnects lands on any worker. Its session cannot
+    move there, but the node holding it releases it at once: the messages it had not
+    delivered reach the new session now, not when resume_timeout (120 s) runs out."""
+    n0, n1 = make_cluster(make_server, redis_server, tmp_path, n=2, users=("alice", "bob"),
+                          modules={"mod_disco": {}, "mod_offline": {},
+                                   "mod_stream_mgmt": {"resume_timeout": 120}})
+
+    async def main() -> None:
+        phone = SMClient(n0.c2s, "alice", "pw", "phone", ack_each=False)
+        phone.mute = True          # receives, never acknowledges
+        await phone.connect()
+        bob = await SMClient(n1.c2s, "bob", "pw", "desk").connect()
+        await _settle()
+        for i in range(3):
+            await bob.send(f"<message to='alice@localhost/phone' type='chat'><body>m{i}</body>"
+                           "</message>")
+        await phone.messages(3)
+        phone.drop()
+        await asyncio.sleep(0.3)
+        phone.port = n1.c2s        # back, through the other node
+        res = await phone.resume()
+        assert res.tag.endswith("failed"), ET.tostring(res)
+        again = await SMClient(n1.c2s, "alice", "pw", "phone").connect()
+        got = await again.messages(3, timeout=10)
+        assert [sm_body(m) for m in got] == ["m0", "m1", "m2"]
+        await again.close()
+        await bob.close()
+
+    run(main())
+    assert "released here" in n0.log
 
 
 def test_workers_share_ports(tmp_path: Path) -> None:

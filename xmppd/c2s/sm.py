@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections import deque
 from typing import TYPE_CHECKING, Any, Optional
 
@@ -35,6 +34,7 @@ from ..moduleapi import Module, Option
 from ..receipts.journal import Journal
 from ..stanza import IQ, MESSAGE, STANZAS_NS, StanzaError, error_reply
 from ..xml import Element, serialize
+from .sm_cluster import RELEASED, ClusterRelease, new_resume_id
 from .stream import BIND, BOUND
 
 if TYPE_CHECKING:
@@ -217,6 +217,7 @@ class StreamMgmt(Module):
             api.add_stream_handler("{%s}%s" % (NS, name), fn)
         api.hook("c2s/disconnected", self._disconnected, host_only=False)
         api.hook("c2s/ended", self._ended, host_only=False)
+        self.release = ClusterRelease(self)   # sessions resumed on another cluster node
 
     def stop(self) -> None:
         for session in list(self.resumable.values()):
@@ -244,7 +245,7 @@ class StreamMgmt(Module):
                     timeout = min(float(asked), longest)
             except ValueError:
                 pass
-            resume_id = secrets.token_urlsafe(18)
+            resume_id = new_resume_id(self.server.node)
             attrs = {"id": resume_id, "resume": "true", "max": str(int(timeout))}
         session.sm = SMState(self, resume_id, timeout)
         if resume_id is not None:
@@ -324,6 +325,12 @@ class StreamMgmt(Module):
         if new.state != BIND:
             new.write_raw(_failed("unexpected-request", text="resume right after authenticating"))
             return
+        node = self.release.elsewhere(previd) if old is None else None
+        if node is not None and new.auth_jid is not None:
+            await self.release.release(node, previd, new.auth_jid.bare)
+            new.write_raw(_failed("item-not-found", text="the session was on another node: "
+                                  "what it had not delivered goes to your new session"))
+            return
         if old is None or old.sm is None or old.sm.dead or new.auth_jid is None or \
                 new.auth_jid.bare != old.jid.bare:
             new.write_raw(_failed("item-not-found", text="no such session to resume"))
@@ -376,7 +383,8 @@ class StreamMgmt(Module):
         others = [s for s in self.server.sessions.resources(session.jid.bare)
                   if s is not session and s.available]
         resend = mode == "true" or (mode == "if_offline" and not others) or \
-            reason == "shutdown"  # the other sessions end too: store, don't bounce
+            reason == "shutdown" or \
+            reason == RELEASED  # the other sessions end too / the client is back: route again
         router = self.server.router
         for el in stanzas:
             tag = el.tag
