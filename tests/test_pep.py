@@ -293,3 +293,49 @@ def test_aioxmpp_avatars_over_pep_and_vcard(make_server: MakeServer) -> None:
             assert card.get_photo_data() == png
 
     run(main())
+
+
+def test_notifications_cross_to_contacts_on_another_server(make_server: MakeServer) -> None:
+    """Federation: bob on b.test follows alice's device list on a.test. a.test learns
+    bob's session and caps from the presence he sends alice, gives him the last item,
+    then each new one."""
+    from helpers.federation import federated_pair
+
+    a, b = federated_pair(make_server)
+    for srv in (a, b):
+        srv.config["modules"] = {"mod_ping": {}, "mod_disco": {}, "mod_roster": {},
+                                 "mod_pubsub": {}}
+        srv.write_config()
+    a.register("alice", "secret", host="a.test")
+    b.register("bob", "secret", host="b.test")
+    a.start()
+    b.start()
+
+    async def main() -> None:
+        alice = await Peer(a.c2s, "alice", resource="home", host="a.test").login()
+        bob = await Peer(b.c2s, "bob", resource="phone", host="b.test").login()
+        await alice.send("<message to='bob@b.test/phone' id='w1'><body>hi</body></message>")
+        await bob.expect(lambda el: el.get("id") == "w1", 20)   # the s2s streams are up
+        await bob.send("<message to='alice@a.test/home' id='w2'><body>hi</body></message>")
+        await alice.expect(lambda el: el.get("id") == "w2", 20)
+        await befriend(alice, bob)
+        await alice.iq(f"<pubsub xmlns='{PUBSUB}'><publish node='{DEVICES}'><item id='current'>"
+                       "<devices xmlns='urn:xmpp:omemo:2'><device id='1'/></devices>"
+                       "</item></publish></pubsub>", "set")
+        await bob.close()
+        await alice.close()
+        phone, events = await interested("bob@b.test/slix", DEVICES)
+        phone.connect("127.0.0.1", b.c2s)
+        await asyncio.wait_for(phone.started.wait(), 15)
+        kind, msg = await asyncio.wait_for(events.get(), 20)   # the last item, on presence
+        assert msg["from"] == "alice@a.test" and _device_ids(msg) == ["1"]
+        alice = await Peer(a.c2s, "alice", resource="home2", host="a.test").login()
+        await alice.iq(f"<pubsub xmlns='{PUBSUB}'><publish node='{DEVICES}'><item id='current'>"
+                       "<devices xmlns='urn:xmpp:omemo:2'><device id='1'/><device id='2'/>"
+                       "</devices></item></publish></pubsub>", "set")
+        kind, msg = await asyncio.wait_for(events.get(), 20)
+        assert _device_ids(msg) == ["1", "2"]
+        await phone.logout()
+        await alice.close()
+
+    run(main(), timeout=120)

@@ -14,6 +14,7 @@ import asyncio
 import logging
 from typing import Any, Optional
 
+from ..jid import JID
 from ..modules.disco import caps_ver
 from ..stanza import StanzaError, make_iq
 from ..xml import Element
@@ -38,10 +39,10 @@ class Caps:
         self.known: dict[str, frozenset[str]] = {}   # verified ver -> +notify nodes
         self._asking: dict[str, asyncio.Future[Optional[frozenset[str]]]] = {}
 
-    async def notify_nodes(self, session: Any) -> Optional[frozenset[str]]:
-        """The nodes the session wants notifications of, from the caps of its last
-        presence; None when it announced no caps (or did not answer about them)."""
-        presence = session.presence
+    async def notify_nodes(self, jid: JID, presence: Optional[Element]) -> Optional[frozenset[str]]:
+        """The nodes the entity ``jid`` (a local session, or a contact on another server)
+        wants notifications of, from the caps in its ``presence``; None when it
+        announced no caps (or did not answer about them)."""
         c = presence.find(q(CAPS, "c")) if presence is not None else None
         if c is None:
             return None
@@ -58,20 +59,20 @@ class Caps:
         self._asking[ver] = fut
         nodes: Optional[frozenset[str]] = None
         try:
-            nodes = await self._ask(session, node, ver, hash_)
+            nodes = await self._ask(jid, node, ver, hash_)
         finally:
             del self._asking[ver]
             fut.set_result(nodes)   # (None if asking failed)
         return nodes
 
-    async def _ask(self, session: Any, node: str, ver: str,
+    async def _ask(self, jid: JID, node: str, ver: str,
                    hash_: Optional[str]) -> Optional[frozenset[str]]:
         iq = make_iq("get", Element(q(DISCO_INFO, "query"), {"node": f"{node}#{ver}"}),
-                     to=str(session.jid), frm=self.host)
+                     to=str(jid), frm=self.host)
         try:
             reply = await self.server.iq_tracker.request(iq, timeout=10.0)
         except (StanzaError, TimeoutError) as e:
-            log.debug("caps of %s: no answer (%s)", session.jid, e)
+            log.debug("caps of %s: no answer (%s)", jid, e)
             return None
         query = reply.find(q(DISCO_INFO, "query"))
         if query is None:

@@ -15,16 +15,21 @@ Every account is a publish-subscribe service (XEP-0060) at its bare JID:
   owner: **configure** (the ``pubsub#node_config`` form), **delete**, **purge**.
 - **Notifications** (headline messages from the owner's bare JID) go to the owner's
   own available sessions and, unless the node is ``whitelist``, to those of the
-  local contacts subscribed to the owner's presence who did not block and are not
-  blocked; in both cases only to sessions whose entity capabilities (XEP-0115)
-  announce ``NODE+notify`` (:mod:`xmppd.pep.caps`). A session that becomes
-  available gets the last item of each node it wants, of its own account and of
-  the local contacts whose presence it receives (``send_last_published_item``).
+  contacts subscribed to the owner's presence who did not block and are not
+  blocked; in all cases only to sessions whose entity capabilities (XEP-0115)
+  announce ``NODE+notify`` (:mod:`xmppd.pep.caps`). Sessions of contacts on other
+  servers are known from the presence they send to local users (and forgotten with
+  their unavailable presence). A session that becomes available gets the last item
+  of each node it wants, of its own account and of the contacts whose presence it
+  receives (``send_last_published_item``); a contact's session on another server,
+  of the local user it sent presence to.
 
 Subscriptions of other kinds (explicit ``subscribe``), collections and a pubsub
-service at ``pubsub.HOST`` are not implemented, nor notifications to contacts on
-other servers; nodes and items are in the database (SQLite or PostgreSQL) and
-shared by the cluster's nodes.
+service at ``pubsub.HOST`` are not implemented; nodes and items are in the database
+(SQLite or PostgreSQL) and shared by the cluster's nodes. What a cluster node
+knows of contacts on other servers comes from the presence it received itself
+(over its own server-to-server streams): a publish on another node does not reach
+them.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ from .store import PepStore
 log = logging.getLogger(__name__)
 
 X = "{jabber:x:data}x"
+REMOTE_MAX = 100_000   # sessions of contacts on other servers tracked, at most
 FEATURES = [PUBSUB] + [PUBSUB + "#" + f for f in (
     "publish", "publish-options", "auto-create", "create-nodes", "config-node",
     "persistent-items", "retrieve-items", "retract-items", "delete-items", "delete-nodes",
@@ -95,6 +101,10 @@ class PubsubModule(Module):
         self.forced = {node: nodecfg.forced_options(opts, self.cap)
                        for node, opts in self.opts["force_node_config"].items()}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # contacts on other servers, from the presence they send to local users: their
+        # sessions' +notify nodes, and the local users whose last items they have had
+        self.remote: dict[JID, tuple[frozenset[str], set[JID]]] = {}
+        self.remote_by_bare: dict[JID, set[JID]] = {}
         self.api.hook("disco-account-features", lambda ev: FEATURES)
         self.api.hook("disco-account-identities", lambda ev: [("pubsub", "pep", None)])
 
@@ -307,12 +317,17 @@ class PubsubModule(Module):
             subscribers = await roster.cache.run(owner, lambda r: r.subscribers()) \
                 if roster is not None else []
             hooks = self.server.hooks
+            remote: list[JID] = []
             for contact in subscribers:
                 if hooks.fire("privacy/blocked", owner, contact) or \
                         hooks.fire("privacy/blocked", contact, owner):
                     continue
                 targets.extend(s for s in sessions.resources(contact)
                                if s.available and wants(s, node))
+                remote.extend(full for full in self.remote_by_bare.get(contact, ())
+                              if node in self.remote[full][0])
+            for full in remote:
+                self._send_event(owner, full, what)
         for s in targets:
             self._send_event(owner, s.jid, what)
 
@@ -332,7 +347,7 @@ class PubsubModule(Module):
             self._spawn(self._caps_then_last(session, first))
 
     async def _caps_then_last(self, session: Any, first: bool) -> None:
-        nodes = await self.caps.notify_nodes(session) or frozenset()
+        nodes = await self.caps.notify_nodes(session.jid, session.presence) or frozenset()
         if session.gone or not session.available:
             return
         flags = session.data.setdefault("flags", set())
@@ -364,6 +379,63 @@ class PubsubModule(Module):
                 continue
             kept = parse_xml(last.item.payload) if cfg["deliver_payloads"] else None
             self._send_event(owner, session.jid, Element(q(EVENT, "items"), {"node": last.node}, [
+                Element(q(EVENT, "item"), {"id": last.item.id},
+                        [kept] if kept is not None else [])]), last.item.published / 1e6)
+
+    # -- contacts on other servers -------------------------------------------------------
+    @hook("presence/bare", priority=50)
+    def _presence_in(self, ev: StanzaEvent) -> None:
+        frm = ev.from_jid
+        if frm.domain in self.server.hosts or frm.resource is None or ev.to_jid.local is None:
+            return None
+        if ev.type == "available":
+            self._spawn(self._remote_available(ev.to_jid.bare, frm, ev.stanza))
+        elif ev.type in ("unavailable", "error"):
+            self._forget_remote(frm)
+        return None   # (observed only: the presence goes on to its recipients)
+
+    @hook("presence/full", priority=50)
+    def _presence_in_full(self, ev: StanzaEvent) -> None:
+        if ev.type in ("available", "unavailable", "error"):
+            self._presence_in(ev)
+        return None
+
+    def _forget_remote(self, full: JID) -> None:
+        if self.remote.pop(full, None) is not None:
+            fulls = self.remote_by_bare.get(full.bare)
+            if fulls is not None:
+                fulls.discard(full)
+                if not fulls:
+                    del self.remote_by_bare[full.bare]
+
+    async def _remote_available(self, owner: JID, contact: JID, presence: Element) -> None:
+        nodes = await self.caps.notify_nodes(contact, presence) or frozenset()
+        if not nodes:
+            self._forget_remote(contact)
+            return
+        known = self.remote.get(contact)
+        owners: set[JID] = known[1] if known is not None else set()
+        fresh = nodes if known is None or owner not in owners else nodes - known[0]
+        if known is None and len(self.remote) >= REMOTE_MAX:
+            self.remote.clear()
+            self.remote_by_bare.clear()
+        owners.add(owner)
+        self.remote[contact] = (nodes, owners)
+        self.remote_by_bare.setdefault(contact.bare, set()).add(contact)
+        if not fresh:
+            return
+        roster = RosterModule.of(self.server, self.host)
+        subscribed = roster is not None and await roster.cache.run(
+            owner, lambda r: r.state(contact.bare).frm)
+        if not subscribed or self.server.hooks.fire("privacy/blocked", owner, contact.bare):
+            return
+        for last in await self.store.last_items(self.host, [owner.local or ""], sorted(fresh)):
+            cfg = last.config
+            if cfg.get("send_last_published_item") != "on_sub_and_presence" or \
+                    cfg["access_model"] == "whitelist":
+                continue
+            kept = parse_xml(last.item.payload) if cfg["deliver_payloads"] else None
+            self._send_event(owner, contact, Element(q(EVENT, "items"), {"node": last.node}, [
                 Element(q(EVENT, "item"), {"id": last.item.id},
                         [kept] if kept is not None else [])]), last.item.published / 1e6)
 
