@@ -49,6 +49,14 @@ class VirtualHost:
         self.apis: dict[str, ModuleAPI] = {}
 
 
+# ejabberd modules whose work xmppd does without a module of that name
+BUILT_IN = {
+    "mod_caps": "entity capabilities are read by mod_pubsub for PEP notifications",
+    "mod_s2s_dialback": "server dialback is part of every s2s stream",
+    "mod_muc_admin": "mod_muc has muc_online_rooms; room administration is in XEP-0045",
+}
+
+
 def check_modules(config: Config) -> tuple[dict[str, dict[str, tuple[type[Module], dict[str, Any]]]],
                                            list[str]]:
     """Validate module options of every host; return the load plan and warnings."""
@@ -64,7 +72,10 @@ def check_modules(config: Config) -> tuple[dict[str, dict[str, tuple[type[Module
             cls = known.get(name)
             if cls is None:
                 if host == config.hosts[0]:
-                    warnings.append(f"{path}: module not available in xmppd, ignored")
+                    built_in = BUILT_IN.get(name)
+                    warnings.append(f"{path}: built into xmppd ({built_in}), ignored"
+                                    if built_in else
+                                    f"{path}: module not available in xmppd, ignored")
                 continue
             opts = cls.validate(raw, path, warnings if host == config.hosts[0] else [])
             mods[name] = (cls, opts)
