@@ -299,26 +299,13 @@ def test_notifications_cross_to_contacts_on_another_server(make_server: MakeServ
     """Federation: bob on b.test follows alice's device list on a.test. a.test learns
     bob's session and caps from the presence he sends alice, gives him the last item,
     then each new one."""
-    from helpers.federation import federated_pair
+    from helpers.federation import alice_and_bob, friends_across
 
-    a, b = federated_pair(make_server)
-    for srv in (a, b):
-        srv.config["modules"] = {"mod_ping": {}, "mod_disco": {}, "mod_roster": {},
-                                 "mod_pubsub": {}}
-        srv.write_config()
-    a.register("alice", "secret", host="a.test")
-    b.register("bob", "secret", host="b.test")
-    a.start()
-    b.start()
+    a, b = alice_and_bob(make_server, {"mod_ping": {}, "mod_disco": {}, "mod_roster": {},
+                                       "mod_pubsub": {}})
 
     async def main() -> None:
-        alice = await Peer(a.c2s, "alice", resource="home", host="a.test").login()
-        bob = await Peer(b.c2s, "bob", resource="phone", host="b.test").login()
-        await alice.send("<message to='bob@b.test/phone' id='w1'><body>hi</body></message>")
-        await bob.expect(lambda el: el.get("id") == "w1", 20)   # the s2s streams are up
-        await bob.send("<message to='alice@a.test/home' id='w2'><body>hi</body></message>")
-        await alice.expect(lambda el: el.get("id") == "w2", 20)
-        await befriend(alice, bob)
+        alice, bob = await friends_across(a, b)
         await alice.iq(f"<pubsub xmlns='{PUBSUB}'><publish node='{DEVICES}'><item id='current'>"
                        "<devices xmlns='urn:xmpp:omemo:2'><device id='1'/></devices>"
                        "</item></publish></pubsub>", "set")

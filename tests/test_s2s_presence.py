@@ -5,32 +5,18 @@ from __future__ import annotations
 from typing import Callable
 
 from conftest import run
-from helpers.federation import federated_pair
-from helpers.peer import Peer, befriend, is_presence
+from helpers.federation import alice_and_bob, friends_across
+from helpers.peer import Peer, is_presence
 from helpers.procs import XmppdServer
 
 MODULES = {"mod_ping": {}, "mod_disco": {}, "mod_roster": {}, "mod_last": {}}
 
 
 def test_contacts_on_two_servers_see_each_other(make_server: Callable[..., XmppdServer]) -> None:
-    a, b = federated_pair(make_server)
-    for srv in (a, b):
-        srv.config["modules"] = MODULES
-        srv.write_config()
-    a.register("alice", "secret", host="a.test")
-    b.register("bob", "secret", host="b.test")
-    a.start()
-    b.start()
+    a, b = alice_and_bob(make_server, MODULES)
 
     async def main() -> None:
-        alice = await Peer(a.c2s, "alice", resource="home", host="a.test").login()
-        bob = await Peer(b.c2s, "bob", resource="phone", host="b.test").login()
-        # the first stanza each way waits for an s2s stream (dialback): give it time
-        await alice.send("<message to='bob@b.test/phone' id='w1'><body>hi</body></message>")
-        await bob.expect(lambda el: el.get("id") == "w1", 20)
-        await bob.send("<message to='alice@a.test/home' id='w2'><body>hi</body></message>")
-        await alice.expect(lambda el: el.get("id") == "w2", 20)
-        await befriend(alice, bob)
+        alice, bob = await friends_across(a, b)
         # Bob leaves and comes back: Alice sees both; his server probes hers for her
         await bob.close()
         await alice.expect(is_presence("bob@b.test/phone", "unavailable"), 10)

@@ -21,7 +21,6 @@ registration (XEP-0357 section 8); other errors and timeouts keep it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any, Optional
 
@@ -77,20 +76,10 @@ class PushModule(Module):
         self.store = PushStore(self.server.db)
         self._busy: set[tuple[str, str, str]] = set()          # (user, service, node) in flight
         self._next: dict[tuple[str, str, str], tuple[Registration, Element]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         # messages notified while queued for a session kept for resumption: when that
         # session times out they are stored offline, and must not notify again
         self._pushed: dict[tuple[str, str, str], None] = {}
         self.api.hook("disco-account-features", lambda ev: [NS])
-
-    def stop(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     # -- enable / disable ------------------------------------------------------------
     @iq_handler("set", NS, "enable", dest="self")
@@ -132,7 +121,7 @@ class PushModule(Module):
             key = self._key(ev.to_jid.bare, ev.stanza)
             if key is not None and key in self._pushed:
                 return
-            self._spawn(self._notify(ev.to_jid.bare, None, ev.stanza))
+            self.api.add_task(self._notify(ev.to_jid.bare, None, ev.stanza))
 
     @hook("sm/queued")
     def _queued(self, session: Any, stanza: Element) -> None:
@@ -144,7 +133,7 @@ class PushModule(Module):
                 self._pushed[key] = None
                 if len(self._pushed) > 10_000:
                     del self._pushed[next(iter(self._pushed))]
-            self._spawn(self._notify(session.jid.bare, session.jid.resource or "", stanza))
+            self.api.add_task(self._notify(session.jid.bare, session.jid.resource or "", stanza))
 
     @staticmethod
     def _key(user: JID, stanza: Element) -> Optional[tuple[str, str, str]]:
@@ -162,7 +151,7 @@ class PushModule(Module):
                 self._next[key] = (reg, summary)   # the newest goes when this one is answered
                 continue
             self._busy.add(key)
-            self._spawn(self._publish(user, key, reg, summary))
+            self.api.add_task(self._publish(user, key, reg, summary))
 
     def _summary(self, stanza: Element) -> Element:
         form = Element("{%s}x" % DATA, {"type": "submit"}, [

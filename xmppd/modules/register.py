@@ -55,18 +55,8 @@ class RegisterModule(Module):
 
     def setup(self) -> None:
         self._last: dict[str, float] = {}   # address -> when it last created an account
-        self._tasks: set[asyncio.Task[Any]] = set()
         self.api.add_stream_feature("pre-auth", self._feature)
         self.api.hook("c2s/pre-auth-iq", self._pre_auth, host_only=False)
-
-    def stop(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _ip_allowed(self, stream: Any) -> bool:
         return self.server.access.access(self.opts["ip_access"], None, stream.conn.peer_ip)
@@ -147,7 +137,7 @@ class RegisterModule(Module):
             if not self.server.access.access(self.opts["access_remove"], user):
                 raise StanzaError("forbidden", text="accounts are not deleted here")
             # the answer goes out with this turn's writes; then the account goes
-            self._spawn(self._remove(user))
+            self.api.add_task(self._remove(user))
             return
         name, password = _text(q, "username"), _text(q, "password")
         if name and name.lower() != (user.local or ""):

@@ -34,7 +34,6 @@ them.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import secrets
 from typing import Any, Optional
@@ -100,22 +99,12 @@ class PubsubModule(Module):
         self.cap = int(self.opts["max_items_node"])
         self.forced = {node: nodecfg.forced_options(opts, self.cap)
                        for node, opts in self.opts["force_node_config"].items()}
-        self._tasks: set[asyncio.Task[Any]] = set()
         # contacts on other servers, from the presence they send to local users: their
         # sessions' +notify nodes, and the local users whose last items they have had
         self.remote: dict[JID, tuple[frozenset[str], set[JID]]] = {}
         self.remote_by_bare: dict[JID, set[JID]] = {}
         self.api.hook("disco-account-features", lambda ev: FEATURES)
         self.api.hook("disco-account-identities", lambda ev: [("pubsub", "pep", None)])
-
-    def stop(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def _new_config(self, node: str, options: dict[str, Any]) -> dict[str, Any]:
         """A new node's configuration: the defaults, the client's options, then what
@@ -344,7 +333,7 @@ class PubsubModule(Module):
     @hook("presence/available")
     def _available(self, session: Any, first: bool) -> None:
         if session.jid.domain == self.host:
-            self._spawn(self._caps_then_last(session, first))
+            self.api.add_task(self._caps_then_last(session, first))
 
     async def _caps_then_last(self, session: Any, first: bool) -> None:
         nodes = await self.caps.notify_nodes(session.jid, session.presence) or frozenset()
@@ -389,7 +378,7 @@ class PubsubModule(Module):
         if frm.domain in self.server.hosts or frm.resource is None or ev.to_jid.local is None:
             return None
         if ev.type == "available":
-            self._spawn(self._remote_available(ev.to_jid.bare, frm, ev.stanza))
+            self.api.add_task(self._remote_available(ev.to_jid.bare, frm, ev.stanza))
         elif ev.type in ("unavailable", "error"):
             self._forget_remote(frm)
         return None   # (observed only: the presence goes on to its recipients)
