@@ -15,8 +15,11 @@ VALUE = "{%s}value" % DATA
 
 def add_field(form: Element, var: str, type_: str, label: str, values: list[str],
               options: Optional[list[tuple[str, str]]] = None) -> None:
-    """A field with its values (and, for lists, its options: value, label)."""
-    attrs = {"var": var, "type": type_}
+    """A field with its values (and, for lists, its options: value, label); an empty
+    ``type_`` or ``label`` is left out (a submitted form needs neither)."""
+    attrs = {"var": var}
+    if type_:
+        attrs["type"] = type_
     if label:
         attrs["label"] = label
     f = form.add(FIELD, attrs)

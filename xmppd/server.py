@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from . import delivery
 from .acl import AccessControl
+from .cluster.ask import Asking
 from .cluster.ctl import ClusterCommands
 from .commands import Commands
 from .config import Config, ConfigError, ListenConfig
@@ -108,6 +109,7 @@ class Server:
         self.access = AccessControl(config.acl, config.access_rules, config.shaper_rules,
                                     config.hosts)
         self.commands = Commands()
+        self.asking = Asking(self)   # questions to other cluster nodes, and answers
         self.cluster_commands = ClusterCommands(self)  # ctl commands that act on every node
         self.iq_tracker = IqTracker(self)
         self.certs: Optional[CertStore] = None

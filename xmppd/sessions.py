@@ -140,6 +140,17 @@ class SessionRegistry:
             flags.discard(flag)
         self.changed(session)
 
+    def set_flags(self, session: Any, prefix: str, flags: set[str]) -> set[str]:
+        """Make ``flags`` the session's flags that start with ``prefix`` (the others
+        stay), and tell the other nodes once; returns the flags that were there."""
+        have = session.data.setdefault("flags", set())
+        old = {f for f in have if f.startswith(prefix)}
+        if old != flags:
+            have -= old
+            have |= flags
+            self.changed(session)
+        return old
+
     def get(self, full: JID) -> Optional[Any]:
         s = self.local.get(full)
         if s is not None:

@@ -399,6 +399,12 @@ class C2SStream:
             self.conn.write(stanza.to_bytes())
 
     @property
+    def detached(self) -> bool:
+        """Its connection is gone and stream management keeps it for resumption: what
+        is sent to it waits in its queue."""
+        return self.state == CLOSED and self.sm is not None
+
+    @property
     def gone(self) -> bool:
         """Closed, and nothing keeps what is sent to it (no stream management):
         a stanza for it must be handled as if the session had ended already."""

@@ -12,12 +12,11 @@ reserved namespaces (``jabber:*``, ``http://jabber.org/*``, ``vcard-temp``) are
 
 from __future__ import annotations
 
-from ..jid import JID
-from ..moduleapi import Module, hook, iq_handler
+from ..moduleapi import iq_handler
 from ..stanza import StanzaError, StanzaEvent
 from ..xml import Child, Element
 from ..xmlstream import parse_xml
-from .xml_store import XmlStore, private_storage
+from .xml_store import XmlStoreModule, private_storage
 
 NS = "jabber:iq:private"
 QUERY = "{%s}query" % NS
@@ -37,15 +36,11 @@ def _children(ev: StanzaEvent) -> list[Element]:
     return children
 
 
-class PrivateModule(Module):
+class PrivateModule(XmlStoreModule):
     name = "mod_private"
     features = (NS,)
     xeps = ("XEP-0049",)
-    stores = ("xmppd.modules.xml_store",)
-
-    def setup(self) -> None:
-        assert self.server.db is not None
-        self.store = XmlStore(self.server.db, private_storage)
+    table = private_storage
 
     @iq_handler("get", NS, "query", dest="self")
     async def get(self, ev: StanzaEvent) -> Element:
@@ -71,8 +66,3 @@ class PrivateModule(Module):
     @iq_handler("set", NS, "query", dest="bare")
     def other(self, ev: StanzaEvent) -> None:
         raise StanzaError("forbidden", text="private XML is its owner's only")
-
-    @hook("account/removed")
-    async def _account_removed(self, user: JID) -> None:
-        if user.domain == self.host and user.local is not None:
-            await self.store.delete_user(self.host, user.local)

@@ -24,10 +24,11 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from ..c2s.stream import CLOSED as _CLOSED
 from ..confval import ConfigError, v_bool
+from ..dataforms import X, add_field
 from ..jid import JID, JIDError
 from ..moduleapi import Module, Option, hook, iq_handler
+from ..pep.ns import PUBSUB
 from ..stanza import ERROR_TYPES, MESSAGE, StanzaError, StanzaEvent, make_iq
 from ..xml import Element
 from ..xmlstream import parse_xml
@@ -36,8 +37,6 @@ from .push_store import PushStore, Registration
 log = logging.getLogger(__name__)
 
 NS = "urn:xmpp:push:0"
-PUBSUB = "http://jabber.org/protocol/pubsub"
-DATA = "jabber:x:data"
 BODY = "{jabber:client}body"
 SUMMARY = "urn:xmpp:push:summary"
 KEEP = 20   # registrations an account keeps (its newest)
@@ -54,10 +53,6 @@ def worth_pushing(el: Element) -> bool:
     if el.tag != MESSAGE or el.attrs.get("type") in ("error", "headline"):
         return False
     return any(c.tag == BODY or c.name == "encrypted" for c in el.elements())
-
-
-def _field(var: str, value: str) -> Element:
-    return Element("{%s}field" % DATA, {"var": var}, [Element("{%s}value" % DATA, None, [value])])
 
 
 class PushModule(Module):
@@ -89,7 +84,7 @@ class PushModule(Module):
         service, node = self._target(el)
         if not node:
             raise StanzaError("bad-request", text="enable needs a node")
-        form = el.find("{%s}x" % DATA)
+        form = el.find(X)
         options = form.to_bytes().decode() if form is not None else ""
         await self.store.enable(self.host, ev.from_jid.local or "", Registration(
             service, node, ev.from_jid.resource or "", options), KEEP)
@@ -125,7 +120,7 @@ class PushModule(Module):
 
     @hook("sm/queued")
     def _queued(self, session: Any, stanza: Element) -> None:
-        if session.state != _CLOSED or session.jid.domain != self.host:
+        if not session.detached or session.jid.domain != self.host:
             return   # (per stanza sent: connected sessions end here)
         if worth_pushing(stanza):
             key = self._key(session.jid.bare, stanza)
@@ -154,15 +149,16 @@ class PushModule(Module):
             self.api.add_task(self._publish(user, key, reg, summary))
 
     def _summary(self, stanza: Element) -> Element:
-        form = Element("{%s}x" % DATA, {"type": "submit"}, [
-            _field("FORM_TYPE", SUMMARY), _field("message-count", "1")])
+        form = Element(X, {"type": "submit"})
+        add_field(form, "FORM_TYPE", "", "", [SUMMARY])
+        add_field(form, "message-count", "", "", ["1"])
         if self.opts["include_sender"] and stanza.attrs.get("from"):
-            form.append(_field("last-message-sender", stanza.attrs["from"]))
+            add_field(form, "last-message-sender", "", "", [stanza.attrs["from"]])
         body = self.opts["include_body"]
         if body is True:
             body = stanza.findtext(BODY) or ""
         if body:
-            form.append(_field("last-message-body", str(body)))
+            add_field(form, "last-message-body", "", "", [str(body)])
         return form
 
     async def _publish(self, user: JID, key: tuple[str, str, str], reg: Registration,

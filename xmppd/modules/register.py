@@ -115,10 +115,22 @@ class RegisterModule(Module):
                               % self.opts["registration_timeout"])
         if not await self.server.accounts.create(self.host, jid.local or "", password):
             raise StanzaError("conflict", text="that name is taken")
-        if len(self._last) >= TIMES_MAX:
-            self._last.clear()
-        self._last[ip] = now
+        self._remember(ip, now)
         log.info("registered %s from %s (XEP-0077)", jid, ip)
+
+    def _remember(self, ip: str, now: float) -> None:
+        """When ``ip`` last created an account. A full table forgets the addresses whose
+        time is up, then those seen first (not all at once: a flood of addresses must
+        not let one that just registered register again)."""
+        last = self._last
+        last.pop(ip, None)
+        if len(last) >= TIMES_MAX:
+            cutoff = now - self.opts["registration_timeout"]
+            for old in [a for a, t in last.items() if t <= cutoff]:
+                del last[old]
+            while len(last) >= TIMES_MAX:
+                del last[next(iter(last))]
+        last[ip] = now
 
     # -- logged in: the password, or the account itself -------------------------------
     @iq_handler("get", NS, "query", dest=("host", "self"))

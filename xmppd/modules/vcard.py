@@ -12,25 +12,21 @@ listener's ``max_stanza_size``); deleting the account deletes it.
 from __future__ import annotations
 
 from ..jid import JID
-from ..moduleapi import Module, hook, iq_handler
+from ..moduleapi import iq_handler
 from ..stanza import StanzaError, StanzaEvent
 from ..xml import Element
 from ..xmlstream import parse_xml
-from .xml_store import XmlStore, vcard
+from .xml_store import XmlStoreModule, vcard
 
 NS = "vcard-temp"
 VCARD = "{%s}vCard" % NS
 
 
-class VcardModule(Module):
+class VcardModule(XmlStoreModule):
     name = "mod_vcard"
     features = (NS,)
     xeps = ("XEP-0054",)
-    stores = ("xmppd.modules.xml_store",)
-
-    def setup(self) -> None:
-        assert self.server.db is not None
-        self.store = XmlStore(self.server.db, vcard)
+    table = vcard
 
     @iq_handler("get", NS, "vCard", dest=("self", "bare"))
     async def get(self, ev: StanzaEvent) -> Element:
@@ -56,8 +52,3 @@ class VcardModule(Module):
 
     async def _exists(self, user: JID) -> bool:
         return await self.server.accounts.get(self.host, user.local or "") is not None
-
-    @hook("account/removed")
-    async def _account_removed(self, user: JID) -> None:
-        if user.domain == self.host and user.local is not None:
-            await self.store.delete_user(self.host, user.local)

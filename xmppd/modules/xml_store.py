@@ -6,11 +6,13 @@ The tables are named as ejabberd's (``vcard``, ``private_storage``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Optional
+from typing import ClassVar, Optional
 
 from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, Text, delete, select
 from sqlalchemy.engine import Connection
 
+from ..jid import JID
+from ..moduleapi import Module, hook
 from ..storage import Database, migration
 from ..storage.upsert import upsert
 
@@ -70,3 +72,20 @@ class XmlStore:
         t = self.table
         await self.db.run(lambda conn: conn.execute(delete(t).where(
             t.c.server_host == host, t.c.username == user)))
+
+
+class XmlStoreModule(Module):
+    """A module that keeps per-user XML in one of these tables (``table``): its store,
+    and the account's rows deleted with the account."""
+
+    table: ClassVar[Table]
+    stores = ("xmppd.modules.xml_store",)
+
+    def setup(self) -> None:
+        assert self.server.db is not None
+        self.store = XmlStore(self.server.db, self.table)
+
+    @hook("account/removed")
+    async def _account_removed(self, user: JID) -> None:
+        if user.domain == self.host and user.local is not None:
+            await self.store.delete_user(self.host, user.local)

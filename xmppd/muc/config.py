@@ -120,47 +120,47 @@ def config_form(cfg: RoomConfig, room: str, max_users: int, owners: list[str],
     add_field(form, "muc#roomconfig_roomdesc", "text-single", "Room description", [cfg.description])
     add_field(form, "muc#roomconfig_lang", "text-single", "Natural language of the room", [cfg.lang])
     add_field(form, "muc#roomconfig_persistentroom", "boolean", "Make room persistent",
-           _b(cfg.persistent))
+              _b(cfg.persistent))
     add_field(form, "muc#roomconfig_publicroom", "boolean", "Make room public searchable",
-           _b(cfg.public))
+              _b(cfg.public))
     add_field(form, "public_list", "boolean", "Make participants list public", _b(cfg.public_list))
     add_field(form, "muc#roomconfig_passwordprotectedroom", "boolean", "Make room password protected",
-           _b(cfg.password_protected))
+              _b(cfg.password_protected))
     add_field(form, "muc#roomconfig_roomsecret", "text-private", "Password", [cfg.password])
     sizes = sorted({n for n in (5, 10, 20, 30, 50, 100, 200, 500, 1000) if n <= max_users}
                    | {max_users, cfg.max_users})
     add_field(form, "muc#roomconfig_maxusers", "list-single", "Maximum number of occupants",
-           [str(cfg.max_users)], [(str(n), str(n)) for n in sizes])
+              [str(cfg.max_users)], [(str(n), str(n)) for n in sizes])
     add_field(form, "muc#roomconfig_whois", "list-single", "Who may discover real JIDs",
-           ["moderators" if cfg.anonymous else "anyone"],
-           [("moderators", "Moderators only"), ("anyone", "Anyone")])
+              ["moderators" if cfg.anonymous else "anyone"],
+              [("moderators", "Moderators only"), ("anyone", "Anyone")])
     add_field(form, "muc#roomconfig_presencebroadcast", "list-multi",
-           "Roles for which presence is broadcast", list(cfg.presence_broadcast),
-           [(r, r.capitalize()) for r in BROADCAST_ROLES])
+              "Roles for which presence is broadcast", list(cfg.presence_broadcast),
+              [(r, r.capitalize()) for r in BROADCAST_ROLES])
     add_field(form, "muc#roomconfig_membersonly", "boolean", "Make room members-only",
-           _b(cfg.members_only))
+              _b(cfg.members_only))
     add_field(form, "muc#roomconfig_moderatedroom", "boolean", "Make room moderated",
-           _b(cfg.moderated))
+              _b(cfg.moderated))
     add_field(form, "members_by_default", "boolean", "Default occupants as participants",
-           _b(cfg.members_by_default))
+              _b(cfg.members_by_default))
     add_field(form, "muc#roomconfig_changesubject", "boolean", "Allow occupants to change the subject",
-           _b(cfg.allow_change_subj))
+              _b(cfg.allow_change_subj))
     add_field(form, "muc#roomconfig_allowpm", "list-single", "Who may send private messages",
-           [cfg.allowpm], [(v, v.capitalize()) for v in ALLOWPM])
+              [cfg.allowpm], [(v, v.capitalize()) for v in ALLOWPM])
     add_field(form, "muc#roomconfig_allowinvites", "boolean", "Allow occupants to send invitations",
-           _b(cfg.allow_user_invites))
+              _b(cfg.allow_user_invites))
     add_field(form, "allow_query_users", "boolean", "Allow occupants to query other occupants",
-           _b(cfg.allow_query_users))
+              _b(cfg.allow_query_users))
     add_field(form, "allow_visitor_status", "boolean", "Allow visitors to send status text",
-           _b(cfg.allow_visitor_status))
+              _b(cfg.allow_visitor_status))
     add_field(form, "allow_visitor_nickchange", "boolean", "Allow visitors to change nickname",
-           _b(cfg.allow_visitor_nickchange))
+              _b(cfg.allow_visitor_nickchange))
     add_field(form, "muc#roomconfig_allowvoicerequests", "boolean", "Allow visitors to request voice",
-           _b(cfg.allow_voice_requests))
+              _b(cfg.allow_voice_requests))
     add_field(form, "muc#roomconfig_voicerequestmininterval", "text-single",
-           "Minimum seconds between voice requests", [str(cfg.voice_request_min_interval)])
+              "Minimum seconds between voice requests", [str(cfg.voice_request_min_interval)])
     add_field(form, "muc#roomconfig_enablearchiving", "boolean",
-           "Archive messages (members who were away can catch up)", _b(cfg.mam))
+              "Archive messages (members who were away can catch up)", _b(cfg.mam))
     add_field(form, "muc#roomconfig_roomowners", "jid-multi", "Room owners", owners)
     add_field(form, "muc#roomconfig_roomadmins", "jid-multi", "Room admins", admins)
     return form

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 from ..jid import JID
 from ..modules.disco import caps_ver
+from ..sessions import flags_of
 from ..stanza import StanzaError, make_iq
 from ..xml import Element
 from .ns import CAPS, DISCO_INFO, q
@@ -28,8 +29,12 @@ KNOWN_MAX = 10_000    # verified caps kept, at most
 
 def wants(session: Any, node: str) -> bool:
     """Does the session want notifications of ``node``? (local or on another node)"""
-    from ..sessions import flags_of
     return (NOTIFY + node) in flags_of(session)
+
+
+def wants_any(session: Any) -> bool:
+    """Does the session want notifications of some node?"""
+    return any(f.startswith(NOTIFY) for f in flags_of(session))
 
 
 class Caps:

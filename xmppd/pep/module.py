@@ -39,6 +39,7 @@ import secrets
 from typing import Any, Optional
 
 from ..confval import ConfigError, join, v_any, v_dict, v_int, v_list, v_str
+from ..dataforms import X
 from ..datetimes import stamp
 from ..jid import JID
 from ..moduleapi import Module, Option, hook, iq_handler
@@ -47,13 +48,12 @@ from ..stanza import MESSAGE, StanzaError, StanzaEvent
 from ..xml import Child, Element
 from ..xmlstream import parse_xml
 from . import config as nodecfg
-from .caps import NOTIFY, Caps, wants
-from .ns import DELAY, ERRORS, EVENT, NODE_CONFIG, OWNER, PUBLISH_OPTIONS, PUBSUB, q
-from .store import PepStore
+from .caps import NOTIFY, Caps, wants, wants_any
+from .ns import CAPS, DELAY, ERRORS, EVENT, NODE_CONFIG, OWNER, PUBLISH_OPTIONS, PUBSUB, q
+from .store import LastItem, PepStore
 
 log = logging.getLogger(__name__)
 
-X = "{jabber:x:data}x"
 REMOTE_MAX = 100_000   # sessions of contacts on other servers tracked, at most
 FEATURES = [PUBSUB] + [PUBSUB + "#" + f for f in (
     "publish", "publish-options", "auto-create", "create-nodes", "config-node",
@@ -332,20 +332,18 @@ class PubsubModule(Module):
     # -- sessions: what they want, and the last items on presence ---------------------
     @hook("presence/available")
     def _available(self, session: Any, first: bool) -> None:
-        if session.jid.domain == self.host:
-            self.api.add_task(self._caps_then_last(session, first))
+        if session.jid.domain != self.host:
+            return
+        if session.presence.find(q(CAPS, "c")) is None and not wants_any(session):
+            return   # (a client without caps, as most bots: nothing to ask, no task)
+        self.api.add_task(self._caps_then_last(session, first))
 
     async def _caps_then_last(self, session: Any, first: bool) -> None:
         nodes = await self.caps.notify_nodes(session.jid, session.presence) or frozenset()
         if session.gone or not session.available:
             return
-        flags = session.data.setdefault("flags", set())
-        old = {f for f in flags if f.startswith(NOTIFY)}
         new = {NOTIFY + n for n in nodes}
-        if old != new:
-            flags -= old
-            flags |= new
-            self.server.sessions.changed(session)   # other cluster nodes see them
+        old = self.server.sessions.set_flags(session, NOTIFY, new)  # the cluster sees them
         fresh = nodes if first else frozenset(f[len(NOTIFY):] for f in new - old)
         if fresh:
             await self._send_last(session, fresh)
@@ -359,17 +357,22 @@ class PubsubModule(Module):
                                        if p.domain == self.host and p.local}
         hooks = self.server.hooks
         for last in await self.store.last_items(self.host, sorted(owners), sorted(nodes)):
-            cfg = last.config
             owner = JID(last.owner, self.host)
-            if cfg.get("send_last_published_item") != "on_sub_and_presence":
-                continue
-            if owner != user and (cfg["access_model"] == "whitelist"
-                                  or hooks.fire("privacy/blocked", owner, user)):
-                continue
-            kept = parse_xml(last.item.payload) if cfg["deliver_payloads"] else None
-            self._send_event(owner, session.jid, Element(q(EVENT, "items"), {"node": last.node}, [
-                Element(q(EVENT, "item"), {"id": last.item.id},
-                        [kept] if kept is not None else [])]), last.item.published / 1e6)
+            if owner == user or not hooks.fire("privacy/blocked", owner, user):
+                self._send_last_item(last, session.jid, own=owner == user)
+
+    def _send_last_item(self, last: LastItem, to: JID, own: bool) -> None:
+        """The last item of a node on presence, with its delay, where the node's
+        configuration allows it (a ``whitelist`` node: to the owner's sessions only)."""
+        cfg = last.config
+        if cfg.get("send_last_published_item") != "on_sub_and_presence" or \
+                (not own and cfg["access_model"] == "whitelist"):
+            return
+        kept = parse_xml(last.item.payload) if cfg["deliver_payloads"] else None
+        self._send_event(JID(last.owner, self.host), to, Element(
+            q(EVENT, "items"), {"node": last.node}, [Element(
+                q(EVENT, "item"), {"id": last.item.id}, [kept] if kept is not None else [])]),
+            last.item.published / 1e6)
 
     # -- contacts on other servers -------------------------------------------------------
     @hook("presence/bare", priority=50)
@@ -406,8 +409,7 @@ class PubsubModule(Module):
         owners: set[JID] = known[1] if known is not None else set()
         fresh = nodes if known is None or owner not in owners else nodes - known[0]
         if known is None and len(self.remote) >= REMOTE_MAX:
-            self.remote.clear()
-            self.remote_by_bare.clear()
+            self._forget_remote(next(iter(self.remote)))   # the one seen first
         owners.add(owner)
         self.remote[contact] = (nodes, owners)
         self.remote_by_bare.setdefault(contact.bare, set()).add(contact)
@@ -419,14 +421,7 @@ class PubsubModule(Module):
         if not subscribed or self.server.hooks.fire("privacy/blocked", owner, contact.bare):
             return
         for last in await self.store.last_items(self.host, [owner.local or ""], sorted(fresh)):
-            cfg = last.config
-            if cfg.get("send_last_published_item") != "on_sub_and_presence" or \
-                    cfg["access_model"] == "whitelist":
-                continue
-            kept = parse_xml(last.item.payload) if cfg["deliver_payloads"] else None
-            self._send_event(owner, contact, Element(q(EVENT, "items"), {"node": last.node}, [
-                Element(q(EVENT, "item"), {"id": last.item.id},
-                        [kept] if kept is not None else [])]), last.item.published / 1e6)
+            self._send_last_item(last, contact, own=False)
 
     @hook("account/removed")
     async def _account_removed(self, user: JID) -> None:
