@@ -261,6 +261,7 @@ def test_example_cluster_config_is_valid() -> None:
 
 
 MUC = "http://jabber.org/protocol/muc"
+OID = "{urn:xmpp:occupant-id:0}occupant-id"
 
 
 async def _join(c: RawClient, room: str, nick: str) -> None:
@@ -321,16 +322,20 @@ def test_rooms_are_sharded_and_survive_their_node(make_server: MakeServer, redis
             await a.send(f"<message to='{room}' type='groupchat'><body>a{i}</body></message>")
             await b.send(f"<message to='{room}' type='groupchat'><body>b{i}</body></message>")
 
+        oids: set[tuple[str, str]] = set()  # (sender, occupant id: XEP-0421)
+
         async def bodies(cl: RawClient) -> list[str]:
             out: list[str] = []
             while len(out) < 20:
                 m = await cl.recv_until(lambda e: e.tag == C + "message" and
                                         e.find(C + "body") is not None, timeout=10)
                 out.append(m.findtext(C + "body") or "")
+                oids.add((m.get("from") or "", m.find(OID).get("id") or ""))
             return out
         seen = [await bodies(x) for x in (a, b, c)]
         assert seen[0] == seen[1] == seen[2]
         assert [x for x in seen[0] if x[0] == "a"] == [f"a{i}" for i in range(10)]
+        assert len(oids) == 2 and all(oid for _, oid in oids)
         # the owner dies: another node serves the (persistent) room
         nodes[2].kill()
         for _ in range(100):
@@ -345,6 +350,8 @@ def test_rooms_are_sharded_and_survive_their_node(make_server: MakeServer, redis
             m = await cl.recv_until(lambda e: e.tag == C + "message" and
                                     e.findtext(C + "body") == "after", timeout=10)
             assert m.get("from") == f"{room}/Alice"
+            # the new node gives alice the same occupant id (the key is in the database)
+            assert (f"{room}/Alice", m.find(OID).get("id")) in oids
         held = [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes[:2]]
         assert sorted(held, key=len) == [[], [room]]
     run(main(), timeout=120)

@@ -202,3 +202,14 @@ def test_port_in_use_is_a_clear_error(make_server: Any) -> None:
                          capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert "listen[0].port" in res.stderr + res.stdout
+
+
+def test_muc_occupantid_is_built_in_and_can_be_turned_off() -> None:
+    c = cfg(modules={"mod_muc": {"occupant_id": False}, "mod_muc_occupantid": {}})
+    plan, warnings = check_modules(c)
+    assert any(w.startswith("modules.mod_muc_occupantid: built into xmppd (mod_muc adds "
+                            "occupant ids") for w in warnings)
+    assert plan["localhost"]["mod_muc"][1]["occupant_id"] is False
+    with pytest.raises(ConfigError) as e:
+        check_modules(cfg(modules={"mod_muc": {"occupant_id": "sometimes"}}))
+    assert "modules.mod_muc.occupant_id" in str(e.value)

@@ -399,3 +399,47 @@ def test_aioxmpp_muc(server: XmppdServer) -> None:
             assert sorted(m.nick for m in room_b.members) == ["Alice", "Bob"]
             await room_b.leave()
     run(main())
+
+
+def test_occupant_ids_xep_0421(server: XmppdServer) -> None:
+    """slixmpp's xep_0421 sees one occupant id per user in a room, across nicknames and
+    devices, unrelated to the user's id in another room; a forged one is replaced."""
+    room, other = f"ids@{SERVICE}", f"ids2@{SERVICE}"
+
+    async def main() -> None:
+        alice, bob = await clients(server, "alice", "bob")
+        bob2 = await MucSlix("bob@localhost/bob-tablet", "pw-bob").login(server.c2s)
+        info = await alice.plugin["xep_0030"].get_info(jid=SERVICE, timeout=10)
+        assert "urn:xmpp:occupant-id:0" in info["disco_info"]["features"]
+        await alice.join(room, "Alice")
+        await alice.instant(room)
+        # (slixmpp's xep_0421 has_feature fails on its own disco result: ask disco)
+        info = await alice.plugin["xep_0030"].get_info(jid=room, timeout=10)
+        assert "urn:xmpp:occupant-id:0" in info["disco_info"]["features"]
+        pres, _, occupants, _ = await bob.join(room, "Bob")
+        bob_id = pres["occupant-id"]["id"]
+        alice_id = occupants[0]["occupant-id"]["id"]
+        assert bob_id and alice_id and bob_id != alice_id and len(bob_id) <= 128
+        pres, _, _, _ = await bob2.join(room, "Bob")
+        assert pres["occupant-id"]["id"] == bob_id
+        # a message with a forged id arrives with the sender's own
+        msg = bob.make_message(mto=room, mbody="it is me", mtype="groupchat")
+        msg["occupant-id"]["id"] = alice_id
+        msg.send()
+        got = await alice.next_body()
+        assert got["body"] == "it is me" and got["occupant-id"]["id"] == bob_id
+        assert len(got.xml.findall("{urn:xmpp:occupant-id:0}occupant-id")) == 1
+        # a new nickname keeps the id
+        bob.send_presence(pto=f"{room}/Robert")
+        while True:
+            p = await asyncio.wait_for(alice.muc_presences.get(), 10)
+            if str(p["from"]) == f"{room}/Robert":
+                break
+        assert p["occupant-id"]["id"] == bob_id
+        # another room: another id for the same user
+        await alice.join(other, "Alice")
+        await alice.instant(other)
+        pres, _, _, _ = await bob.join(other, "Bob")
+        assert pres["occupant-id"]["id"] not in (bob_id, "")
+        await logout(alice, bob, bob2)
+    run(main())

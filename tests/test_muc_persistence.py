@@ -23,10 +23,12 @@ def test_persistent_room_survives_restart(make_server: Callable[..., XmppdServer
         srv.register(u, "pw-" + u)
     srv.start()
     room = f"keep@{SERVICE}"
+    ids: dict[str, str] = {}
 
     async def before() -> None:
         alice = await MucSlix("alice@localhost/a", "pw-alice").login(srv.c2s)
-        await alice.join(room, "Alice")
+        pres, _, _, _ = await alice.join(room, "Alice")
+        ids["alice"] = pres["occupant-id"]["id"]
         await alice.configure(room, **{"muc#roomconfig_persistentroom": True,
                                        "muc#roomconfig_membersonly": True,
                                        "muc#roomconfig_roomname": "Keepers"})
@@ -65,6 +67,9 @@ def test_persistent_room_survives_restart(make_server: Callable[..., XmppdServer
         alice = await MucSlix("alice@localhost/a", "pw-alice").login(srv.c2s)
         pres, _, _, _ = await alice.join(room, "Alice")
         assert pres["muc"]["affiliation"] == "owner"
+        # the occupant id (XEP-0421) is the same after the restart: the key is stored
+        assert ids["alice"] and pres["occupant-id"]["id"] == ids["alice"]
+        assert [h["occupant-id"]["id"] for h in history] == [ids["alice"]] * 3
         await bob.logout()
         await carol.logout()
         await alice.logout()

@@ -24,6 +24,7 @@ class Policy:
     archive_expiry = 3 * 86400.0
     min_message_interval = 0.0
     min_presence_interval = 0.0
+    occupant_key: Optional[bytes] = None
 
     def __init__(self) -> None:
         self.clock = 1_000_000.0
@@ -182,3 +183,63 @@ def test_history_limits() -> None:
     assert bodies(Element(hist, {"maxchars": str(one * 2)})) == ["m4", "m5"]
     assert h.select(None, 15, now) == [h.entries[-1]]   # retention applies to history too
     assert parse_stamp("2024-01-02T03:04:05Z") == 1704164645.0
+
+
+OID = "{urn:xmpp:occupant-id:0}occupant-id"
+
+
+def oids(el: Element) -> list[str]:
+    return [o.attrs["id"] for o in el.findall(OID)]
+
+
+def test_occupant_ids_stable_per_user_and_room_never_forged() -> None:
+    """XEP-0421: one id per real bare JID and room, on every presence and message the
+    room sends for the occupant (also history and private messages); a client's own
+    <occupant-id/> is replaced, and another room gives the same user another id."""
+    from xmppd.muc import info
+
+    policy = Policy()
+    policy.occupant_key = b"k" * 32
+    room = Room(ROOM, policy, RoomConfig(), fresh=True)  # type: ignore[arg-type]
+    send(room, presence("owner@example/a", "Owner", x=False))
+    assert "urn:xmpp:occupant-id:0" in info.features(room)
+    forged = Element(OID, {"id": "owner-s-id"})
+    join = presence("bob@example/phone", "Bob")
+    join.children.append(forged)
+    out = send(room, join)
+    bob_id = {i for el in out.stanzas if el.attrs["from"] == f"{ROOM}/Bob" for i in oids(el)}
+    owner_id = {i for el in out.stanzas if el.attrs["from"] == f"{ROOM}/Owner" for i in oids(el)}
+    assert len(bob_id) == 1 and len(owner_id) == 1 and bob_id != owner_id
+    assert "owner-s-id" not in bob_id
+    assert all(len(oids(el)) == 1 for el in out.stanzas if el.tag.endswith("presence"))
+    # another device, a new nickname: the same id
+    out = send(room, presence("bob@example/laptop", "Bob"))
+    out = send(room, presence("bob@example/phone", "Robert", x=False))
+    assert {i for el in out.stanzas for i in oids(el)} == bob_id
+    # a message: the room's id, not the forged one; kept in the join history
+    msg = Element("{jabber:client}message", {"from": "bob@example/phone", "to": str(ROOM),
+                                             "type": "groupchat"},
+                  [Element("{jabber:client}body", {}, ["hi"]), Element(OID, {"id": "owner-s-id"})])
+    out = send(room, msg)
+    assert out.stanzas and all(oids(el) == sorted(bob_id) for el in out.stanzas)
+    archived = [e for e in out.effects if e[0] == "archive"][0][-1]
+    assert oids(archived) == sorted(bob_id)
+    history = [el for el in send(room, presence("carol@example/c", "Carol")).stanzas
+               if el.find("{jabber:client}body") is not None]
+    assert history and oids(history[0]) == sorted(bob_id)
+    # a private message carries the sender's id too
+    pm = Element("{jabber:client}message", {"from": "bob@example/phone", "to": f"{ROOM}/Carol",
+                                            "type": "chat"}, [Element("{jabber:client}body", {}, ["psst"])])
+    out = send(room, pm)
+    assert out.stanzas and oids(out.stanzas[0]) == sorted(bob_id)
+    # the same user in another room of the service: another id
+    other = Room(JID.parse("other@conference.example"), policy, RoomConfig(), fresh=True)  # type: ignore[arg-type]
+    out = other.handle(JID.parse("bob@example/phone"), JID.parse("other@conference.example/Bob"),
+                       "presence", "available",
+                       Element("{jabber:client}presence", {}, [Element("{%s}x" % MUC)]))
+    assert out.stanzas and set(oids(out.stanzas[0])) - bob_id
+    # without a key (occupant_id: false), no ids and no feature
+    plain = new_room()
+    out = send(plain, presence("bob@example/phone", "Bob"))
+    assert not any(oids(el) for el in out.stanzas)
+    assert "urn:xmpp:occupant-id:0" not in info.features(plain)

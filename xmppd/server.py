@@ -55,6 +55,7 @@ BUILT_IN = {
     "mod_caps": "entity capabilities are read by mod_pubsub for PEP notifications",
     "mod_s2s_dialback": "server dialback is part of every s2s stream",
     "mod_muc_admin": "mod_muc has muc_online_rooms; room administration is in XEP-0045",
+    "mod_muc_occupantid": "mod_muc adds occupant ids (XEP-0421); its option occupant_id",
 }
 
 

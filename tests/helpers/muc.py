@@ -15,7 +15,7 @@ MUC = "http://jabber.org/protocol/muc"
 USER = MUC + "#user"
 SERVICE = "conference.localhost"
 MUC_PLUGINS = ("xep_0030", "xep_0004", "xep_0045", "xep_0059", "xep_0199", "xep_0249",
-               "xep_0313", "xep_0092")
+               "xep_0313", "xep_0092", "xep_0421")
 MUC_MODULES: dict[str, Any] = {"mod_disco": {}, "mod_ping": {}, "mod_muc": {}}
 
 

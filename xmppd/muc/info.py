@@ -14,6 +14,7 @@ from ..jid import JID
 from ..stanza import StanzaError
 from ..xml import Element
 from ..xmlstream import parse_xml
+from . import occupant_id
 from .ns import (
     DATA,
     DISCO_INFO,
@@ -47,6 +48,8 @@ def features(room: Room) -> list[str]:
              "muc_passwordprotected" if c.password_protected else "muc_unsecured"]
     if c.mam:
         feats += [MAM, MAM_EXT]
+    if room.policy.occupant_key is not None:
+        feats.append(occupant_id.NS)
     return feats
 
 

@@ -18,7 +18,7 @@ from typing import Any, Optional, Protocol
 from ..jid import JID, JIDError
 from ..stanza import StanzaError, error_reply, iq_result
 from ..xml import Child, Element
-from . import admin, info, invite, owner
+from . import admin, info, invite, occupant_id, owner
 from .config import RoomConfig
 from .fanout import addressed, shared
 from .history import History, delayed
@@ -62,6 +62,8 @@ class Policy(Protocol):
     min_message_interval: float
     min_presence_interval: float
 
+    occupant_key: Optional[bytes]  # the key of occupant ids (XEP-0421), None: no ids
+
     def is_service_admin(self, jid: JID) -> bool: ...
     def can_persist(self, jid: JID) -> bool: ...
     def now(self) -> float: ...
@@ -86,12 +88,16 @@ class Outbox:
 
 class Occupant:
     __slots__ = ("nick", "jid", "bare", "sessions", "role", "last_message", "last_presence",
-                 "last_voice_request")
+                 "last_voice_request", "oid")
 
-    def __init__(self, room: JID, nick: str, bare: JID, role: str) -> None:
+    def __init__(self, room: JID, nick: str, bare: JID, role: str,
+                 key: Optional[bytes] = None) -> None:
         self.nick = nick
         self.jid = f"{room}/{nick}"
         self.bare = bare
+        # <occupant-id/> on what the room sends for this occupant (XEP-0421), or None
+        self.oid: Optional[Element] = occupant_id.element(
+            occupant_id.make_id(key, room, bare)) if key else None
         self.sessions: dict[JID, list[Child]] = {}   # full JID -> presence payload
         self.role = role
         self.last_message = 0.0
@@ -228,7 +234,7 @@ class Room:
     def _payload(self, el: Element, occ: Optional[Occupant] = None) -> list[Child]:
         keep: list[Child] = []
         for c in el.children:
-            if not isinstance(c, Element) or c.tag in (X_MUC, X_USER):
+            if not isinstance(c, Element) or c.tag in (X_MUC, X_USER, occupant_id.TAG):
                 continue
             if c.tag == "{jabber:client}status" and occ is not None and occ.role == "visitor" \
                     and not self.config.allow_visitor_status:
@@ -267,7 +273,8 @@ class Room:
                 raise StanzaError("service-unavailable", "wait",
                                   f"this room is full ({self.max_users} occupants)")
             occ = Occupant(self.jid, nick, frm.bare,
-                           default_role(aff, self.config.moderated, self.config.members_by_default))
+                           default_role(aff, self.config.moderated, self.config.members_by_default),
+                           self.policy.occupant_key)
             self.occupants[nick] = occ
         else:
             occ = existing
@@ -396,7 +403,11 @@ class Room:
         x = user_x(*codes, items=(it,))
         if extra is not None:
             x.append(extra)
-        return Element(PRESENCE, attrs, list(payload) + [x])
+        children = list(payload)
+        children.append(x)
+        if occ.oid is not None:
+            children.append(occ.oid)
+        return Element(PRESENCE, attrs, children)
 
     def presence_of(self, occ: Occupant, to: str, *, with_jid: bool) -> Element:
         return self._presence_el(occ, to, None, occ.presence_payload(), with_jid, ())
@@ -484,7 +495,7 @@ class Room:
         for c in el.children:
             if isinstance(c, Element):
                 tag = c.tag
-                if tag == STANZA_ID or tag == X_USER:
+                if tag == STANZA_ID or tag == X_USER or tag == occupant_id.TAG:
                     continue  # the room vouches for ids; nobody forges them
                 if tag in ARCHIVED_PAYLOADS:
                     archive = True
@@ -493,6 +504,8 @@ class Room:
                     no_store = True
             children.append(c)
         children.append(Element(STANZA_ID, {"id": sid, "by": self.jid_str}))
+        if occ.oid is not None:
+            children.append(occ.oid)
         attrs = {"from": occ.jid, "type": "groupchat"}
         for key in ("id", "{http://www.w3.org/XML/1998/namespace}lang"):
             if key in el.attrs:
@@ -526,9 +539,11 @@ class Room:
         target = self.occupants.get(nick)
         if target is None:
             raise StanzaError("item-not-found", "cancel", "no such occupant")
-        children: list[Child] = [c for c in el.children
-                                 if not (isinstance(c, Element) and c.tag == X_USER)]
+        children: list[Child] = [c for c in el.children if not (
+            isinstance(c, Element) and (c.tag == X_USER or c.tag == occupant_id.TAG))]
         children.append(Element(X_USER))
+        if occ.oid is not None:
+            children.append(occ.oid)
         attrs = {k: v for k, v in el.attrs.items() if k not in ("to", "from")}
         attrs["from"] = occ.jid
         msg = shared(Element(MESSAGE, attrs, children))

@@ -25,7 +25,7 @@ from ..moduleapi import Module, Option, hook
 from ..stanza import StanzaError, StanzaEvent, iq_result
 from ..xml import Element
 from ..xmlstream import parse_xml
-from . import mam
+from . import mam, occupant_id
 from .config import RoomConfig, validate_room_options
 from .info import DISCO_INFO, DISCO_ITEMS
 from .ns import MAM, MUC, PING, PRESENCE, UNIQUE, VCARD, q
@@ -47,7 +47,7 @@ def _v_hosts(value: Any, path: str) -> list[str]:
 
 class MucService(Module):
     name = "mod_muc"
-    xeps = ("XEP-0045", "XEP-0249", "XEP-0313", "XEP-0359", "XEP-0410", "XEP-0486")
+    xeps = ("XEP-0045", "XEP-0249", "XEP-0313", "XEP-0359", "XEP-0410", "XEP-0421", "XEP-0486")
     stores = ("xmppd.muc.store",)
     options = {
         "host": Option("conference.@HOST@", v_str, "the service's domain"),
@@ -74,6 +74,7 @@ class MucService(Module):
                                       "unload empty persistent rooms idle this long"),
         "max_rooms_discoitems": Option(100, v_int(0), "rooms listed in the service's disco#items"),
         "public": Option(True, v_bool, "list the service in the host's disco#items"),
+        "occupant_id": Option(True, v_bool, "occupant ids in every room (XEP-0421)"),
     }
 
     @classmethod
@@ -104,6 +105,7 @@ class MucService(Module):
             defaults.max_users = self.max_users
         self.defaults = defaults
         self.store = MucStore(self.server.db, self.domain)  # type: ignore[arg-type]
+        self.occupant_key: Optional[bytes] = None  # read at start (start_async)
         self.rooms: dict[JID, Room] = {}
         self.inbox: dict[JID, deque[StanzaEvent]] = {}
         self.running: set[JID] = set()
@@ -122,6 +124,11 @@ class MucService(Module):
             self.api.add_timer(max(1.0, min(3600.0, self.archive_expiry / 4)), self._expire)
         if o["hibernation_timeout"] != float("inf"):
             self.api.add_timer(max(1.0, min(60.0, o["hibernation_timeout"] / 2)), self._hibernate)
+
+    async def start_async(self) -> None:
+        if self.opts["occupant_id"]:
+            assert self.server.db is not None
+            self.occupant_key = await self.server.db.run(self.store.occupant_id_key)
 
     # -- Policy (what rooms ask the service) ---------------------------------------
     def is_service_admin(self, jid: JID) -> bool:
@@ -473,7 +480,10 @@ class MucService(Module):
         out = Element(q(DISCO_INFO, "query"))
         out.add(q(DISCO_INFO, "identity"), {"category": "conference", "type": "text",
                                             "name": self.opts["name"]})
-        for f in sorted((MUC, DISCO_INFO, DISCO_ITEMS, UNIQUE, PING, VCARD, MAM)):
+        feats = [MUC, DISCO_INFO, DISCO_ITEMS, UNIQUE, PING, VCARD, MAM]
+        if self.occupant_key is not None:
+            feats.append(occupant_id.NS)  # in every room of the service (XEP-0421 4)
+        for f in sorted(feats):
             out.add(q(DISCO_INFO, "feature"), {"var": f})
         return out
 

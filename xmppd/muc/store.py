@@ -7,7 +7,9 @@ chain. Every method is synchronous and runs in a database thread
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets
 from dataclasses import dataclass
 from typing import Any, Optional
 
@@ -31,6 +33,7 @@ from sqlalchemy.engine import Connection
 
 from ..storage import migration
 from ..storage.engine import Database
+from ..storage.upsert import insert_missing
 
 meta = MetaData()
 rooms = Table(
@@ -70,10 +73,21 @@ archive = Table(
     Index("muc_archive_ts", "ts"),
 )
 
+service_keys = Table(
+    "muc_service_keys", meta,
+    Column("service", String(255), primary_key=True),
+    Column("occupant_id_key", String(64), nullable=False),  # base64 (occupant_id.py)
+)
+
 
 @migration("muc", 1, "persistent rooms, affiliations and the room archive")
 def _v1(conn: Connection) -> None:
     meta.create_all(conn, tables=[rooms, affiliations, archive])
+
+
+@migration("muc", 2, "muc_service_keys: the key of occupant ids (XEP-0421)")
+def _v2(conn: Connection) -> None:
+    meta.create_all(conn, tables=[service_keys])
 
 
 @dataclass
@@ -113,6 +127,16 @@ class MucStore:
     def __init__(self, db: Database, service: str) -> None:
         self.db = db
         self.service = service
+
+    def occupant_id_key(self, conn: Connection) -> bytes:
+        """The service's key for occupant ids, made by the first node that asks; every
+        node (and every later start) reads the same one."""
+        fresh = base64.b64encode(secrets.token_bytes(32)).decode()
+        insert_missing(conn, service_keys, {"service": self.service, "occupant_id_key": fresh},
+                       ["service"])
+        value = conn.execute(select(service_keys.c.occupant_id_key).where(
+            service_keys.c.service == self.service)).scalar_one()
+        return base64.b64decode(value)
 
     # -- rooms -------------------------------------------------------------------
     def load_room(self, conn: Connection, name: str) -> Optional[dict[str, Any]]:

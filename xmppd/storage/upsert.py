@@ -1,4 +1,4 @@
-"""INSERT ... ON CONFLICT DO UPDATE on SQLite and PostgreSQL alike."""
+"""INSERT ... ON CONFLICT DO UPDATE (or DO NOTHING) on SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
@@ -25,3 +25,10 @@ def upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]],
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
     conn.execute(stmt, list(rows))
+
+
+def insert_missing(conn: Connection, table: Table, row: dict[str, Any],
+                   keys: Sequence[str]) -> None:
+    """Insert ``row`` unless a row with its ``keys`` exists (then nothing changes)."""
+    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    conn.execute(insert(table).on_conflict_do_nothing(index_elements=list(keys)), [row])
