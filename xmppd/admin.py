@@ -177,9 +177,7 @@ def install(server: Server) -> None:
     cmds.register("unregister", unregister, HELP["unregister"])
 
     def connected_users() -> str:
-        jids = [str(s.jid) for s in server.sessions.all_local()]
-        jids += [str(e.jid) for e in server.sessions.all_remote()]
-        return "\n".join(sorted(jids))
+        return "\n".join(sorted(str(j) for j in server.sessions.online()))
 
     def connected_users_number() -> str:
         return str(server.sessions.count() + len(server.sessions.all_remote()))

@@ -191,3 +191,8 @@ class SessionRegistry:
         """Sessions on other nodes, as this node's view of the directory has them."""
         fn = getattr(self.backend, "all_remote", None)
         return list(fn()) if fn is not None else []
+
+    def online(self, host: Optional[str] = None) -> list[JID]:
+        """The full JIDs of every session of the cluster (of ``host`` only, if given)."""
+        jids = [s.jid for s in self.local.values()] + [e.jid for e in self.all_remote()]
+        return [j for j in jids if host is None or j.domain == host]

@@ -18,6 +18,7 @@ from ..commands import CommandError
 from ..dataforms import add_field
 from ..jid import JID, JIDError
 from ..moduleapi import Module, Option
+from ..muc.fanout import addressed
 from ..xml import Element
 from .adhoc import AdHoc, Ask, Command, Done, Step, Values, form
 
@@ -73,9 +74,7 @@ class Configure(Module):
             raise ValueError(str(e)) from None
 
     def _online(self) -> list[JID]:
-        sessions = [s.jid for s in self.server.sessions.all_local()]
-        sessions += [e.jid for e in self.server.sessions.all_remote()]
-        return sorted((j for j in sessions if j.domain == self.host), key=str)
+        return sorted(self.server.sessions.online(self.host), key=str)
 
     # -- the commands --------------------------------------------------------------
     async def _add_user(self, admin: JID, values: Values) -> Step:
@@ -165,13 +164,13 @@ class Configure(Module):
         if not body:
             raise ValueError("the announcement is empty")
         subject = _one(values, "subject")
+        children: list[Any] = []
+        if subject:
+            children.append(Element("{jabber:client}subject", None, [subject]))
+        children.append(Element("{jabber:client}body", None, [body]))
+        msg = Element(MESSAGE, {"from": self.host, "type": "normal"}, children)
         for full in self._online():
-            children: list[Any] = []
-            if subject:
-                children.append(Element("{jabber:client}subject", None, [subject]))
-            children.append(Element("{jabber:client}body", None, [body]))
-            self.server.router.route(Element(MESSAGE, {"from": self.host, "to": str(full),
-                                                       "type": "normal"}, children))
+            self.server.router.route(addressed(msg, str(full)))
         return Done("Announcement sent")
 
 
