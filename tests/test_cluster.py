@@ -315,8 +315,10 @@ def test_rooms_are_sharded_and_survive_their_node(make_server: MakeServer, redis
         for client, nick in ((a, "Alice"), (b, "Bob"), (c, "Carol")):
             await _join(client, room, nick)
         # the room lives on exactly one node: its owner
-        held = [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes]
+        held = [n.ctl("muc_online_rooms_node", "global").stdout.split() for n in nodes]
         assert held == [[], [], [room]]
+        # muc_online_rooms (as in ejabberd) lists the rooms of the whole cluster
+        assert [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes] == [[room]] * 3
         # several senders on several nodes: everyone sees one order
         for i in range(10):
             await a.send(f"<message to='{room}' type='groupchat'><body>a{i}</body></message>")
@@ -352,7 +354,7 @@ def test_rooms_are_sharded_and_survive_their_node(make_server: MakeServer, redis
             assert m.get("from") == f"{room}/Alice"
             # the new node gives alice the same occupant id (the key is in the database)
             assert (f"{room}/Alice", m.find(OID).get("id")) in oids
-        held = [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes[:2]]
+        held = [n.ctl("muc_online_rooms_node", "global").stdout.split() for n in nodes[:2]]
         assert sorted(held, key=len) == [[], [room]]
     run(main(), timeout=120)
 
@@ -373,7 +375,7 @@ def test_a_stalled_node_comes_back_and_rooms_keep_one_owner(
         await _settle()
         await _join(a, room, "Alice")
         await _join(b, room, "Bob")
-        assert nodes[1].ctl("muc_online_rooms", "global").stdout.split() == []
+        assert nodes[1].ctl("muc_online_rooms_node", "global").stdout.split() == []
         assert nodes[0].pid is not None
         os.kill(nodes[0].pid, signal.SIGSTOP)  # node0 stalls: no heartbeat, no answers
         try:
@@ -386,7 +388,7 @@ def test_a_stalled_node_comes_back_and_rooms_keep_one_owner(
             await b.send(f"<presence to='{room}/Bob'><x xmlns='{MUC}'/></presence>")
             await b.recv_until(lambda e: e.tag == C + "presence" and any(
                 s.get("code") == "110" for s in e.iter(f"{{{MUC}#user}}status")), timeout=10)
-            assert nodes[1].ctl("muc_online_rooms", "global").stdout.split() == [room]
+            assert nodes[1].ctl("muc_online_rooms_node", "global").stdout.split() == [room]
         finally:
             os.kill(nodes[0].pid, signal.SIGCONT)
         # node0 is back: node1 hands the room back to its owner and tells bob (332)
@@ -394,7 +396,7 @@ def test_a_stalled_node_comes_back_and_rooms_keep_one_owner(
             s.get("code") == "332" for s in e.iter(f"{{{MUC}#user}}status")), timeout=20)
         assert gone.get("type") == "unavailable"
         assert "node0@test" in nodes[1].ctl("cluster_nodes").stdout
-        held = [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes]
+        held = [n.ctl("muc_online_rooms_node", "global").stdout.split() for n in nodes]
         assert held == [[room], []]
         # one room, one order: bob rejoins and both see each other's messages
         await _join(b, room, "Bob")

@@ -179,9 +179,11 @@ class ModuleAPI:
         for task in list(self._tasks):
             task.cancel()
 
-    def add_command(self, name: str, fn: Callable[..., Any], help: str = "") -> None:
-        """An admin command for ``xmppd ctl``."""
-        self.server.commands.register(name, fn, help)
+    def add_command(self, name: str, fn: Callable[..., Any], help: str = "",
+                    merge: Optional[Callable[[dict[str, str]], str]] = None) -> None:
+        """An admin command for ``xmppd ctl`` (``merge``: on every cluster node, see
+        :meth:`xmppd.commands.Commands.register`)."""
+        self.server.commands.register(name, fn, help, merge)
         self._record(lambda: self.server.commands.unregister(name))
 
     def on_unload(self, fn: Callable[[], None]) -> None:

@@ -19,6 +19,7 @@ from collections import Counter, deque
 from typing import Any, Optional
 
 from ..acl import v_access
+from ..commands import all_lines
 from ..confval import ConfigError, join, v_bool, v_int, v_pos_int_or_infinity, v_str, v_timeout
 from ..jid import JID
 from ..moduleapi import Module, Option, hook
@@ -117,7 +118,11 @@ class MucService(Module):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.api.add_component(self.domain, self.route_in)
         self.api.add_command("muc_online_rooms", self._cmd_online_rooms,
-                             "muc_online_rooms SERVICE|global: rooms held in memory on this node")
+                             "muc_online_rooms SERVICE|global: rooms held in memory, on every "
+                             "node of the cluster", merge=all_lines)
+        self.api.add_command("muc_online_rooms_node", self._cmd_online_rooms,
+                             "muc_online_rooms_node SERVICE|global: rooms held in memory on the "
+                             "node asked")
         if o["public"]:
             self.api.add_item(self.domain, o["name"])
         if self.archive_expiry != float("inf"):
