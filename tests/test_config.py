@@ -43,6 +43,8 @@ def test_stock_ejabberd_config_parses_with_warnings() -> None:
     # what xmppd does without a module of that name is said so, not called missing
     assert "modules.mod_s2s_dialback: built into xmppd (server dialback" in text
     assert "modules.mod_caps: built into xmppd" in text
+    assert "modules.mod_mam: left out of xmppd on purpose (chat is temporary" in text
+    assert "modules.mod_admin_extra: built into xmppd (xmppd ctl has" in text
     assert "listen[5].module: listener module 'ejabberd_stun' is not supported" in text
     assert "listen[6].module: listener module 'mod_mqtt' is not supported" in text
     assert [lc.port for lc in c.listen] == [5222, 5223, 5269, 5443, 5280]

@@ -56,6 +56,14 @@ BUILT_IN = {
     "mod_s2s_dialback": "server dialback is part of every s2s stream",
     "mod_muc_admin": "mod_muc has muc_online_rooms; room administration is in XEP-0045",
     "mod_muc_occupantid": "mod_muc adds occupant ids (XEP-0421); its option occupant_id",
+    "mod_admin_extra": "xmppd ctl has the account, session and message commands; "
+                       "xmppd ctl help lists them",
+}
+# modules xmppd leaves out on purpose: the warning says why
+LEFT_OUT = {
+    "mod_mam": "chat is temporary: one-to-one messages are kept until delivered, not "
+               "archived; rooms keep their archive in mod_muc (room option mam)",
+    "mod_privacy": "privacy lists (XEP-0016) are obsolete; mod_blocking (XEP-0191) blocks",
 }
 
 
@@ -75,8 +83,11 @@ def check_modules(config: Config) -> tuple[dict[str, dict[str, tuple[type[Module
             if cls is None:
                 if host == config.hosts[0]:
                     built_in = BUILT_IN.get(name)
+                    left_out = LEFT_OUT.get(name)
                     warnings.append(f"{path}: built into xmppd ({built_in}), ignored"
                                     if built_in else
+                                    f"{path}: left out of xmppd on purpose ({left_out}), ignored"
+                                    if left_out else
                                     f"{path}: module not available in xmppd, ignored")
                 continue
             opts = cls.validate(raw, path, warnings if host == config.hosts[0] else [])
