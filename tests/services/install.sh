@@ -10,6 +10,8 @@ command -v node >/dev/null 2>&1 || need="$need nodejs"
 command -v npm >/dev/null 2>&1 || need="$need npm"
 # Prosody, for the federation test (tests/test_s2s_prosody.py); lua-unbound is its resolver
 command -v prosody >/dev/null 2>&1 || need="$need prosody"
+# coturn, a real TURN server for the credentials of mod_stun_disco (tests/test_stun_disco.py)
+command -v turnserver >/dev/null 2>&1 || need="$need coturn"
 ls /usr/lib/x86_64-linux-gnu/lua/5.4/lunbound.so /usr/lib/*/lua/5.4/lunbound.so >/dev/null 2>&1 \
   || need="$need lua-unbound"
 if [ -n "$need" ]; then
