@@ -86,7 +86,7 @@ def test_stock_ejabberd_config_starts_a_server(tmp_path: Path) -> None:
         proc.wait(10)
     text = (tmp_path / "log").read_text()
     assert "certfiles[0]: cannot use " in text and "etc/ejabberd/ejabberd.pem" in text
-    assert "modules.mod_push_keepalive: module not available in xmppd, ignored" in text
+    assert "modules.mod_mqtt: module not available in xmppd, ignored" in text
     # mod_pubsub is there (PEP), without the pubsub service's access rule
     assert "modules.mod_pubsub.access_createnode: option not supported by xmppd" in text
 

@@ -147,3 +147,59 @@ def test_notifications_for_a_sleeping_phone_and_an_offline_one(make_server: Make
         await app.close()
 
     run(main())
+
+
+def test_keepalive_keeps_push_sessions_longer_and_wakes_them(make_server: MakeServer) -> None:
+    """mod_push_keepalive: with mod_stream_mgmt's resume_timeout at 1 s and the
+    keepalive's at 3 s, a sleeping phone with push is still there after 1.8 s; one that
+    was sent a notification is not (the 1 s applies from then on); and one nobody wrote
+    to gets a wake-up notification (no message) at 3 s, then has 1 s more."""
+    srv = make_server(modules={**MODULES, "mod_stream_mgmt": {"resume_timeout": 1},
+                               "mod_push_keepalive": {"resume_timeout": 3}})
+    for u in ("alice", "bob", "app"):
+        srv.register(u, "pw")
+    srv.start()
+
+    async def sleeping_phone(resource: str) -> SMClient:
+        phone = await SMClient(srv.c2s, "alice", "pw", resource).connect()
+        await phone.send(enable(f"n-{resource}"))
+        while (await phone.receive()).get("id") != f"en-n-{resource}":
+            pass
+        phone.drop()
+        return phone
+
+    async def main() -> None:
+        app = await Peer(srv.c2s, "app", "pw", resource="push").login()
+        bob = await Peer(srv.c2s, "bob", "pw").login()
+        keep = await sleeping_phone("keep")
+        wake = await sleeping_phone("wake")
+        told = await sleeping_phone("told")
+        await asyncio.sleep(0.3)
+        await bob.send(chat("alice@localhost/told", "hi"))
+        iq = await app.expect(is_push("n-told"))
+        assert summary(iq)["message-count"] == "1"
+        await app.send(f"<iq type='result' id='{iq.get('id')}' to='alice@localhost'/>")
+        await asyncio.sleep(1.8)
+        assert (await keep.resume()).tag.endswith("resumed")   # kept by the keepalive
+        assert (await told.resume()).tag.endswith("failed")    # notified: 1 s from then
+        iq = await app.expect(is_push("n-wake"), timeout=5)
+        assert "message-count" not in summary(iq)              # a wake-up, no message
+        await app.send(f"<iq type='result' id='{iq.get('id')}' to='alice@localhost'/>")
+        assert (await wake.resume()).tag.endswith("resumed")   # it has 1 s more
+        for c in (keep, wake):
+            await c.close()
+    run(main())
+    # wake_on_start: at start every account with a registration is woken (here the app
+    # server is not connected, so its refusal shows in the log)
+    srv.stop()
+    srv.config["modules"]["mod_push_keepalive"]["wake_on_start"] = True
+    srv.write_config()
+    srv.start()
+
+    async def woken() -> None:
+        for _ in range(100):
+            if "refused a notification for alice@localhost" in srv.log:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError("no wake-up at start")
+    run(woken())

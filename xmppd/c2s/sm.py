@@ -308,15 +308,28 @@ class StreamMgmt(Module):
         if sm.ack_timer is not None:
             sm.ack_timer.cancel()
             sm.ack_timer = None
-        sm.resume_timer = asyncio.get_running_loop().call_later(
-            sm.timeout, self._resume_timed_out, session)
-        log.info("%s waits %ds for resumption", session, sm.timeout)
+        # a module may keep it longer (mod_push_keepalive: sessions with push)
+        timeout = self.server.hooks.fire("sm/pending-timeout", session) or sm.timeout
+        self.keep_for(session, timeout)
+        log.info("%s waits %ds for resumption", session, timeout)
         return True
+
+    def keep_for(self, session: C2SStream, seconds: float) -> None:
+        """(Re)start the time a session kept for resumption has left."""
+        sm = session.sm
+        if sm is None or sm.dead:
+            return
+        if sm.resume_timer is not None:
+            sm.resume_timer.cancel()
+        sm.resume_timer = asyncio.get_running_loop().call_later(
+            seconds, self._resume_timed_out, session)
 
     def _resume_timed_out(self, session: C2SStream) -> None:
         sm = session.sm
         if sm is not None:
             sm.resume_timer = None
+        if self.server.hooks.fire("sm/pending-timed-out", session):
+            return  # kept a while more (mod_push_keepalive woke the client): keep_for was called
         session.ended("resumption timeout")
 
     async def _resume(self, new: C2SStream, el: Element) -> None:

@@ -88,6 +88,8 @@ class PushModule(Module):
         options = form.to_bytes().decode() if form is not None else ""
         await self.store.enable(self.host, ev.from_jid.local or "", Registration(
             service, node, ev.from_jid.resource or "", options), KEEP)
+        if ev.origin is not None and hasattr(ev.origin, "data"):
+            ev.origin.data["push"] = True  # this session has push (mod_push_keepalive)
 
     @iq_handler("set", NS, "disable", dest="self")
     async def disable(self, ev: StanzaEvent) -> None:
@@ -95,6 +97,8 @@ class PushModule(Module):
         assert el is not None
         service, node = self._target(el)
         await self.store.disable(self.host, ev.from_jid.local or "", service, node or None)
+        if ev.origin is not None and hasattr(ev.origin, "data"):
+            ev.origin.data.pop("push", None)
 
     @staticmethod
     def _target(el: Element) -> tuple[str, str]:
@@ -129,6 +133,7 @@ class PushModule(Module):
                 if len(self._pushed) > 10_000:
                     del self._pushed[next(iter(self._pushed))]
             self.api.add_task(self._notify(session.jid.bare, session.jid.resource or "", stanza))
+            self.server.hooks.fire_all("push/notified", session)
 
     @staticmethod
     def _key(user: JID, stanza: Element) -> Optional[tuple[str, str, str]]:
@@ -147,6 +152,15 @@ class PushModule(Module):
                 continue
             self._busy.add(key)
             self.api.add_task(self._publish(user, key, reg, summary))
+
+    async def wake(self, user: JID, resource: Optional[str]) -> None:
+        """A notification without a message (the app connects again): to the
+        registrations of ``resource``, or of every resource when None."""
+        form = Element(X, {"type": "submit"})
+        add_field(form, "FORM_TYPE", "", "", [SUMMARY])
+        for reg in await self.store.registrations(self.host, user.local or ""):
+            if resource is None or reg.resource == resource:
+                self.api.add_task(self._send(user.bare, reg, form))
 
     def _summary(self, stanza: Element) -> Element:
         form = Element(X, {"type": "submit"})

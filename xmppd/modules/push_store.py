@@ -80,6 +80,12 @@ class PushStore:
                     t.c.server_host == host, t.c.username == user))]
         return await self.db.run(run)
 
+    async def accounts(self, host: str) -> list[str]:
+        """The accounts of ``host`` that have a registration."""
+        t = push_session
+        return await self.db.run(lambda conn: [str(r[0]) for r in conn.execute(
+            select(t.c.username).where(t.c.server_host == host).distinct())])
+
     async def delete_user(self, host: str, user: str) -> None:
         t = push_session
         await self.db.run(lambda conn: conn.execute(delete(t).where(
