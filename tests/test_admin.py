@@ -281,3 +281,46 @@ def test_server_pings_quiet_clients_and_drops_dead_ones(make_server: MakeServer)
         assert await dead.stream_error(timeout=10) == "connection-timeout"
         assert srv.ctl("connected_users").stdout.split() == ["alive@localhost/raw"]
     run(main())
+
+
+def test_roster_and_resource_commands(make_server: MakeServer) -> None:
+    """ejabberdctl's add_rosteritem, get_roster, delete_rosteritem (the user's client gets
+    roster pushes), user_resources, num_resources and registered_vhosts."""
+    srv = make_server(modules={"mod_roster": {}, "mod_disco": {}})
+    for u in ("alice", "bob"):
+        srv.register(u, "pw")
+    srv.start()
+    roster = "jabber:iq:roster"
+
+    async def main() -> None:
+        c = RawClient(srv.c2s_tls, tls=True)
+        await c.login("alice", "pw", "desk")
+        await c.send(f"<iq type='get' id='r0'><query xmlns='{roster}'/></iq>")
+        await c.recv_until(lambda e: e.get("id") == "r0", timeout=10)
+        srv.ctl("add_rosteritem", "alice", "localhost", "bob", "localhost", "Bobby",
+                "Friends;Work", "both")
+        push = await c.recv_until(lambda e: e.get("type") == "set", timeout=10)
+        item = push.find(f"{{{roster}}}query/{{{roster}}}item")
+        assert item is not None and item.get("jid") == "bob@localhost"
+        assert item.get("name") == "Bobby" and item.get("subscription") == "both"
+        assert [g.text for g in item.findall(f"{{{roster}}}group")] == ["Friends", "Work"]
+        await c.send(f"<iq type='result' id='{push.get('id')}'/>")
+        assert srv.ctl("get_roster", "alice", "localhost").stdout.strip() == \
+            "bob@localhost\tBobby\tboth\tFriends;Work"
+        bad = srv.ctl("add_rosteritem", "alice", "localhost", "bob", "localhost", "B", "",
+                      "sometimes", check=False)
+        assert bad.returncode == 1 and "SUBS is one of" in bad.stderr
+        assert srv.ctl("user_resources", "alice", "localhost").stdout.split() == ["desk"]
+        assert srv.ctl("num_resources", "alice", "localhost").stdout.strip() == "1"
+        assert srv.ctl("num_resources", "bob", "localhost").stdout.strip() == "0"
+        assert srv.ctl("registered_vhosts").stdout.split() == ["localhost"]
+        srv.ctl("delete_rosteritem", "alice", "localhost", "bob", "localhost")
+        push = await c.recv_until(lambda e: e.get("type") == "set", timeout=10)
+        item = push.find(f"{{{roster}}}query/{{{roster}}}item")
+        assert item is not None and item.get("subscription") == "remove"
+        assert srv.ctl("get_roster", "alice", "localhost").stdout.strip() == ""
+        missing = srv.ctl("delete_rosteritem", "alice", "localhost", "bob", "localhost",
+                          check=False)
+        assert missing.returncode == 1 and "not in the roster" in missing.stderr
+        await c.close()
+    run(main())

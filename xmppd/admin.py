@@ -125,6 +125,9 @@ HELP = {
     "register_bulk": "register_bulk FILE HOST: create accounts from 'user password' lines",
     "connected_users": "connected_users: list full JIDs of sessions",
     "connected_users_number": "connected_users_number: count sessions",
+    "user_resources": "user_resources USER HOST: the resources of the user's sessions",
+    "num_resources": "num_resources USER HOST: how many sessions the user has",
+    "registered_vhosts": "registered_vhosts: the hosts this server serves",
     "kick_session": "kick_session USER HOST RESOURCE REASON: end one session",
     "status": "status: is the server running, and how is it doing",
     "cluster_nodes": "cluster_nodes: the nodes of the cluster with their sessions",
@@ -223,6 +226,25 @@ def install(server: Server) -> None:
             lines.append(str(extra))
         return "\n".join(lines)
 
+    def resources_of(user: str, host: str) -> list[str]:
+        """The resources of the user's sessions, on every cluster node."""
+        try:
+            bare = JID(user, host)
+        except JIDError as e:
+            raise CommandError(str(e)) from None
+        return sorted(j.resource or "" for j in server.sessions.online(bare.domain)
+                      if j.bare == bare)
+
+    def user_resources(user: str, host: str) -> str:
+        return "\n".join(resources_of(user, host))
+
+    def num_resources(user: str, host: str) -> str:
+        return str(len(resources_of(user, host)))
+
+    cmds.register("user_resources", user_resources, HELP["user_resources"])
+    cmds.register("num_resources", num_resources, HELP["num_resources"])
+    cmds.register("registered_vhosts", lambda: "\n".join(server.config.hosts),
+                  HELP["registered_vhosts"])
     cmds.register("connected_users", connected_users, HELP["connected_users"])
     cmds.register("connected_users_number", connected_users_number, HELP["connected_users_number"])
     cmds.register("kick_session", kick_session, HELP["kick_session"])

@@ -18,6 +18,7 @@ from ..moduleapi import Module, Option, hook, iq_handler
 from ..sessions import flags_of
 from ..stanza import StanzaError, StanzaEvent, iq_result, make_iq
 from ..xml import Element
+from . import roster_commands
 from .broadcast import Broadcast
 from .roster_store import RosterStore
 from .rosters import GROUP, ITEM, NS, Item, Roster, RosterCache
@@ -55,6 +56,7 @@ class RosterModule(Module):
         self.api.add_stream_feature("post-auth", lambda s: Element(PREAPPROVAL_FEATURE))
         self.broadcast.setup(self.api)
         self.subscriptions.setup(self.api)
+        roster_commands.install(self)
 
     def _changed_elsewhere(self, user: str) -> None:
         """Another cluster node stored a change to this user's roster."""
