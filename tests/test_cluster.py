@@ -317,8 +317,14 @@ def test_rooms_are_sharded_and_survive_their_node(make_server: MakeServer, redis
         # the room lives on exactly one node: its owner
         held = [n.ctl("muc_online_rooms_node", "global").stdout.split() for n in nodes]
         assert held == [[], [], [room]]
-        # muc_online_rooms (as in ejabberd) lists the rooms of the whole cluster
+        # muc_online_rooms (as in ejabberd) lists the rooms of the whole cluster, and the
+        # occupants of a room are known from any node
         assert [n.ctl("muc_online_rooms", "global").stdout.split() for n in nodes] == [[room]] * 3
+        name, service = room.split("@")
+        assert nodes[0].ctl("get_room_occupants_number", name, service).stdout.strip() == "3"
+        lines = nodes[1].ctl("get_room_occupants", name, service).stdout.splitlines()
+        assert sorted(line.split("\t")[:2] for line in lines) == [
+            ["alice@localhost/a", "Alice"], ["bob@localhost/b", "Bob"], ["carol@localhost/c", "Carol"]]
         # several senders on several nodes: everyone sees one order
         for i in range(10):
             await a.send(f"<message to='{room}' type='groupchat'><body>a{i}</body></message>")

@@ -19,7 +19,7 @@ from collections import Counter, deque
 from typing import Any, Optional
 
 from ..acl import v_access
-from ..commands import all_lines
+from ..commands import all_lines, total
 from ..confval import ConfigError, join, v_bool, v_int, v_pos_int_or_infinity, v_str, v_timeout
 from ..jid import JID
 from ..moduleapi import Module, Option, hook
@@ -123,6 +123,12 @@ class MucService(Module):
         self.api.add_command("muc_online_rooms_node", self._cmd_online_rooms,
                              "muc_online_rooms_node SERVICE|global: rooms held in memory on the "
                              "node asked")
+        self.api.add_command("get_room_occupants", self._cmd_occupants,
+                             "get_room_occupants NAME SERVICE: a line per occupant's session: "
+                             "real JID, nick, role", merge=all_lines)
+        self.api.add_command("get_room_occupants_number", self._cmd_occupants_number,
+                             "get_room_occupants_number NAME SERVICE: how many occupants",
+                             merge=total)
         if o["public"]:
             self.api.add_item(self.domain, o["name"])
         if self.archive_expiry != float("inf"):
@@ -447,6 +453,27 @@ class MucService(Module):
         if writer is not None:
             self._spawn(writer.flush())
         log.info("%s: room %s handed over to %s", self.domain, jid, self.server.owner_of(str(jid)))
+
+    def _held_room(self, name: str, service: str) -> Optional[Room]:
+        """The room ``name@service`` if this node holds it (the admin commands ask
+        every node; the one that holds it answers)."""
+        for vhost in self.server.hosts.values():
+            muc = vhost.modules.get(self.name)
+            if isinstance(muc, MucService) and muc.domain == service.lower():
+                for jid, room in muc.rooms.items():
+                    if jid.local == name.lower():
+                        return room
+        return None
+
+    def _cmd_occupants(self, name: str, service: str) -> str:
+        room = self._held_room(name, service)
+        if room is None:
+            return ""
+        return "\n".join(f"{full}\t{occ.nick}\t{occ.role}" for occ, full in room.sessions())
+
+    def _cmd_occupants_number(self, name: str, service: str) -> str:
+        room = self._held_room(name, service)
+        return str(len(room.occupants)) if room is not None else "0"
 
     def _cmd_online_rooms(self, service: str) -> str:
         rooms: list[str] = []
