@@ -53,5 +53,5 @@ def test_stock_ejabberd_presence_modules_load_without_warnings() -> None:
     p, warnings = check_modules(c)
     for name in ("mod_roster", "mod_last", "mod_blocking", "mod_client_state"):
         assert name in p["localhost"]
-        assert not [w for w in warnings if name in w]
+        assert not [w for w in warnings if w.startswith(f"modules.{name}")]
     assert p["localhost"]["mod_roster"][1]["versioning"] is True
