@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Optional, Union
 
 from ..confval import v_bool
-from ..dataforms import DATA, X, form_values
+from ..dataforms import DATA, X, add_field, form_values
 from ..jid import JID
 from ..moduleapi import Module, Option, hook, iq_handler
 from ..stanza import StanzaError, StanzaEvent
@@ -74,8 +74,7 @@ def form(title: str, instructions: str = "", form_type: str = "",
     if instructions:
         x.add("{%s}instructions" % DATA, None, instructions)
     if form_type:
-        f = x.add("{%s}field" % DATA, {"var": "FORM_TYPE", "type": "hidden"})
-        f.add("{%s}value" % DATA, None, form_type)
+        add_field(x, "FORM_TYPE", "hidden", "", [form_type])
     return x
 
 

@@ -118,11 +118,9 @@ class Announce(Module):
                     self._send_to_account(msg, bare)
 
     def _send_to_account(self, msg: Element, bare: JID) -> None:
-        """``msg`` to every online resource of the account ``bare``."""
-        for s in self.server.sessions.local_resources(bare):
+        """``msg`` to every online resource of the account ``bare`` (every node)."""
+        for s in self.server.sessions.resources(bare):
             self._send(msg, str(s.jid))
-        for e in self.server.sessions.backend.remote_sessions(bare):
-            self._send(msg, str(e.jid))
 
     def _send(self, msg: Element, to: str) -> None:
         self.server.router.route(addressed(msg, to))

@@ -156,15 +156,13 @@ class PushModule(Module):
     async def wake(self, user: JID, resource: Optional[str]) -> None:
         """A notification without a message (the app connects again): to the
         registrations of ``resource``, or of every resource when None."""
-        form = Element(X, {"type": "submit"})
-        add_field(form, "FORM_TYPE", "", "", [SUMMARY])
+        form = _summary_form()
         for reg in await self.store.registrations(self.host, user.local or ""):
             if resource is None or reg.resource == resource:
                 self.api.add_task(self._send(user.bare, reg, form))
 
     def _summary(self, stanza: Element) -> Element:
-        form = Element(X, {"type": "submit"})
-        add_field(form, "FORM_TYPE", "", "", [SUMMARY])
+        form = _summary_form()
         add_field(form, "message-count", "", "", ["1"])
         if self.opts["include_sender"] and stanza.attrs.get("from"):
             add_field(form, "last-message-sender", "", "", [stanza.attrs["from"]])
@@ -207,3 +205,9 @@ class PushModule(Module):
         except TimeoutError:
             log.info("push: no answer from %s for %s", reg.service, user)
 
+
+def _summary_form() -> Element:
+    """A ``urn:xmpp:push:summary`` form with no field yet."""
+    form = Element(X, {"type": "submit"})
+    add_field(form, "FORM_TYPE", "", "", [SUMMARY])
+    return form

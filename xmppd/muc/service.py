@@ -21,7 +21,7 @@ from typing import Any, Optional
 from ..acl import v_access
 from ..commands import all_lines, total
 from ..confval import ConfigError, join, v_bool, v_int, v_pos_int_or_infinity, v_str, v_timeout
-from ..jid import JID
+from ..jid import JID, JIDError
 from ..moduleapi import Module, Option, hook
 from ..stanza import StanzaError, StanzaEvent, iq_result
 from ..xml import Element
@@ -460,9 +460,10 @@ class MucService(Module):
         for vhost in self.server.hosts.values():
             muc = vhost.modules.get(self.name)
             if isinstance(muc, MucService) and muc.domain == service.lower():
-                for jid, room in muc.rooms.items():
-                    if jid.local == name.lower():
-                        return room
+                try:
+                    return muc.rooms.get(JID(name, muc.domain))
+                except JIDError:
+                    return None
         return None
 
     def _cmd_occupants(self, name: str, service: str) -> str:

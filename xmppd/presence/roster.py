@@ -200,8 +200,9 @@ class RosterModule(Module):
             groups.append(text)
         return self.cache.run(user, lambda r: self._update(r, contact, name, tuple(groups)))
 
-    def _update(self, roster: Roster, contact: JID, name: Optional[str],
-                groups: tuple[str, ...]) -> None:
+    def item_for(self, roster: Roster, contact: JID) -> Item:
+        """``contact``'s item, made if needed; ``not-allowed`` when that would take
+        the roster past its limit."""
         item = roster.get(contact)
         if item is None or not (item.visible or item.state.pending_in):
             if roster.size() >= self.limit:
@@ -209,6 +210,11 @@ class RosterModule(Module):
                                   text=f"the roster is full ({int(self.limit)} items)")
         if item is None:
             item = roster.items[contact] = Item(contact)
+        return item
+
+    def _update(self, roster: Roster, contact: JID, name: Optional[str],
+                groups: tuple[str, ...]) -> None:
+        item = self.item_for(roster, contact)
         before = item.view()
         if item.visible and item.name == name and item.groups == groups:
             return
@@ -226,6 +232,10 @@ class RosterModule(Module):
         if st.frm or st.pending_in:
             kinds.append("unsubscribed")
         self.subscriptions.cancel(roster, item, kinds)
+        self.clear(roster, item)
+
+    def clear(self, roster: Roster, item: Item) -> None:
+        """Take ``item`` out of the roster (stored, and pushed as removed)."""
         before = item.view()
         item.state, item.visible, item.name, item.groups = NONE, False, None, ()
         item.request = item.answer = None

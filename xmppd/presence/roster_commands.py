@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING
 
 from ..commands import CommandError
 from ..jid import JID, JIDError
-from .rosters import Item, Roster
+from ..stanza import StanzaError
+from .rosters import Roster
 from .subscription import SubState
 
 if TYPE_CHECKING:
@@ -60,11 +61,10 @@ def install(mod: RosterModule) -> None:
         names = tuple(dict.fromkeys(g for g in groups.split(";") if g))
 
         def add(r: Roster) -> None:
-            item = r.get(contact)
-            if item is None:
-                if r.size() >= m.limit:
-                    raise CommandError(f"the roster is full ({int(m.limit)} items)")
-                item = r.items[contact] = Item(contact)
+            try:
+                item = m.item_for(r, contact)
+            except StanzaError as e:
+                raise CommandError(e.text or e.condition) from None
             before = item.view()
             item.name, item.groups, item.visible = nick or None, names, True
             item.state = SubState(sub=subs)
@@ -80,10 +80,7 @@ def install(mod: RosterModule) -> None:
             item = r.get(contact)
             if item is None or not item.visible:
                 raise CommandError(f"{contact} is not in the roster")
-            before = item.view()
-            item.state, item.visible, item.name, item.groups = SubState(), False, None, ()
-            item.request = item.answer = None
-            m.changed(r, item, before)
+            m.clear(r, item)
         await m.cache.run(jid(localuser, m.host), remove)
         return ""
 

@@ -16,8 +16,7 @@ def upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]],
     """Insert ``rows``; a row whose ``keys`` exist replaces the other columns."""
     if not rows:
         return
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    stmt = insert(table)
+    stmt = _insert(conn)(table)
     cols = [c for c in rows[0] if c not in keys]
     if cols:
         stmt = stmt.on_conflict_do_update(
@@ -30,5 +29,9 @@ def upsert(conn: Connection, table: Table, rows: Sequence[dict[str, Any]],
 def insert_missing(conn: Connection, table: Table, row: dict[str, Any],
                    keys: Sequence[str]) -> None:
     """Insert ``row`` unless a row with its ``keys`` exists (then nothing changes)."""
-    insert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
-    conn.execute(insert(table).on_conflict_do_nothing(index_elements=list(keys)), [row])
+    conn.execute(_insert(conn)(table).on_conflict_do_nothing(index_elements=list(keys)), [row])
+
+
+def _insert(conn: Connection) -> Any:
+    """The dialect's INSERT with ON CONFLICT."""
+    return pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
