@@ -30,7 +30,10 @@ lint: $(VENV)/.test-installed
 typecheck: $(VENV)/.test-installed
 	$(BIN)/mypy xmppd bench
 
+# the tests start xmppd in hundreds of processes: compile it once, even where the
+# environment sets PYTHONDONTWRITEBYTECODE (each start would compile it again)
 pytest: $(VENV)/.test-installed services
+	$(BIN)/python -m compileall -q xmppd > /dev/null
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 test: lint typecheck pytest

@@ -169,6 +169,9 @@ class XmppdServer:
         self.config_path = base / "xmppd.yml"
         self.proc: Optional[subprocess.Popen[bytes]] = None
         self.log_path = base / "xmppd.log"
+        # accounts registered while the server is down, created by one register_bulk
+        # (one process instead of one per account) before the next start or ctl command
+        self._pending: dict[str, list[tuple[str, str]]] = {}
         cfg: dict[str, Any] = {
             "hosts": list(hosts),
             "loglevel": "info",
@@ -205,6 +208,10 @@ class XmppdServer:
         return [sys.executable, "-m", "xmppd", *args]
 
     def ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        self.flush_registrations()
+        return self._ctl(*args, check=check)
+
+    def _ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         res = subprocess.run(self.cmd("ctl", "--config", str(self.config_path), *args),
                              capture_output=True, text=True, timeout=300)
         if check and res.returncode != 0:
@@ -212,9 +219,23 @@ class XmppdServer:
         return res
 
     def register(self, user: str, password: str, host: str = "localhost") -> None:
-        self.ctl("register", user, host, password)
+        if self.proc is None:
+            self._pending.setdefault(host, []).append((user, password))
+        else:
+            self.ctl("register", user, host, password)
+
+    def flush_registrations(self) -> None:
+        """Create the accounts registered while the server was down (``register_bulk``)."""
+        pending, self._pending = self._pending, {}
+        for host, pairs in pending.items():
+            path = self.base / f"accounts-{host}.txt"
+            path.write_text("".join(f"{u} {pw}\n" for u, pw in pairs), encoding="utf-8")
+            out = self._ctl("register_bulk", str(path), host).stdout
+            if f"{len(pairs)} accounts registered" not in out:
+                raise RuntimeError(f"register_bulk on {host}: {out.strip()}")
 
     def start(self) -> "XmppdServer":
+        self.flush_registrations()
         log = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.cmd("run", "--config", str(self.config_path)),
                                      stdout=log, stderr=subprocess.STDOUT, cwd=str(self.base))
