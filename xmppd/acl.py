@@ -19,7 +19,7 @@ from .jid import JID, JIDError
 
 _KINDS = ("user", "server", "resource", "ip", "user_regexp", "server_regexp",
           "resource_regexp", "node_regexp", "user_glob", "server_glob", "resource_glob",
-          "node_glob", "shared_group")
+          "node_glob", "shared_group", "acl")
 
 IPNet = Union[ipaddress.IPv4Network, ipaddress.IPv6Network]
 
@@ -78,10 +78,16 @@ def parse_acls(raw: Any, path: str) -> dict[str, tuple[AclSpec, ...]]:
         return {}
     if not isinstance(raw, dict):
         raise ConfigError(path, "a mapping of ACL names", raw)
-    return {str(name): _parse_spec(spec, join(path, name)) for name, spec in raw.items()}
+    out = {str(name): _parse_spec(spec, join(path, name)) for name, spec in raw.items()}
+    for name, specs in out.items():
+        if any(s.kind == "acl" for s in specs):  # (one ACL naming another could loop)
+            raise ConfigError(join(join(path, name), "acl"),
+                              "users, servers or addresses: an ACL does not name another ACL",
+                              show_got=False)
+    return out
 
 
-def _parse_ref(raw: Any, path: str, acls: dict[str, Any]) -> AclRef:
+def parse_acl_ref(raw: Any, path: str, acls: dict[str, Any]) -> AclRef:
     if isinstance(raw, str):
         return raw  # an undefined ACL matches nobody, as in ejabberd
     if isinstance(raw, (int, float)):
@@ -112,7 +118,7 @@ def _parse_rules(raw: Any, path: str, acls: dict[str, Any],
         if value_kind == "access" and action not in ("allow", "deny"):
             raise ConfigError(p, "allow or deny", action)
         refs = ref if isinstance(ref, list) and all(isinstance(r, str) for r in ref) else [ref]
-        rules.append((action, [_parse_ref(r, p, acls) for r in refs]))
+        rules.append((action, [parse_acl_ref(r, p, acls) for r in refs]))
     return rules
 
 
@@ -170,6 +176,8 @@ class AccessControl:
             if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
                 addr = addr.ipv4_mapped
             return addr.version == value.version and addr in value
+        if kind == "acl":  # a named ACL, inside access rules
+            return self.acl_match(value, jid, ip)
         if jid is None:
             return False
         local = jid.local or ""

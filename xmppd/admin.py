@@ -67,14 +67,14 @@ def account_commands(store: AccountStore, hosts: tuple[str, ...]) -> dict[str, C
         except AccountError as e:
             raise CommandError(str(e)) from None
         if not created:
-            raise CommandError(f"user {user}@{h} already registered")
+            raise CommandError(f"user {user}@{h} already registered", "conflict")
         return f"User {user}@{h} successfully registered"
 
     def unregister(user: str, host: str) -> str:
         h = _host(hosts, host)
         try:
             if not store.delete_sync(h, user):
-                raise CommandError(f"user {user}@{h} does not exist")
+                raise CommandError(f"user {user}@{h} does not exist", "not_found")
         except AccountError as e:
             raise CommandError(str(e)) from None
         return ""
@@ -83,7 +83,7 @@ def account_commands(store: AccountStore, hosts: tuple[str, ...]) -> dict[str, C
         h = _host(hosts, host)
         try:
             if not store.set_password_sync(h, user, password):
-                raise CommandError(f"user {user}@{h} does not exist")
+                raise CommandError(f"user {user}@{h} does not exist", "not_found")
         except AccountError as e:
             raise CommandError(str(e)) from None
         return ""
@@ -94,14 +94,14 @@ def account_commands(store: AccountStore, hosts: tuple[str, ...]) -> dict[str, C
     def check_account(user: str, host: str) -> str:
         h = _host(hosts, host)
         if store.get_sync(h, user) is None:
-            raise CommandError(f"user {user}@{h} does not exist")
+            raise CommandError(f"user {user}@{h} does not exist", "not_found")
         return ""
 
     def check_password(user: str, host: str, password: str) -> str:
         h = _host(hosts, host)
         creds = store.get_sync(h, user)
         if creds is None:
-            raise CommandError(f"user {user}@{h} does not exist")
+            raise CommandError(f"user {user}@{h} does not exist", "not_found")
         if not scram.check_password(password, creds.sha256, "sha256"):
             raise CommandError(f"wrong password for {user}@{h}")
         return ""

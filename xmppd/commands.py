@@ -9,7 +9,15 @@ from typing import Any, Optional
 
 
 class CommandError(Exception):
-    """A command failed in a way the operator should read."""
+    """A command failed in a way the operator should read.
+
+    ``kind`` says what went wrong where a front end answers differently (the HTTP
+    API's status): ``conflict`` (it exists already), ``not_found``, or None.
+    """
+
+    def __init__(self, message: str, kind: Optional[str] = None) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 # How the answers of the cluster's nodes (node name -> output) make one reply, for a

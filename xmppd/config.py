@@ -174,6 +174,7 @@ TOP_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "listen": (v_any, []),
     "acl": (v_any, {}),
     "access_rules": (v_any, {}),
+    "api_permissions": (v_any, None),  # parsed with the ACLs: xmppd/api_permissions.py
     "shaper": (v_dict(v_str, _v_shaper_def), {}),
     "shaper_rules": (v_any, {}),
     "auth_method": (v_list(v_enum("sql", "internal", "mnesia", "anonymous", "external",
@@ -231,7 +232,7 @@ TOP_OPTIONS: dict[str, tuple[Validator, Any]] = {
 }
 
 # ejabberd options that xmppd accepts without a warning but does not act on
-_QUIET = {"language", "api_permissions", "new_sql_schema", "update_sql_schema",
+_QUIET = {"language", "new_sql_schema", "update_sql_schema",
           "log_rotate_count", "log_rotate_size", "log_burst_limit_count",
           "log_burst_limit_window_time", "hide_sensitive_log_data"}
 
@@ -358,6 +359,7 @@ def parse_config(data: Any, *, base_dir: Optional[Path] = None,
                  source: Optional[Path] = None) -> Config:
     """Validate an already-loaded YAML document."""
     from . import acl as aclmod
+    from .api_permissions import parse_api_permissions
 
     warnings: list[str] = []
     if data is None:
@@ -429,6 +431,8 @@ def parse_config(data: Any, *, base_dir: Optional[Path] = None,
     acl = aclmod.parse_acls(data.get("acl"), "acl")
     access_rules = aclmod.parse_access_rules(data.get("access_rules"), "access_rules", acl)
     shaper_rules = aclmod.parse_shaper_rules(data.get("shaper_rules"), "shaper_rules", acl)
+    opts["api_permissions"] = parse_api_permissions(data.get("api_permissions"),
+                                                    "api_permissions", acl, warnings)
 
     base = base_dir or Path.cwd()
     data_dir = Path(opts["data_dir"])

@@ -1,0 +1,197 @@
+"""mod_http_api: the admin commands over HTTP as ejabberd's REST API, with
+api_permissions deciding who may call what; an aiohttp client and raw XMPP clients."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+import aiohttp
+import pytest
+import yaml
+from conftest import run
+from helpers.procs import free_port
+from helpers.raw import RawClient, local
+
+from xmppd.config import parse_config
+from xmppd.confval import ConfigError
+
+ADMIN = ("admin@localhost", "adminpw")
+PERMISSIONS = {
+    "admin access": {"who": {"access": {"allow": [{"acl": "admin"}]}},
+                     "what": ["*", "!stop"]},
+    "public commands": {"who": {"ip": "127.0.0.1/8"},
+                        "what": ["status", "connected_users_number"]},
+}
+
+
+def api_server(make_server: Any, permissions: Optional[dict[str, Any]] = None) -> Any:
+    config: dict[str, Any] = {"acl": {"admin": {"user": "admin@localhost"}}}
+    if permissions is not None:
+        config["api_permissions"] = permissions
+    srv = make_server(config=config)
+    srv.https = free_port()
+    srv.config["listen"][3]["request_handlers"] = {"/api": "mod_http_api"}
+    srv.config["listen"].append({"port": srv.https, "ip": "127.0.0.1", "module": "ejabberd_http",
+                                 "tls": True, "request_handlers": {"/api": "mod_http_api"}})
+    srv.config["modules"].update({"mod_http_api": {}, "mod_roster": {}})
+    srv.write_config()
+    srv.register("admin", "adminpw")
+    srv.register("bob", "bobpw")
+    return srv.start()
+
+
+async def call(url: str, command: str, args: Any = None, auth: Optional[tuple[str, str]] = None,
+               method: str = "POST", body: Optional[bytes] = None,
+               headers: Optional[dict[str, str]] = None) -> tuple[int, Any]:
+    basic = aiohttp.BasicAuth(*auth) if auth else None
+    async with aiohttp.ClientSession() as http:
+        if method == "GET":
+            req = http.get(f"{url}/{command}", params=args or {}, auth=basic, ssl=False,
+                           headers=headers)
+        else:
+            data = body if body is not None else json.dumps(args or {}).encode()
+            req = http.post(f"{url}/{command}", data=data, auth=basic, ssl=False,
+                            headers=headers)
+        async with req as resp:
+            text = await resp.text()
+            assert resp.headers["Content-Type"].startswith("application/json")
+            return resp.status, json.loads(text)
+
+
+def test_an_admin_manages_accounts_and_sessions_over_https(make_server: Any) -> None:
+    srv = api_server(make_server, PERMISSIONS)
+    api = f"https://localhost:{srv.https}/api"
+
+    async def main() -> None:
+        # public commands from loopback without logging in
+        status, out = await call(api, "status")
+        assert status == 200 and "running" in out
+        assert await call(api, "connected_users_number", method="GET") == (200, 0)
+        # anything else needs the admin
+        status, out = await call(api, "register", {"user": "carol", "host": "localhost",
+                                                    "password": "first-pass"})
+        assert status == 403 and out["code"] == 32
+        assert (await call(api, "registered_users", {"host": "localhost"},
+                           auth=("bob@localhost", "bobpw")))[0] == 403
+        status, out = await call(api, "registered_users", {"host": "localhost"},
+                                 auth=("admin@localhost", "wrong"))
+        assert status == 401 and out["status"] == "error"
+        assert (await call(api, "status", auth=("nobody@localhost", "x")))[0] == 401
+
+        assert await call(api, "register", {"user": "carol", "host": "localhost",
+                                            "password": "first-pass"}, auth=ADMIN) == (
+            200, "User carol@localhost successfully registered")
+        status, out = await call(api, "register", {"user": "carol", "host": "localhost",
+                                                   "password": "first-pass"}, auth=ADMIN)
+        assert status == 409 and "already registered" in out["message"]
+        assert await call(api, "registered_users", {"host": "localhost"}, auth=ADMIN) == (
+            200, ["admin", "bob", "carol"])
+        assert await call(api, "check_account", {"user": "carol", "host": "localhost"},
+                          auth=ADMIN) == (200, 0)
+        assert await call(api, "check_account", {"user": "zed", "host": "localhost"},
+                          auth=ADMIN) == (200, 1)
+        # ejabberd's argument name for the new password
+        assert await call(api, "change_password", {"user": "carol", "host": "localhost",
+                                                   "newpass": "c2"}, auth=ADMIN) == (200, 0)
+        assert await call(api, "check_password", {"user": "carol", "host": "localhost",
+                                                   "password": "first-pass"}, auth=ADMIN) == (200, 1)
+
+        carol = RawClient(srv.c2s_tls, tls=True)
+        await carol.connect()
+        await carol.login("carol", "c2", resource="phone")
+        await carol.send("<presence/>")
+        assert await call(api, "connected_users_number") == (200, 1)
+        assert await call(api, "user_resources", {"user": "carol", "host": "localhost"},
+                          auth=ADMIN) == (200, ["phone"])
+        assert await call(api, "send_message", {
+            "type": "chat", "from": "bob@localhost", "to": "carol@localhost",
+            "subject": "", "body": "from the API"}, auth=ADMIN) == (200, 0)
+        msg = await carol.recv_until(lambda e: local(e.tag) == "message")
+        assert msg.get("from") == "bob@localhost"
+        assert msg.findtext("{jabber:client}body") == "from the API"
+        assert await call(api, "kick_session", {
+            "user": "carol", "host": "localhost", "resource": "phone",
+            "reason": "bye"}, auth=ADMIN) == (200, 0)
+        assert await carol.stream_error() == "policy-violation"
+
+        # the roster commands, with ejabberd's argument names and JSON answers
+        assert await call(api, "add_rosteritem", {
+            "localuser": "carol", "localserver": "localhost", "user": "bob",
+            "server": "localhost", "nick": "Bob", "groups": ["Friends", "Work"],
+            "subs": "both"}, auth=ADMIN) == (200, 0)
+        assert await call(api, "get_roster", {"user": "carol", "host": "localhost"},
+                          auth=ADMIN) == (200, [{"jid": "bob@localhost", "nick": "Bob",
+                                                 "subscription": "both",
+                                                 "groups": ["Friends", "Work"]}])
+
+        # bad requests
+        status, out = await call(api, "register", {"user": "dave", "host": "localhost"},
+                                 auth=ADMIN)
+        assert status == 400 and "missing argument: password" in out["message"]
+        status, out = await call(api, "registered_users", {"host": "localhost", "x": 1},
+                                 auth=ADMIN)
+        assert status == 400 and "unknown arguments: x" in out["message"]
+        status, out = await call(api, "registered_users", auth=ADMIN, body=b"{not json")
+        assert status == 400 and out["code"] == 40
+        status, out = await call(api, "no_such_command", auth=ADMIN)
+        assert status == 404 and out["code"] == 44
+        # a web page cannot make a browser on this machine call it (no credentials needed
+        # from loopback for status, but refused all the same)
+        for headers in ({"Origin": "https://evil.example"}, {"Sec-Fetch-Site": "cross-site"}):
+            status, out = await call(api, "status", method="GET", headers=headers)
+            assert status == 403 and "web pages" in out["message"]
+        # stop is taken out of the admin's group: the server keeps running
+        assert (await call(api, "stop", auth=ADMIN))[0] == 403
+
+        assert await call(api, "unregister", {"user": "carol", "host": "localhost"},
+                          auth=ADMIN) == (200, 0)
+        status, out = await call(api, "unregister", {"user": "carol", "host": "localhost"},
+                                 auth=ADMIN)
+        assert status == 404 and "does not exist" in out["message"]
+        # over plain HTTP too (from loopback, where Basic credentials may travel)
+        assert await call(f"http://localhost:{srv.http}/api", "registered_users",
+                          {"host": "localhost"}, auth=ADMIN) == (200, ["admin", "bob"])
+    run(main())
+    assert srv.proc is not None and srv.proc.poll() is None
+    assert "API call register" in srv.log and "first-pass" not in srv.log
+
+
+def test_without_api_permissions_only_the_admin_acl_may_call(make_server: Any) -> None:
+    srv = api_server(make_server)
+    api = f"https://localhost:{srv.https}/api"
+
+    async def main() -> None:
+        assert (await call(api, "status"))[0] == 403
+        assert (await call(api, "registered_users", {"host": "localhost"},
+                           auth=("bob@localhost", "bobpw")))[0] == 403
+        assert await call(api, "registered_users", {"host": "localhost"}, auth=ADMIN) == (
+            200, ["admin", "bob"])
+        assert (await call(api, "stop", auth=ADMIN))[0] == 403
+    run(main())
+
+
+def test_the_stock_ejabberd_permissions_parse() -> None:
+    data = yaml.safe_load((Path(__file__).parent / "data" / "ejabberd.yml").read_text())
+    cfg = parse_config(data)
+    groups = {p.name: p for p in cfg["api_permissions"]}
+    assert set(groups) == {"console commands", "admin access", "public commands"}
+    assert groups["console commands"].fronts == frozenset({"ejabberd_ctl"})
+    assert groups["admin access"].taken_out == frozenset({"stop", "start"})
+    assert groups["public commands"].commands == frozenset({"status", "connected_users_number"})
+    assert any(w.startswith("api_permissions.admin access.who.oauth:") for w in cfg.warnings)
+
+
+@pytest.mark.parametrize("permissions, path", [
+    ({"g": {"who": {"ip": "not-an-ip"}, "what": "*"}}, "api_permissions.g.who.ip"),
+    ({"g": {"who": {"group": "x"}, "what": "*"}}, "api_permissions.g.who.group"),
+    ({"g": {"who": "all", "what": [3]}}, "api_permissions.g.what[0]"),
+    ({"g": {"who": "all", "wat": "*"}}, "api_permissions.g.wat"),
+    ({"g": {"who": {"access": {"maybe": "all"}}, "what": "*"}}, "api_permissions.g.who.access"),
+    (["g"], "api_permissions"),
+])
+def test_bad_api_permissions_name_the_yaml_path(permissions: Any, path: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"hosts": ["localhost"], "api_permissions": permissions})
+    assert str(err.value).startswith(path)
