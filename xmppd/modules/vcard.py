@@ -7,9 +7,16 @@ PHOTO). A user without a vCard reads an empty one; an account that does not exis
 gets ``service-unavailable`` (RFC 6121 8.5.1), and a set on somebody else's
 account ``forbidden``. The vCard is kept as sent (its size is bounded by the
 listener's ``max_stanza_size``); deleting the account deletes it.
+
+Other modules read and write vCards with :meth:`VcardModule.card` and
+:meth:`VcardModule.put_card`; every stored vCard fires ``vcard/set`` (owner's bare
+JID, the vCard, who set it: ``client`` or the module's name), which mod_vcard_xupdate
+and mod_avatar use.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 from ..jid import JID
 from ..moduleapi import iq_handler
@@ -28,11 +35,20 @@ class VcardModule(XmlStoreModule):
     xeps = ("XEP-0054",)
     table = vcard
 
+    async def card(self, owner: JID) -> Optional[Element]:
+        """The account's stored vCard, if it has one."""
+        data = await self.store.get(self.host, owner.local or "", NS)
+        return parse_xml(data) if data is not None else None
+
+    async def put_card(self, owner: JID, card: Element, by: str = "client") -> None:
+        """Store the account's vCard; ``vcard/set`` tells the other modules."""
+        await self.store.put(self.host, owner.local or "", [(NS, card.to_bytes().decode())])
+        await self.server.hooks.run_all("vcard/set", owner.bare, card, by)
+
     @iq_handler("get", NS, "vCard", dest=("self", "bare"))
     async def get(self, ev: StanzaEvent) -> Element:
         owner = ev.to_jid.bare
-        data = await self.store.get(self.host, owner.local or "", NS)
-        found = parse_xml(data) if data is not None else None
+        found = await self.card(owner)
         if found is not None:
             return found
         if owner != ev.from_jid.bare and not await self._exists(owner):
@@ -43,8 +59,7 @@ class VcardModule(XmlStoreModule):
     async def set(self, ev: StanzaEvent) -> None:
         card = ev.stanza.find(VCARD)
         assert card is not None  # (the handler's key)
-        await self.store.put(self.host, ev.from_jid.local or "",
-                             [(NS, card.to_bytes().decode())])
+        await self.put_card(ev.from_jid.bare, card)
 
     @iq_handler("set", NS, "vCard", dest="bare")
     def set_other(self, ev: StanzaEvent) -> None:

@@ -155,7 +155,18 @@ class PubsubModule(Module):
         form = po.find(X) if po is not None else None
         if form is not None:
             options = nodecfg.submitted(form, PUBLISH_OPTIONS, self.cap)
-        owner = ev.from_jid.bare
+        item_id = items[0].attrs.get("id") or secrets.token_hex(8)
+        await self.publish(ev.from_jid.bare, node, item_id, payload[0], options)
+        return Element(q(PUBSUB, "pubsub"), None, [Element(q(PUBSUB, "publish"), {"node": node}, [
+            Element(q(PUBSUB, "item"), {"id": item_id})])])
+
+    async def publish(self, owner: JID, node: str, item_id: str, payload: Element,
+                      options: Optional[dict[str, Any]] = None, by: str = "client") -> None:
+        """Publish ``payload`` as the item ``item_id`` of the owner's ``node`` (created
+        if needed; ``options`` are preconditions on an existing node) and notify;
+        ``pep/published`` (owner, node, item id, payload, ``by``: ``client`` or the
+        module that published for the owner) tells the other modules."""
+        options = options or {}
         user = owner.local or ""
         cfg = await self.store.node(self.host, user, node)
         create = cfg is None
@@ -164,14 +175,17 @@ class PubsubModule(Module):
             cfg = self._new_config(node, options)
         else:
             nodecfg.check_preconditions(cfg, options)
-        item_id = items[0].attrs.get("id") or secrets.token_hex(8)
         await self.store.publish(self.host, user, node, cfg, item_id,
-                                 payload[0].to_bytes().decode(), create)
-        shown: list[Child] = [payload[0]] if cfg["deliver_payloads"] else []
+                                 payload.to_bytes().decode(), create)
+        shown: list[Child] = [payload] if cfg["deliver_payloads"] else []
         await self._notify(owner, node, cfg, Element(q(EVENT, "items"), {"node": node}, [
             Element(q(EVENT, "item"), {"id": item_id}, shown)]))
-        return Element(q(PUBSUB, "pubsub"), None, [Element(q(PUBSUB, "publish"), {"node": node}, [
-            Element(q(PUBSUB, "item"), {"id": item_id})])])
+        await self.server.hooks.run_all("pep/published", owner, node, item_id, payload, by)
+
+    async def item(self, owner: JID, node: str, item_id: str) -> Optional[Element]:
+        """The payload of one item of the owner's node, if it is there."""
+        found = await self.store.items(self.host, owner.local or "", node, [item_id])
+        return parse_xml(found[0].payload) if found else None
 
     async def _retract(self, ev: StanzaEvent, action: Element) -> None:
         node = self._node(action)
