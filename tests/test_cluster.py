@@ -303,6 +303,22 @@ def test_rooms_are_sharded_and_survive_their_node(make_server: MakeServer, redis
         n.start()
     names = [f"node{i}@test" for i in range(3)]
     room = _room_owned_by("node2@test", names)
+    # room administration from any node acts on the node that holds the room
+    made = _room_owned_by("node1@test", names)
+    made_name, service = made.split("@")
+    for cmd in (("create_room", made_name, service, "localhost"),
+                ("set_room_affiliation", made_name, service, "carol@localhost", "admin"),
+                ("change_room_option", made_name, service, "title", "Made")):
+        assert nodes[0].ctl(*cmd).stdout.strip() == ""
+    assert [n.ctl("muc_online_rooms_node", "global").stdout.split() for n in nodes] == [
+        [], [made], []]
+    assert nodes[2].ctl("get_room_affiliations", made_name, service).stdout.strip() == \
+        "carol\tlocalhost\tadmin"
+    assert "title\tMade" in nodes[2].ctl("get_room_options", made_name, service).stdout
+    assert "exists" in nodes[2].ctl("create_room", made_name, service, "localhost",
+                                    check=False).stderr
+    nodes[2].ctl("destroy_room", made_name, service)
+    assert nodes[0].ctl("muc_online_rooms", "global").stdout.split() == []
 
     async def main() -> None:
         a = RawClient(nodes[0].c2s_tls, tls=True)

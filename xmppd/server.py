@@ -54,7 +54,8 @@ class VirtualHost:
 BUILT_IN = {
     "mod_caps": "entity capabilities are read by mod_pubsub for PEP notifications",
     "mod_s2s_dialback": "server dialback is part of every s2s stream",
-    "mod_muc_admin": "mod_muc has muc_online_rooms; room administration is in XEP-0045",
+    "mod_muc_admin": "mod_muc has its commands (create_room, destroy_room, room options and "
+                     "affiliations, muc_online_rooms...): xmppd ctl help",
     "mod_muc_occupantid": "mod_muc adds occupant ids (XEP-0421); its option occupant_id",
     "mod_admin_extra": "xmppd ctl has the account, session and message commands; "
                        "xmppd ctl help lists them",

@@ -9,7 +9,7 @@ from ..jid import JID
 from ..stanza import StanzaError
 from ..xml import Element
 from . import admin
-from .config import apply_form, config_form
+from .config import RoomConfig, apply_form, config_form
 from .ns import DATA, OWNER, ROOMCONFIG, USER, q
 
 if TYPE_CHECKING:
@@ -78,6 +78,13 @@ def configure(room: Room, frm: JID, values: dict[str, list[str]]) -> None:
         for bare in admins:
             if room.affiliations.get(bare, ("none",))[0] != "owner":
                 admin.set_affiliation(room, bare, "admin", None, "")
+    settle(room, old, new, was_locked)
+
+
+def settle(room: Room, old: RoomConfig, new: RoomConfig, was_locked: bool) -> None:
+    """The room has its new configuration ``new`` (and its affiliations): occupants who
+    are no longer members leave, the store follows, occupants are told (status 104...),
+    and a room that is neither persistent nor occupied goes away."""
     if new.members_only and not old.members_only:
         for occ in list(room.occupants.values()):
             if room.affiliation(occ.bare) in ("none",):

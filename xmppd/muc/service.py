@@ -16,7 +16,8 @@ import logging
 import secrets
 import time
 from collections import Counter, deque
-from typing import Any, Optional
+from collections.abc import Callable
+from typing import Any, Optional, TypeVar
 
 from ..acl import v_access
 from ..commands import all_lines, total
@@ -26,15 +27,17 @@ from ..moduleapi import Module, Option, hook
 from ..stanza import StanzaError, StanzaEvent, iq_result
 from ..xml import Element
 from ..xmlstream import parse_xml
+from . import commands as muc_commands
 from . import mam, occupant_id
 from .config import RoomConfig, validate_room_options
 from .info import DISCO_INFO, DISCO_ITEMS
 from .ns import MAM, MUC, PING, PRESENCE, UNIQUE, VCARD, q
-from .room import Room
+from .room import Outbox, Room
 from .store import ArchiveRow, ItemNotFound, MucStore
 from .writer import RoomWriter
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _v_room_options(value: Any, path: str) -> dict[str, Any]:
@@ -129,6 +132,7 @@ class MucService(Module):
         self.api.add_command("get_room_occupants_number", self._cmd_occupants_number,
                              "get_room_occupants_number NAME SERVICE: how many occupants",
                              merge=total)
+        muc_commands.install(self)
         if o["public"]:
             self.api.add_item(self.domain, o["name"])
         if self.archive_expiry != float("inf"):
@@ -222,11 +226,48 @@ class MucService(Module):
             self.server.router.bounce(ev.stanza, StanzaError("internal-server-error"), ev.kind,
                                       ev.type, ev.origin)
             return
+        self._emit(room, out)
+
+    def _emit(self, room: Room, out: Outbox) -> None:
         route = self.server.router.route
         for el in out.stanzas:
             route(el)
         if out.effects:
             self._apply(room, out.effects)
+
+    def run_in(self, room: Room, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the room (an admin command): what it sends and stores goes out
+        as for a stanza. Rooms take one input at a time; commands run between them."""
+        room.out = Outbox()
+        result = fn()
+        self._emit(room, room.out)
+        return result
+
+    async def room_for_command(self, room_jid: JID) -> Optional[Room]:
+        """The room, loaded from the store if it is persistent and not in memory (on
+        the node that holds it: see :meth:`holds`); None if it does not exist."""
+        while room_jid in self.loading:  # a stanza is loading it: wait for that
+            await asyncio.sleep(0.01)
+        room = self.rooms.get(room_jid)
+        if room is not None:
+            return room
+        w = self.writers.get(room_jid)
+        if w is not None:
+            await w.flush()
+        assert self.server.db is not None
+        name = room_jid.local or ""
+        data = await self.server.db.run(lambda conn: self._load_sync(conn, name))
+        if data is None:
+            return None
+        room = self.rooms.get(room_jid)  # (a stanza may have loaded it meanwhile)
+        if room is None:
+            room = self.rooms[room_jid] = self._room_from(room_jid, data)
+            self.idle_since[room_jid] = time.monotonic()
+        return room
+
+    def holds(self, room_jid: JID) -> bool:
+        """Is this node the one that holds the room (in a cluster, one node per room)?"""
+        return self.server.owner_of(str(room_jid)) == self.server.node
 
     def _admitted(self, room: Room, ev: StanzaEvent) -> bool:
         """Service-wide checks before a join: access and max_user_conferences."""
@@ -327,15 +368,7 @@ class MucService(Module):
                                           ev.kind, ev.type, ev.origin)
             return
         if data is not None and room_jid not in self.rooms:
-            room = Room(room_jid, self, RoomConfig.from_dict(data["config"]),
-                        affiliations=data["affiliations"], subject=data["subject"],
-                        subject_nick=data["subject_nick"], vcard=data["vcard"],
-                        created=data["created"])
-            for xml, ts in data["history"]:
-                el = parse_xml(xml)
-                if el is not None:
-                    room.history.add(el, ts)
-            self.rooms[room_jid] = room
+            self.rooms[room_jid] = self._room_from(room_jid, data)
             self.idle_since[room_jid] = time.monotonic()
         for ev in pending:
             loaded = self.rooms.get(room_jid)
@@ -343,6 +376,17 @@ class MucService(Module):
                 self._enqueue(loaded, ev)
             else:
                 self._no_room(ev)
+
+    def _room_from(self, room_jid: JID, data: dict[str, Any]) -> Room:
+        room = Room(room_jid, self, RoomConfig.from_dict(data["config"]),
+                    affiliations=data["affiliations"], subject=data["subject"],
+                    subject_nick=data["subject_nick"], vcard=data["vcard"],
+                    created=data["created"])
+        for xml, ts in data["history"]:
+            el = parse_xml(xml)
+            if el is not None:
+                room.history.add(el, ts)
+        return room
 
     def _load_sync(self, conn: Any, name: str) -> Optional[dict[str, Any]]:
         data = self.store.load_room(conn, name)
