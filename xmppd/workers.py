@@ -98,7 +98,9 @@ def run_workers(config: Config, workers: Any, config_path: Optional[str]) -> int
                "--node", f"{base}-w{i}", "--reuse-port"]
         if i:
             cmd.append("--no-ctl")
-        return subprocess.Popen(cmd, env=env)
+        # the worker's index: listeners that cannot share a port across workers (the
+        # SOCKS5 proxy, mod_proxy65) take port + index
+        return subprocess.Popen(cmd, env={**env, "XMPPD_WORKER": str(i)})
 
     def forward(signum: int, _frame: Any) -> None:
         nonlocal stopping
