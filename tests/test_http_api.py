@@ -26,7 +26,8 @@ PERMISSIONS = {
 }
 
 
-def api_server(make_server: Any, permissions: Optional[dict[str, Any]] = None) -> Any:
+def api_server(make_server: Any, permissions: Optional[dict[str, Any]] = None,
+               fail2ban: Optional[dict[str, Any]] = None) -> Any:
     config: dict[str, Any] = {"acl": {"admin": {"user": "admin@localhost"}}}
     if permissions is not None:
         config["api_permissions"] = permissions
@@ -36,6 +37,8 @@ def api_server(make_server: Any, permissions: Optional[dict[str, Any]] = None) -
     srv.config["listen"].append({"port": srv.https, "ip": "127.0.0.1", "module": "ejabberd_http",
                                  "tls": True, "request_handlers": {"/api": "mod_http_api"}})
     srv.config["modules"].update({"mod_http_api": {}, "mod_roster": {}})
+    if fail2ban is not None:
+        srv.config["modules"]["mod_fail2ban"] = fail2ban
     srv.write_config()
     srv.register("admin", "adminpw")
     srv.register("bob", "bobpw")
@@ -159,7 +162,7 @@ def test_an_admin_manages_accounts_and_sessions_over_https(make_server: Any) -> 
 
 
 def test_without_api_permissions_only_the_admin_acl_may_call(make_server: Any) -> None:
-    srv = api_server(make_server)
+    srv = api_server(make_server, fail2ban={"c2s_max_auth_failures": 3})
     api = f"https://localhost:{srv.https}/api"
 
     async def main() -> None:
@@ -169,6 +172,10 @@ def test_without_api_permissions_only_the_admin_acl_may_call(make_server: Any) -
         assert await call(api, "registered_users", {"host": "localhost"}, auth=ADMIN) == (
             200, ["admin", "bob"])
         assert (await call(api, "stop", auth=ADMIN))[0] == 403
+        # guessing passwords: mod_fail2ban counts the failures and bans the address
+        for _ in range(3):
+            assert (await call(api, "status", auth=("admin@localhost", "guess")))[0] == 401
+        assert (await call(api, "registered_users", {"host": "localhost"}, auth=ADMIN))[0] == 401
     run(main())
 
 

@@ -18,10 +18,12 @@ command or account), 409 (the account exists already).
 
 The caller is whoever logs in with HTTP Basic (``user@host:password``; only over
 TLS or from loopback, as PLAIN), or nobody; ``api_permissions``
-(:mod:`xmppd.api_permissions`) decide from that and the address. Requests a browser
-sends for a web page (an ``Origin`` header, or ``Sec-Fetch-Site`` other than
-``none``) are refused: a page must not act with the address of the browser's machine. Commands that act
-on every cluster node do so as from ``xmppd ctl``.
+(:mod:`xmppd.api_permissions`) decide from that and the address. Wrong passwords
+count for mod_fail2ban as failed client logins do: back-off, then a ban of the
+address. Requests a browser sends for a web page (an ``Origin`` header, or
+``Sec-Fetch-Site`` other than ``none``) are refused: a page must not act with the
+address of the browser's machine. Commands that act on every cluster node do so as
+from ``xmppd ctl``.
 """
 
 from __future__ import annotations
@@ -138,8 +140,20 @@ def result(command: str, text: str) -> Any:
     return text
 
 
+class _Attempt:
+    """A login over the API as mod_fail2ban sees a client's: the host, and the address
+    (``conn.peer_ip``) whose failures are counted and banned."""
+
+    def __init__(self, host: str, ip: str) -> None:
+        self.host = host
+        self.conn = self
+        self.peer_ip = ip
+        self.listen = True
+
+
 async def _caller(server: Server, peer: Peer, request: web.Request) -> tuple[Optional[JID], bool]:
-    """Who logs in with HTTP Basic: (JID or None, credentials good)."""
+    """Who logs in with HTTP Basic: (JID or None, credentials good). Failures count
+    for mod_fail2ban as failed client logins do (back-off, then a ban of the address)."""
     header = request.headers.get("Authorization")
     if header is None:
         return None, True
@@ -153,12 +167,20 @@ async def _caller(server: Server, peer: Peer, request: web.Request) -> tuple[Opt
         return None, False
     if jid.local is None or jid.domain not in server.hosts:
         return None, False
+    attempt = _Attempt(jid.domain, peer.ip)
+    hooks = server.hooks
+    if hooks.fire("c2s/connect", attempt) is not None:
+        return None, False  # banned address
+    delays = hooks.fire_all("c2s/auth-delay", attempt, jid.local)
+    if delays:
+        await asyncio.sleep(max(delays))
     creds = await server.accounts.get(jid.domain, jid.local)
-    if creds is None:
-        return None, False
-    ok = await asyncio.get_running_loop().run_in_executor(
+    ok = creds is not None and await asyncio.get_running_loop().run_in_executor(
         None, check_password, password, creds.sha256, "sha256")
-    return (jid, True) if ok else (None, False)
+    if not ok:
+        hooks.fire_all("c2s/auth-failed", attempt, "not-authorized", jid.local)
+        return None, False
+    return jid, True
 
 
 def _from_a_web_page(request: web.Request) -> bool:

@@ -192,14 +192,36 @@ class PubsubModule(Module):
         ids = [i.attrs.get("id", "") for i in action.findall(q(PUBSUB, "item"))]
         if len(ids) != 1 or not ids[0]:
             raise _pubsub_error("bad-request", "item-required", "one item id to retract")
-        owner = ev.from_jid.bare
-        cfg = await self.store.node(self.host, owner.local or "", node)
-        if cfg is None or not await self.store.retract(self.host, owner.local or "", node, ids[0]):
-            raise StanzaError("item-not-found")
         notify = action.attrs.get("notify")
-        if notify in ("1", "true") or (notify is None and cfg["notify_retract"]):
+        if not await self.retract(ev.from_jid.bare, node, ids[0],
+                                  None if notify is None else notify in ("1", "true")):
+            raise StanzaError("item-not-found")
+
+    async def retract(self, owner: JID, node: str, item_id: str, notify: Optional[bool] = None,
+                      by: str = "client") -> bool:
+        """Retract an item of the owner's node (False: there was none), notified when
+        ``notify`` says so or, left out, as the node's ``notify_retract`` does;
+        ``pep/retracted`` (owner, node, item id, ``by``) tells the other modules."""
+        cfg = await self.store.node(self.host, owner.local or "", node)
+        if cfg is None or not await self.store.retract(self.host, owner.local or "", node, item_id):
+            return False
+        if notify or (notify is None and cfg["notify_retract"]):
             await self._notify(owner, node, cfg, Element(q(EVENT, "items"), {"node": node}, [
-                Element(q(EVENT, "retract"), {"id": ids[0]})]))
+                Element(q(EVENT, "retract"), {"id": item_id})]))
+        await self.server.hooks.run_all("pep/retracted", owner, node, item_id, by)
+        return True
+
+    async def items_of(self, owner: JID, node: str) -> dict[str, Element]:
+        """The items of the owner's node: id -> payload."""
+        out: dict[str, Element] = {}
+        for it in await self.store.items(self.host, owner.local or "", node):
+            el = parse_xml(it.payload)
+            if el is not None:
+                out[it.id] = el
+        return out
+
+    async def has_node(self, owner: JID, node: str) -> bool:
+        return await self.store.node(self.host, owner.local or "", node) is not None
 
     async def _create(self, ev: StanzaEvent, ps: Element, action: Element) -> Optional[Element]:
         node = action.attrs.get("node") or "node-" + secrets.token_hex(6)
