@@ -28,3 +28,18 @@ def test_finished_tasks_are_forgotten_and_running_ones_cancelled_at_unload() -> 
     assert after_done == 0        # nothing left of the thousand finished tasks
     assert while_running == 1     # one undo for all running tasks
     assert cancelled
+
+
+def test_a_host_unloading_its_module_keeps_the_other_hosts_commands() -> None:
+    from xmppd.commands import Commands
+
+    server: Any = SimpleNamespace(commands=Commands())
+    apis = [ModuleAPI(server, SimpleNamespace(name=h), "mod_test")  # type: ignore[arg-type]
+            for h in ("a.test", "b.test")]
+    for i, api in enumerate(apis):
+        api.add_command("get_thing", lambda i=i: f"host {i}", "get_thing: a thing")
+    assert server.commands.get("get_thing").fn() == "host 1"
+    apis[1].unload()
+    assert server.commands.get("get_thing").fn() == "host 0"   # still there
+    apis[0].unload()
+    assert "get_thing" not in server.commands.names()

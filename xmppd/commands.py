@@ -52,15 +52,27 @@ class Command:
 class Commands:
     def __init__(self) -> None:
         self._commands: dict[str, Command] = {}
+        # every registration of a name, the newest last (modules of several hosts
+        # register the same commands: one host unloading its module keeps the others')
+        self._registered: dict[str, list[Command]] = {}
 
     def register(self, name: str, fn: Callable[..., Any], help: str = "",
                  merge: Optional[Merge] = None) -> None:
         """``merge``: run the command on every node of the cluster, and make one reply
         of their answers (:func:`per_node`, :func:`total`, :func:`all_lines`)."""
-        self._commands[name] = Command(name, fn, help, merge)
+        cmd = Command(name, fn, help, merge)
+        self._registered.setdefault(name, []).append(cmd)
+        self._commands[name] = cmd
 
-    def unregister(self, name: str) -> None:
-        self._commands.pop(name, None)
+    def unregister(self, name: str, fn: Optional[Callable[..., Any]] = None) -> None:
+        """Take back the registration of ``fn`` (all of them without ``fn``); the
+        newest one left answers."""
+        left = [c for c in self._registered.pop(name, []) if fn is not None and c.fn != fn]
+        if left:
+            self._registered[name] = left
+            self._commands[name] = left[-1]
+        else:
+            self._commands.pop(name, None)
 
     def names(self) -> list[str]:
         return sorted(self._commands)

@@ -184,7 +184,7 @@ class ModuleAPI:
         """An admin command for ``xmppd ctl`` (``merge``: on every cluster node, see
         :meth:`xmppd.commands.Commands.register`)."""
         self.server.commands.register(name, fn, help, merge)
-        self._record(lambda: self.server.commands.unregister(name))
+        self._record(lambda: self.server.commands.unregister(name, fn))
 
     def on_unload(self, fn: Callable[[], None]) -> None:
         self._record(fn)
