@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
-from typing import Optional
+from typing import Any, Optional
 
 import pytest
 from conftest import run
@@ -119,3 +119,25 @@ def test_message_of_the_day_once_per_account_across_restarts(server: XmppdServer
         for c in (carol, dave, boss, carol2, bob):
             await c.close()
     run(after())
+
+
+def test_all_hosts_reaches_a_host_without_mod_announce(make_server: Any) -> None:
+    srv = make_server(hosts=("localhost", "other.test"), modules={"mod_disco": {}}, config={
+        "acl": {"admin": {"user": ["boss@localhost"]}},
+        "access_rules": {"announce": {"allow": "admin"}},
+        "host_config": {"localhost": {"modules": {"mod_announce": {"access": "announce"}}}}})
+    srv.register("boss", "pw-boss")
+    srv.register("erin", "pw-erin", host="other.test")
+    srv.start()
+
+    async def main() -> None:
+        boss = await online(srv, "boss")
+        erin = RawClient(srv.c2s_tls, tls=True, host="other.test")
+        await erin.login("erin", "pw-erin", "r")
+        await boss.send(announce("all-hosts/online", "to every host"))
+        got = await erin.recv_until(lambda e: e.tag == C + "message", timeout=10)
+        assert got.get("from") == "other.test"
+        assert got.findtext(C + "body") == "to every host"
+        for c in (boss, erin):
+            await c.close()
+    run(main())

@@ -74,31 +74,34 @@ class Announce(Module):
             raise StanzaError("item-not-found", text="announce/online, all, motd, "
                               "motd/update or motd/delete")
         for host in hosts:
-            mod = Announce.of(self.server, host) if host != self.host else self
-            if mod is None:
-                continue
             msg = Element(MESSAGE, {"from": host, "type": ev.type},
                           [c for c in ev.stanza.children if isinstance(c, Element)])
             if what == "online":
-                mod.send_online(msg)
+                self.send_online(host, msg)
             elif what == "all":
-                self.api.add_task(mod.send_all(msg))
+                self.api.add_task(self.send_all(host, msg))
             else:
-                self.api.add_task(mod.set_motd(None if what == "motd/delete" else msg,
-                                               send_now=what == "motd"))
+                # the message of the day is kept by the host's own mod_announce
+                mod = Announce.of(self.server, host) if host != self.host else self
+                if mod is not None:
+                    self.api.add_task(mod.set_motd(None if what == "motd/delete" else msg,
+                                                   send_now=what == "motd"))
         return True
 
-    def send_online(self, msg: Element) -> None:
-        for full in self.server.sessions.online(self.host):
+    def send_online(self, host: str, msg: Element) -> None:
+        """``msg`` to every online session of ``host`` (also a host without
+        mod_announce: all-hosts reaches it)."""
+        for full in self.server.sessions.online(host):
             self._send(msg, str(full))
 
-    async def send_all(self, msg: Element) -> None:
+    async def send_all(self, host: str, msg: Element) -> None:
+        """``msg`` to every account of ``host`` (offline ones through offline storage)."""
         users = await asyncio.get_running_loop().run_in_executor(
-            None, self.server.accounts.list_sync, self.host)
+            None, self.server.accounts.list_sync, host)
         for i, user in enumerate(users):
             if i and i % CHUNK == 0:
                 await asyncio.sleep(0)
-            self._send(msg, f"{user}@{self.host}")
+            self._send(msg, f"{user}@{host}")
 
     async def set_motd(self, msg: Optional[Element], send_now: bool) -> None:
         if msg is None:
