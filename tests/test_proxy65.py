@@ -138,6 +138,14 @@ def test_raw_handshake_activation_and_errors(make_server: MakeServer) -> None:
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"GET / HTTP/1.0\r\n\r\n")
         assert await r.read() == b""
+        # one address may keep 16 connections waiting (handshake, partner): no more
+        idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(16)]
+        r, w = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(r.read(), 5) == b""
+        for _, iw in idle:
+            iw.close()
+        await asyncio.sleep(0.3)
+        await socks5(port, "a" * 40)   # room again
         # a bad activation request
         res = await alice.iq(f"<query xmlns='{NS}' sid='x'/>", type="set", to=PROXY, ok=False)
         assert error_condition(res) == "bad-request"

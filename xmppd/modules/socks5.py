@@ -7,7 +7,9 @@ with the same address is its partner. Once the requester activates the stream (a
 iq to the proxy's JID, :mod:`xmppd.modules.proxy65`), the bytes of each side go to
 the other until one of them closes. Anything else (another method, command or
 address type, a third connection for an address, no activation in time) closes
-the connection.
+the connection, and so does a connection from an address that has
+:data:`MAX_WAITING` connections waiting already (in the handshake or for their
+partner).
 """
 
 from __future__ import annotations
@@ -15,12 +17,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import Counter
 from typing import Optional
 
 log = logging.getLogger(__name__)
 
 CHUNK = 65536
 HANDSHAKE_TIMEOUT = 10.0
+MAX_WAITING = 16  # connections of one address not relaying yet
+
+Conn = tuple[asyncio.StreamReader, asyncio.StreamWriter, str]
 
 
 class Pending:
@@ -29,7 +35,7 @@ class Pending:
     __slots__ = ("conns", "timer")
 
     def __init__(self) -> None:
-        self.conns: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.conns: list[Conn] = []
         self.timer: Optional[asyncio.TimerHandle] = None
 
 
@@ -41,6 +47,7 @@ class Relay:
         self.pending: dict[str, Pending] = {}
         self.active: set[asyncio.Task[None]] = set()
         self.server: Optional[asyncio.base_events.Server] = None
+        self.waiting: Counter[str] = Counter()  # address -> connections not relaying yet
 
     async def start(self, ip: str, port: int, reuse_port: bool = False) -> None:
         self.server = await asyncio.start_server(self._client, host=ip or None, port=port,
@@ -71,7 +78,9 @@ class Relay:
         del self.pending[dst]
         if p.timer is not None:
             p.timer.cancel()
-        (r1, w1), (r2, w2) = p.conns
+        (r1, w1, ip1), (r2, w2, ip2) = p.conns
+        self._done_waiting(ip1)
+        self._done_waiting(ip2)
         task = asyncio.ensure_future(self._pipe(r1, w1, r2, w2))
         self.active.add(task)
         task.add_done_callback(self.active.discard)
@@ -83,25 +92,35 @@ class Relay:
             return
         if p.timer is not None:
             p.timer.cancel()
-        for _, w in p.conns:
+        for _, w, ip in p.conns:
             w.close()
+            self._done_waiting(ip)
+
+    def _done_waiting(self, ip: str) -> None:
+        self.waiting[ip] -= 1
+        if self.waiting[ip] <= 0:
+            del self.waiting[ip]
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        peer = writer.get_extra_info("peername")
+        ip = str(peer[0]) if peer else ""
+        if self.waiting[ip] >= MAX_WAITING:
+            writer.close()
+            return
+        self.waiting[ip] += 1
         try:
             dst = await asyncio.wait_for(self._handshake(reader, writer), HANDSHAKE_TIMEOUT)
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, ValueError):
             dst = None
-        if dst is None:
-            writer.close()
+        p = self.pending.get(dst) if dst is not None else None
+        if dst is None or (p is not None and len(p.conns) >= 2):
+            writer.close()  # not SOCKS5 as XEP-0065 uses it, or a third connection
+            self._done_waiting(ip)
             return
-        p = self.pending.get(dst)
         if p is None:
             p = self.pending[dst] = Pending()
             p.timer = asyncio.get_running_loop().call_later(self.wait, self._drop, dst)
-        elif len(p.conns) >= 2:
-            writer.close()  # a third connection for one stream
-            return
-        p.conns.append((reader, writer))
+        p.conns.append((reader, writer, ip))
 
     async def _handshake(self, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter) -> Optional[str]:
