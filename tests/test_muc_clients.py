@@ -7,6 +7,8 @@ from typing import Iterator
 
 import pytest
 import slixmpp.exceptions
+from slixmpp import JID
+from slixmpp.exceptions import IqError
 from conftest import run
 from helpers.clients import aioxmpp_client
 from helpers.muc import MUC_MODULES, SERVICE, MucSlix, codes, error_condition, raw_join
@@ -442,4 +444,52 @@ def test_occupant_ids_xep_0421(server: XmppdServer) -> None:
         pres, _, _, _ = await bob.join(other, "Bob")
         assert pres["occupant-id"]["id"] not in (bob_id, "")
         await logout(alice, bob, bob2)
+    run(main())
+
+
+def test_moderators_retract_messages_xep_0425(server: XmppdServer) -> None:
+    """slixmpp's xep_0425: a moderator takes a message back; everybody is told, the
+    archive and the join history keep a tombstone; others may not."""
+    room = f"moderated@{SERVICE}"
+
+    async def main() -> None:
+        alice, bob, carol = await clients(server, "alice", "bob", "carol")
+        await alice.join(room, "Alice")
+        await alice.configure(room, **{"muc#roomconfig_persistentroom": True})
+        info = await alice.plugin["xep_0030"].get_info(jid=room, timeout=10)
+        assert "urn:xmpp:message-moderate:1" in info["disco_info"]["features"]
+        await bob.join(room, "Bob")
+        await carol.join(room, "Carol")
+        bob.send_message(mto=room, mbody="buy cheap potions", mtype="groupchat")
+        spam = await alice.next_body()
+        sid = spam.xml.find("{urn:xmpp:sid:0}stanza-id").get("id")
+        bob.send_message(mto=room, mbody="sorry", mtype="groupchat")
+        await alice.next_body()
+        # a participant may not
+        with pytest.raises(IqError) as err:
+            await carol.plugin["xep_0425"].moderate(JID(room), sid, "no", timeout=10)
+        assert err.value.condition == "forbidden"
+        await alice.plugin["xep_0425"].moderate(JID(room), sid, "spam", timeout=10)
+        for c in (alice, bob, carol):
+            m = await asyncio.wait_for(c.moderated.get(), 10)
+            assert str(m["from"]) == room and m["retract"]["id"] == sid
+            assert str(m["retract"]["moderated"]["by"]) == f"{room}/Alice"
+            assert m["retract"]["reason"] == "spam"
+        # the archive keeps a tombstone, the other message as it was
+        found = {}
+        async for m in carol.plugin["xep_0313"].iterate(jid=room, rsm={"max": 10}):
+            fwd = m["mam_result"]["forwarded"]["stanza"]
+            found[m["mam_result"]["id"]] = fwd
+        assert found[sid]["body"] == ""
+        assert found[sid].xml.find("{urn:xmpp:message-retract:1}retracted") is not None
+        assert "sorry" in [f["body"] for f in found.values()]
+        # the join history no longer has the body either
+        dave, = await clients(server, "dave")
+        _, _, _, history = await dave.join(room, "Dave")
+        assert [h["body"] for h in history if h["body"]] == ["sorry"]
+        # once is enough
+        with pytest.raises(IqError) as err:
+            await alice.plugin["xep_0425"].moderate(JID(room), sid, "again", timeout=10)
+        assert err.value.condition == "item-not-found"
+        await logout(alice, bob, carol, dave)
     run(main())

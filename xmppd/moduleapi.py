@@ -67,6 +67,30 @@ def iq_handler(type: str, ns: str, name: str, dest: Dest = "host",
     return deco
 
 
+def v_hosts(value: Any, path: str) -> list[str]:
+    """A service module's ``hosts`` option: one domain or a list of them."""
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for i, v in enumerate(items):
+        if not isinstance(v, str) or not v:
+            raise ConfigError(join(path, i), "a domain name", v)
+        out.append(v)
+    return out
+
+
+def service_domain(module: Module) -> str:
+    """The domain of a service module (``host``, or the first of ``hosts``; ``@HOST@``
+    is the virtual host), e.g. ``conference.example.org``."""
+    from .jid import JID, JIDError
+
+    o = module.opts
+    domain = (o["hosts"][0] if o["hosts"] else o["host"]).replace("@HOST@", module.host)
+    try:
+        return JID.parse(domain).domain
+    except JIDError:
+        raise ConfigError(f"modules.{module.name}.host", "a domain name", domain) from None
+
+
 class ModuleAPI:
     """Records what one module instance registers; :meth:`unload` undoes it."""
 

@@ -153,5 +153,15 @@ class StanzaEvent:
         return f"<StanzaEvent {self.kind}/{self.type} {self.from_jid} -> {self.to_jid}>"
 
 
+def not_a_request(ev: StanzaEvent) -> bool:
+    """At a service's JID (a component): True when ``ev`` is not an iq get or set, which
+    the service does not answer (a message gets ``service-unavailable``)."""
+    if ev.kind != "iq":
+        if ev.kind == "message":
+            ev.error("service-unavailable")
+        return True
+    return ev.type not in ("get", "set")
+
+
 __all__ = ["CLIENT_NS", "StanzaError", "StanzaEvent", "error_reply", "iq_result", "make_iq",
            "make_message", "payload_key"]

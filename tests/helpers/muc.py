@@ -15,7 +15,7 @@ MUC = "http://jabber.org/protocol/muc"
 USER = MUC + "#user"
 SERVICE = "conference.localhost"
 MUC_PLUGINS = ("xep_0030", "xep_0004", "xep_0045", "xep_0059", "xep_0199", "xep_0249",
-               "xep_0313", "xep_0092", "xep_0421")
+               "xep_0313", "xep_0092", "xep_0421", "xep_0424", "xep_0425")
 MUC_MODULES: dict[str, Any] = {"mod_disco": {}, "mod_ping": {}, "mod_muc": {}}
 
 
@@ -39,6 +39,8 @@ class MucSlix(Slix):
         # slixmpp's own groupchat_decline event never fires for clients: match the stanza
         self.register_handler(Callback("muc-decline", StanzaPath("message/muc/decline"),
                                        lambda m: self.declines.put_nowait(m)))
+        self.moderated: asyncio.Queue[Any] = asyncio.Queue()
+        self.add_event_handler("moderated_message", lambda m: self.moderated.put_nowait(m))
         self.add_event_handler("groupchat_direct_invite",
                                lambda m: self.direct_invites.put_nowait(m))
 

@@ -33,34 +33,31 @@ def _true(value: Optional[str]) -> bool:
     return value in ("1", "true")
 
 
+def _conference(src: Element, src_ns: str, dst_ns: str, attrs: dict[str, str]) -> Element:
+    """A ``conference`` of one namespace in the other: name, autojoin, nick, password."""
+    attrs["autojoin"] = "true" if _true(src.attrs.get("autojoin")) else "false"
+    if src.attrs.get("name"):
+        attrs["name"] = src.attrs["name"]
+    children: list[Child] = []
+    for tag in ("nick", "password"):
+        text = src.findtext("{%s}%s" % (src_ns, tag))
+        if text:
+            children.append(Element("{%s}%s" % (dst_ns, tag), None, [text]))
+    return Element("{%s}conference" % dst_ns, attrs, children)
+
+
 def to_item(conf: Element) -> Optional[tuple[str, Element]]:
     """A storage's ``conference`` as an XEP-0402 item: (room JID, payload)."""
     try:
         room = str(JID.parse(conf.attrs.get("jid", "")).bare)
     except JIDError:
         return None
-    attrs = {"autojoin": "true" if _true(conf.attrs.get("autojoin")) else "false"}
-    if conf.attrs.get("name"):
-        attrs["name"] = conf.attrs["name"]
-    children: list[Child] = []
-    for tag in ("nick", "password"):
-        text = conf.findtext("{%s}%s" % (STORAGE, tag))
-        if text:
-            children.append(Element("{%s}%s" % (NS2, tag), None, [text]))
-    return room, Element("{%s}conference" % NS2, attrs, children)
+    return room, _conference(conf, STORAGE, NS2, {})
 
 
 def to_conference(room: str, item: Element) -> Element:
     """An XEP-0402 item as a storage's ``conference``."""
-    attrs = {"jid": room, "autojoin": "true" if _true(item.attrs.get("autojoin")) else "false"}
-    if item.attrs.get("name"):
-        attrs["name"] = item.attrs["name"]
-    children: list[Child] = []
-    for tag in ("nick", "password"):
-        text = item.findtext("{%s}%s" % (NS2, tag))
-        if text:
-            children.append(Element("{%s}%s" % (STORAGE, tag), None, [text]))
-    return Element("{%s}conference" % STORAGE, attrs, children)
+    return _conference(item, NS2, STORAGE, {"jid": room})
 
 
 def items_of_storage(storage: Element) -> dict[str, Element]:

@@ -22,10 +22,10 @@ import os
 from typing import Any, Optional
 
 from ..acl import v_access
-from ..confval import INFINITY, ConfigError, join, v_any, v_port, v_pos_int_or_infinity, v_str
+from ..confval import INFINITY, v_any, v_port, v_pos_int_or_infinity, v_str
 from ..jid import JID, JIDError
-from ..moduleapi import Module, Option
-from ..stanza import StanzaError, StanzaEvent, payload_key
+from ..moduleapi import Module, Option, service_domain, v_hosts
+from ..stanza import StanzaError, StanzaEvent, not_a_request, payload_key
 from ..xml import Element
 from .socks5 import Relay
 
@@ -34,11 +34,6 @@ log = logging.getLogger(__name__)
 NS = "http://jabber.org/protocol/bytestreams"
 DISCO_INFO = "http://jabber.org/protocol/disco#info"
 DISCO_ITEMS = "http://jabber.org/protocol/disco#items"
-
-
-def _v_hosts(value: Any, path: str) -> list[str]:
-    items = value if isinstance(value, list) else [value]
-    return [v_str(v, join(path, i)) for i, v in enumerate(items)]
 
 
 def dst_addr(sid: str, requester: str, target: str) -> str:
@@ -51,7 +46,7 @@ class Proxy65(Module):
     xeps = ("XEP-0065",)
     options = {
         "host": Option("proxy.@HOST@", v_str, "the service's domain"),
-        "hosts": Option([], _v_hosts, "the service's domain (the first one is used)"),
+        "hosts": Option([], v_hosts, "the service's domain (the first one is used)"),
         "name": Option("SOCKS5 Bytestreams", v_str, "the service's name in discovery"),
         "ip": Option("", v_str, "the address to listen on (all of them by default)"),
         "port": Option(7777, v_port, "the port to listen on"),
@@ -70,11 +65,7 @@ class Proxy65(Module):
 
     def setup(self) -> None:
         o = self.opts
-        domain = (o["hosts"][0] if o["hosts"] else o["host"]).replace("@HOST@", self.host)
-        try:
-            self.domain = JID.parse(domain).domain
-        except JIDError:
-            raise ConfigError(f"modules.{self.name}.host", "a domain name", domain) from None
+        self.domain = service_domain(self)
         # with --workers, each worker has its own port (see the module's description)
         self.port: int = o["port"] + int(os.environ.get("XMPPD_WORKER", "0") or 0)
         hostname = o["hostname"] or o["ip"] or self.host
@@ -93,11 +84,7 @@ class Proxy65(Module):
 
     # -- the service's JID ------------------------------------------------------------
     def _component(self, ev: StanzaEvent) -> Any:
-        if ev.kind != "iq":
-            if ev.kind == "message":
-                ev.error("service-unavailable")
-            return True
-        if ev.type not in ("get", "set"):
+        if not_a_request(ev):
             return True
         key = payload_key(ev.stanza)
         if key == f"{DISCO_INFO}:query" and ev.type == "get":

@@ -38,6 +38,14 @@ class History:
         for stanza, ts in entries:
             self.add(stanza, ts)
 
+    def replace(self, stanza: Element, new: Element) -> bool:
+        """Keep ``new`` in place of the entry of ``stanza`` (a moderated message)."""
+        for i, e in enumerate(self.entries):
+            if e.stanza is stanza:
+                self.entries[i] = Entry(new, e.ts, len(new.to_bytes()))
+                return True
+        return False
+
     def select(self, spec: Optional[Element], expiry: float, now: Optional[float] = None) -> list[Entry]:
         """Entries the joiner asked for with ``<history/>`` (None: the default)."""
         now = time.time() if now is None else now

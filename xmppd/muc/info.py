@@ -14,7 +14,7 @@ from ..jid import JID
 from ..stanza import StanzaError
 from ..xml import Element
 from ..xmlstream import parse_xml
-from . import occupant_id
+from . import moderation, occupant_id
 from .ns import (
     DATA,
     DISCO_INFO,
@@ -50,6 +50,7 @@ def features(room: Room) -> list[str]:
         feats += [MAM, MAM_EXT]
     if room.policy.occupant_key is not None:
         feats.append(occupant_id.NS)
+    feats.append(moderation.NS)
     return feats
 
 

@@ -21,15 +21,16 @@ from typing import Any, Optional, TypeVar
 
 from ..acl import v_access
 from ..commands import all_lines, total
-from ..confval import ConfigError, join, v_bool, v_int, v_pos_int_or_infinity, v_str, v_timeout
+from ..confval import join, v_bool, v_int, v_pos_int_or_infinity, v_str, v_timeout
 from ..jid import JID, JIDError
-from ..moduleapi import Module, Option, hook
+from ..moduleapi import Module, Option, hook, service_domain, v_hosts
 from ..stanza import StanzaError, StanzaEvent, iq_result
 from ..xml import Element
 from ..xmlstream import parse_xml
 from . import commands as muc_commands
-from . import mam, occupant_id
+from . import mam, moderation, occupant_id
 from .config import RoomConfig, validate_room_options
+from .fanout import addressed, shared
 from .info import DISCO_INFO, DISCO_ITEMS
 from .ns import MAM, MUC, PING, PRESENCE, UNIQUE, VCARD, q
 from .room import Outbox, Room
@@ -38,24 +39,21 @@ from .writer import RoomWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+MODERATE = "{%s}moderate" % moderation.NS
 
 
 def _v_room_options(value: Any, path: str) -> dict[str, Any]:
     return validate_room_options(value, path)
 
 
-def _v_hosts(value: Any, path: str) -> list[str]:
-    items = value if isinstance(value, list) else [value]
-    return [v_str(v, join(path, i)) for i, v in enumerate(items)]
-
-
 class MucService(Module):
     name = "mod_muc"
-    xeps = ("XEP-0045", "XEP-0249", "XEP-0313", "XEP-0359", "XEP-0410", "XEP-0421", "XEP-0486")
+    xeps = ("XEP-0045", "XEP-0249", "XEP-0313", "XEP-0359", "XEP-0410", "XEP-0421", "XEP-0425",
+            "XEP-0486")
     stores = ("xmppd.muc.store",)
     options = {
         "host": Option("conference.@HOST@", v_str, "the service's domain"),
-        "hosts": Option([], _v_hosts, "the service's domain (the first one is used)"),
+        "hosts": Option([], v_hosts, "the service's domain (the first one is used)"),
         "name": Option("Chatrooms", v_str, "the service's name in discovery"),
         "access": Option("all", v_access, "who may use the service"),
         "access_create": Option("all", v_access, "who may create rooms"),
@@ -92,11 +90,7 @@ class MucService(Module):
     # -- setup -------------------------------------------------------------------
     def setup(self) -> None:
         o = self.opts
-        domain = (o["hosts"][0] if o["hosts"] else o["host"]).replace("@HOST@", self.host)
-        try:
-            self.domain = JID.parse(domain).domain
-        except Exception:
-            raise ConfigError(f"modules.{self.name}.host", "a domain name", domain) from None
+        self.domain = service_domain(self)
         self.domain_jid = JID.parse(self.domain)
         self.max_users: int = o["max_users"]
         self.max_users_admin_threshold: int = o["max_users_admin_threshold"]
@@ -215,6 +209,9 @@ class MucService(Module):
                 child = ev.stanza.first_child()
                 if child is not None and child.ns == MAM and ev.type in ("get", "set"):
                     self._spawn(self._mam(room, ev, child))
+                    return
+                if child is not None and child.tag == MODERATE and ev.type == "set":
+                    self._spawn(self._moderate(room, ev, child))
                     return
             out = room.handle(ev.from_jid, ev.to_jid, ev.kind, ev.type, ev.stanza)
         except StanzaError as e:
@@ -635,6 +632,41 @@ class MucService(Module):
             ids.append(sid)
             router.route(mam.result_message(to, room.jid_str, queryid, sid, ts, el))
         self._reply(ev, mam.fin(ids, complete, count, queryid))
+
+    async def _moderate(self, room: Room, ev: StanzaEvent, query: Element) -> None:
+        """XEP-0425: a moderator retracts a message (:mod:`.moderation`)."""
+        try:
+            occ = moderation.moderator(room, ev.from_jid)
+            sid, reason = moderation.request(query)
+            original = next((e.stanza for e in room.history.entries
+                             if moderation.stanza_id_of(e.stanza, room.jid_str) == sid), None)
+            if original is None and room.config.mam:
+                w = self.writers.get(room.jid)
+                if w is not None:
+                    await w.flush()
+                assert self.server.db is not None
+                name = room.jid.local or ""
+                xml = await self.server.db.run(lambda conn: self.store.archived(conn, name, sid))
+                original = parse_xml(xml) if xml is not None else None
+            if original is None or moderation.is_retracted(original):
+                raise StanzaError("item-not-found", "cancel", "no such message in this room")
+        except StanzaError as e:
+            e.by = e.by or room.jid_str
+            self.server.router.bounce(ev.stanza, e, ev.kind, ev.type, ev.origin)
+            return
+        by = moderation.moderated(room, occ)
+        stone = moderation.tombstone(original, by, reason, time.time())
+        room.history.replace(original, stone)
+        if room.config.mam:
+            name, xml = room.jid.local or "", stone.to_bytes().decode()
+            self._writer(room).submit(lambda conn: self.store.retract(conn, name, sid, xml))
+
+        def tell() -> None:
+            note = shared(moderation.notice(room, sid, by, reason))
+            for _, full in room.sessions():
+                room.out.send(addressed(note, str(full)))
+            room.result(ev.stanza, None)
+        self.run_in(room, tell)
 
     def _reply(self, ev: StanzaEvent, payload: Optional[Element]) -> None:
         reply = iq_result(ev.stanza, payload)

@@ -28,6 +28,7 @@ from sqlalchemy import (
     func,
     insert,
     select,
+    update,
 )
 from sqlalchemy.engine import Connection
 
@@ -196,6 +197,19 @@ class MucStore:
                    archive.c.ts >= _us(since), archive.c.body != "")
             .order_by(archive.c.seq.desc()).limit(limit)).all()
         return [(r.xml, r.ts / 1_000_000) for r in reversed(rows)]
+
+    def archived(self, conn: Connection, name: str, stanza_id: str) -> Optional[str]:
+        """The archived message with that stanza-id, if the archive has it."""
+        r = conn.execute(select(archive.c.xml).where(
+            archive.c.service == self.service, archive.c.room == name,
+            archive.c.stanza_id == stanza_id)).first()
+        return None if r is None else str(r.xml)
+
+    def retract(self, conn: Connection, name: str, stanza_id: str, tombstone: str) -> None:
+        """A moderated message (XEP-0425): its tombstone instead, and no body to search."""
+        conn.execute(update(archive).where(
+            archive.c.service == self.service, archive.c.room == name,
+            archive.c.stanza_id == stanza_id).values(xml=tombstone, body=""))
 
     def expire(self, conn: Connection, before: float) -> int:
         return int(conn.execute(delete(archive).where(archive.c.service == self.service,

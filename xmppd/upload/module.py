@@ -22,7 +22,7 @@ from ..confval import INFINITY, ConfigError
 from ..datetimes import stamp
 from ..jid import JID
 from ..moduleapi import Module
-from ..stanza import StanzaError, StanzaEvent, payload_key
+from ..stanza import StanzaError, StanzaEvent, not_a_request, payload_key
 from ..xml import Element
 from . import cleanup
 from .fs import FileStore
@@ -139,12 +139,8 @@ class HttpUpload(Module):
 
     # -- the component -------------------------------------------------------------
     def _component(self, ev: StanzaEvent) -> Any:
-        if ev.kind != "iq":
-            if ev.kind == "message":
-                ev.error("service-unavailable")
+        if not_a_request(ev):
             return True
-        if ev.type not in ("get", "set"):
-            return True  # results and errors for the service are dropped
         key = payload_key(ev.stanza)
         handler = {f"{DISCO_INFO}:query": self._disco_info, f"{DISCO_ITEMS}:query": self._items,
                    f"{NS}:request": self._request, f"{PING}:ping": lambda ev: None}.get(key)

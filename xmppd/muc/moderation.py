@@ -1,0 +1,86 @@
+"""Message moderation (XEP-0425, ``urn:xmpp:message-moderate:1``): a moderator takes
+an occupant's message back from the room, for everybody.
+
+The moderator's client sends the room an iq set
+``<moderate id='STANZA-ID'><retract xmlns='urn:xmpp:message-retract:1'/><reason/></moderate>``
+naming the message by the stanza-id the room gave it. Only occupants with the role
+``moderator`` may (``forbidden``); the message must still be in the join history or
+the room's archive (``item-not-found``). Then:
+
+- every occupant gets a groupchat message from the room,
+  ``<retract id='STANZA-ID'><moderated by='ROOM/NICK'>`` with the moderator's
+  occupant id and the reason (XEP-0424 and XEP-0425), and the moderator an empty
+  result;
+- the join history and the archive keep a tombstone instead of the message: its
+  addresses and its author's occupant id, and ``<retracted stamp>`` with the
+  ``moderated`` element; the body is gone, also from archive searches.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Optional
+
+from ..datetimes import stamp
+from ..stanza import StanzaError
+from ..xml import Child, Element
+from . import occupant_id
+from .ns import STANZA_ID, q
+
+if TYPE_CHECKING:
+    from .room import Occupant, Room
+
+NS = "urn:xmpp:message-moderate:1"
+RETRACT = "urn:xmpp:message-retract:1"
+MESSAGE = "{jabber:client}message"
+
+
+def moderator(room: Room, frm: object) -> Occupant:
+    """The requesting occupant, if a moderator (``forbidden`` otherwise)."""
+    occ = room.by_jid.get(frm)  # type: ignore[call-overload]
+    if occ is None or occ.role != "moderator":
+        raise StanzaError("forbidden", "auth", "only moderators moderate messages")
+    return occ
+
+
+def request(query: Element) -> tuple[str, str]:
+    """(stanza-id, reason) of a ``<moderate/>`` request; ``bad-request`` if it is not one."""
+    sid = query.attrs.get("id")
+    if not sid or query.find(q(RETRACT, "retract")) is None:
+        raise StanzaError("bad-request", "modify", "moderate a stanza-id, with <retract/>")
+    return sid, query.findtext(q(NS, "reason")) or ""
+
+
+def stanza_id_of(msg: Element, room: str) -> Optional[str]:
+    for c in msg.findall(STANZA_ID):
+        if c.attrs.get("by") == room:
+            return c.attrs.get("id")
+    return None
+
+
+def moderated(room: Room, occ: Occupant) -> Element:
+    """``<moderated by='ROOM/NICK'>`` with the moderator's occupant id."""
+    children: list[Child] = [occ.oid] if occ.oid is not None else []
+    return Element(q(NS, "moderated"), {"by": f"{room.jid_str}/{occ.nick}"}, children)
+
+
+def _reason(reason: str) -> list[Child]:
+    return [Element(q(RETRACT, "reason"), None, [reason])] if reason else []
+
+
+def notice(room: Room, sid: str, by: Element, reason: str) -> Element:
+    """What the occupants get: the room says the message ``sid`` is retracted."""
+    return Element(MESSAGE, {"from": room.jid_str, "type": "groupchat"}, [
+        Element(q(RETRACT, "retract"), {"id": sid}, [by, *_reason(reason)])])
+
+
+def tombstone(original: Element, by: Element, reason: str, now: float) -> Element:
+    """The message as the history and the archive keep it once retracted."""
+    kept: list[Child] = [c for c in original.children if isinstance(c, Element)
+                         and c.tag in (STANZA_ID, occupant_id.TAG)]
+    kept.append(Element(q(RETRACT, "retracted"), {"stamp": stamp(now)},
+                        [by, *_reason(reason)]))
+    return Element(original.tag, dict(original.attrs), kept)
+
+
+def is_retracted(msg: Element) -> bool:
+    return msg.find(q(RETRACT, "retracted")) is not None
