@@ -100,7 +100,7 @@ def bind_args(fn: Any, given: dict[str, Any]) -> list[str]:
                 value = left.pop(key)
                 break
         else:
-            raise CommandError(f"Request have missing argument: {name}")
+            raise CommandError(f"missing argument: {name}")
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             value = ";".join(value)  # roster groups
         elif isinstance(value, bool):
@@ -111,7 +111,7 @@ def bind_args(fn: Any, given: dict[str, Any]) -> list[str]:
             raise CommandError(f"Argument {name} is not a text or a number")
         args.append(str(value))
     if left:
-        raise CommandError("Request have unknown arguments: %s" % ", ".join(sorted(left)))
+        raise CommandError("unknown arguments: %s" % ", ".join(sorted(left)))
     return args
 
 
