@@ -491,5 +491,27 @@ def test_moderators_retract_messages_xep_0425(server: XmppdServer) -> None:
         with pytest.raises(IqError) as err:
             await alice.plugin["xep_0425"].moderate(JID(room), sid, "again", timeout=10)
         assert err.value.condition == "item-not-found"
+
+        # XEP-0424: an author takes back their own message: relayed, and the archive keeps
+        # a tombstone; somebody else's retraction of it is relayed but changes nothing
+        bob.send_message(mto=room, mbody="oops", mtype="groupchat")
+        oops = (await alice.next_body()).xml.find("{urn:xmpp:sid:0}stanza-id").get("id")
+        carol.plugin["xep_0424"].send_retraction(JID(room), oops, mtype="groupchat")
+        await alice.next_body()   # (the fallback body)
+        await asyncio.sleep(0.5)
+        async for m in dave.plugin["xep_0313"].iterate(jid=room, rsm={"max": 20}):
+            if m["mam_result"]["id"] == oops:
+                assert m["mam_result"]["forwarded"]["stanza"]["body"] == "oops"
+        bob.plugin["xep_0424"].send_retraction(JID(room), oops, mtype="groupchat")
+        await alice.next_body()
+        kept = {}
+        for _ in range(50):
+            kept = {}
+            async for m in dave.plugin["xep_0313"].iterate(jid=room, rsm={"max": 20}):
+                kept[m["mam_result"]["id"]] = m["mam_result"]["forwarded"]["stanza"]
+            if kept[oops]["body"] == "":
+                break
+            await asyncio.sleep(0.1)
+        assert kept[oops].xml.find("{urn:xmpp:message-retract:1}retracted") is not None
         await logout(alice, bob, carol, dave)
     run(main())

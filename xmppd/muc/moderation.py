@@ -1,5 +1,5 @@
-"""Message moderation (XEP-0425, ``urn:xmpp:message-moderate:1``): a moderator takes
-an occupant's message back from the room, for everybody.
+"""Messages taken back in a room: by a moderator (XEP-0425,
+``urn:xmpp:message-moderate:1``) or by their author (XEP-0424).
 
 The moderator's client sends the room an iq set
 ``<moderate id='STANZA-ID'><retract xmlns='urn:xmpp:message-retract:1'/><reason/></moderate>``
@@ -14,6 +14,12 @@ the room's archive (``item-not-found``). Then:
 - the join history and the archive keep a tombstone instead of the message: its
   addresses and its author's occupant id, and ``<retracted stamp>`` with the
   ``moderated`` element; the body is gone, also from archive searches.
+
+An occupant's own retraction (a groupchat message with
+``<retract xmlns='urn:xmpp:message-retract:1' id='STANZA-ID'/>``) is relayed as any
+message; when the message it names is the same occupant's (the same occupant id, or
+the same real JID in the archive), the history and the archive keep a tombstone
+(``<retracted stamp>``) for it too.
 """
 
 from __future__ import annotations
@@ -73,13 +79,30 @@ def notice(room: Room, sid: str, by: Element, reason: str) -> Element:
         Element(q(RETRACT, "retract"), {"id": sid}, [by, *_reason(reason)])])
 
 
-def tombstone(original: Element, by: Element, reason: str, now: float) -> Element:
-    """The message as the history and the archive keep it once retracted."""
+def tombstone(original: Element, by: Optional[Element], reason: str, now: float) -> Element:
+    """The message as the history and the archive keep it once retracted (``by``: the
+    moderator's ``moderated``, None when its author took it back)."""
     kept: list[Child] = [c for c in original.children if isinstance(c, Element)
                          and c.tag in (STANZA_ID, occupant_id.TAG)]
+    inner: list[Child] = [by] if by is not None else []
     kept.append(Element(q(RETRACT, "retracted"), {"stamp": stamp(now)},
-                        [by, *_reason(reason)]))
+                        [*inner, *_reason(reason)]))
     return Element(original.tag, dict(original.attrs), kept)
+
+
+def own_retraction(msg: Element) -> Optional[str]:
+    """The stanza-id an occupant's message retracts (XEP-0424), if it is one."""
+    r = msg.find(q(RETRACT, "retract"))
+    return r.attrs.get("id") if r is not None else None
+
+
+def same_author(original: Element, occ: Occupant, room: Room) -> bool:
+    """Did ``occ`` write ``original`` (a history entry)? By occupant id, else by nick."""
+    mine = occ.oid.attrs.get("id") if occ.oid is not None else None
+    theirs = original.find(occupant_id.TAG)
+    if mine is not None and theirs is not None:
+        return theirs.attrs.get("id") == mine
+    return original.attrs.get("from") == f"{room.jid_str}/{occ.nick}"
 
 
 def is_retracted(msg: Element) -> bool:

@@ -33,7 +33,7 @@ from .config import RoomConfig, validate_room_options
 from .fanout import addressed, shared
 from .info import DISCO_INFO, DISCO_ITEMS
 from .ns import MAM, MUC, PING, PRESENCE, UNIQUE, VCARD, q
-from .room import Outbox, Room
+from .room import Occupant, Outbox, Room
 from .store import ArchiveRow, ItemNotFound, MucStore
 from .writer import RoomWriter
 
@@ -214,6 +214,12 @@ class MucService(Module):
                     self._spawn(self._moderate(room, ev, child))
                     return
             out = room.handle(ev.from_jid, ev.to_jid, ev.kind, ev.type, ev.stanza)
+            if ev.type == "groupchat" and ev.kind == "message":
+                sid = moderation.own_retraction(ev.stanza)
+                occ = room.by_jid.get(ev.from_jid) if sid else None
+                relayed = bool(out.stanzas) and out.stanzas[0].attrs.get("type") != "error"
+                if sid and occ is not None and relayed:
+                    self._spawn(self._retracted_by_author(room, occ, sid))
         except StanzaError as e:
             e.by = e.by or room.jid_str
             self.server.router.bounce(ev.stanza, e, ev.kind, ev.type, ev.origin)
@@ -638,28 +644,15 @@ class MucService(Module):
         try:
             occ = moderation.moderator(room, ev.from_jid)
             sid, reason = moderation.request(query)
-            original = next((e.stanza for e in room.history.entries
-                             if moderation.stanza_id_of(e.stanza, room.jid_str) == sid), None)
-            if original is None and room.config.mam:
-                w = self.writers.get(room.jid)
-                if w is not None:
-                    await w.flush()
-                assert self.server.db is not None
-                name = room.jid.local or ""
-                xml = await self.server.db.run(lambda conn: self.store.archived(conn, name, sid))
-                original = parse_xml(xml) if xml is not None else None
-            if original is None or moderation.is_retracted(original):
+            found = await self._message_of(room, sid)
+            if found is None or moderation.is_retracted(found[0]):
                 raise StanzaError("item-not-found", "cancel", "no such message in this room")
         except StanzaError as e:
             e.by = e.by or room.jid_str
             self.server.router.bounce(ev.stanza, e, ev.kind, ev.type, ev.origin)
             return
         by = moderation.moderated(room, occ)
-        stone = moderation.tombstone(original, by, reason, time.time())
-        room.history.replace(original, stone)
-        if room.config.mam:
-            name, xml = room.jid.local or "", stone.to_bytes().decode()
-            self._writer(room).submit(lambda conn: self.store.retract(conn, name, sid, xml))
+        self._keep_tombstone(room, sid, found[0], by, reason)
 
         def tell() -> None:
             note = shared(moderation.notice(room, sid, by, reason))
@@ -667,6 +660,45 @@ class MucService(Module):
                 room.out.send(addressed(note, str(full)))
             room.result(ev.stanza, None)
         self.run_in(room, tell)
+
+    async def _message_of(self, room: Room, sid: str) -> Optional[tuple[Element, Optional[str]]]:
+        """The room's message with stanza-id ``sid`` from the join history (author's JID
+        unknown: None) or the archive (with its author's real bare JID)."""
+        for e in room.history.entries:
+            if moderation.stanza_id_of(e.stanza, room.jid_str) == sid:
+                return e.stanza, None
+        if not room.config.mam:
+            return None
+        w = self.writers.get(room.jid)
+        if w is not None:
+            await w.flush()
+        assert self.server.db is not None
+        name = room.jid.local or ""
+        row = await self.server.db.run(lambda conn: self.store.archived(conn, name, sid))
+        el = parse_xml(row[0]) if row is not None else None
+        return (el, row[1]) if el is not None and row is not None else None
+
+    def _keep_tombstone(self, room: Room, sid: str, original: Element, by: Optional[Element],
+                        reason: str) -> None:
+        """The join history and the archive keep a tombstone for the message ``sid``."""
+        stone = moderation.tombstone(original, by, reason, time.time())
+        room.history.replace(original, stone)
+        if room.config.mam:
+            name, xml = room.jid.local or "", stone.to_bytes().decode()
+            self._writer(room).submit(lambda conn: self.store.retract(conn, name, sid, xml))
+
+    async def _retracted_by_author(self, room: Room, occ: Occupant, sid: str) -> None:
+        """XEP-0424 in a room: the author took the message back; relayed already, the
+        history and the archive now keep a tombstone (only for the author's own)."""
+        found = await self._message_of(room, sid)
+        if found is None or moderation.is_retracted(found[0]):
+            return
+        original, sender = found
+        if sender is not None and sender != str(occ.bare):
+            return
+        if sender is None and not moderation.same_author(original, occ, room):
+            return
+        self._keep_tombstone(room, sid, original, None, "")
 
     def _reply(self, ev: StanzaEvent, payload: Optional[Element]) -> None:
         reply = iq_result(ev.stanza, payload)

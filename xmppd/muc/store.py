@@ -198,12 +198,13 @@ class MucStore:
             .order_by(archive.c.seq.desc()).limit(limit)).all()
         return [(r.xml, r.ts / 1_000_000) for r in reversed(rows)]
 
-    def archived(self, conn: Connection, name: str, stanza_id: str) -> Optional[str]:
-        """The archived message with that stanza-id, if the archive has it."""
-        r = conn.execute(select(archive.c.xml).where(
+    def archived(self, conn: Connection, name: str, stanza_id: str) -> Optional[tuple[str, str]]:
+        """The archived message with that stanza-id and its sender's real bare JID, if
+        the archive has it."""
+        r = conn.execute(select(archive.c.xml, archive.c.sender).where(
             archive.c.service == self.service, archive.c.room == name,
             archive.c.stanza_id == stanza_id)).first()
-        return None if r is None else str(r.xml)
+        return None if r is None else (str(r.xml), str(r.sender))
 
     def retract(self, conn: Connection, name: str, stanza_id: str, tombstone: str) -> None:
         """A moderated message (XEP-0425): its tombstone instead, and no body to search."""
