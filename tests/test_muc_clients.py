@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import xml.etree.ElementTree as ET
 from typing import Iterator
 
 import pytest
@@ -514,4 +515,35 @@ def test_moderators_retract_messages_xep_0425(server: XmppdServer) -> None:
             await asyncio.sleep(0.1)
         assert kept[oops].xml.find("{urn:xmpp:message-retract:1}retracted") is not None
         await logout(alice, bob, carol, dave)
+    run(main())
+
+
+def test_moderation_first_version_requests_xep_0425_0_2(server: XmppdServer) -> None:
+    """Clients of XEP-0425's first version (Converse.js) send the request in a
+    fastening; the notice carries both versions' forms."""
+    room = f"moderated0@{SERVICE}"
+
+    async def main() -> None:
+        alice, bob = await clients(server, "alice", "bob")
+        await alice.join(room, "Alice")
+        await alice.instant(room)
+        info = await alice.plugin["xep_0030"].get_info(jid=room, timeout=10)
+        assert "urn:xmpp:message-moderate:0" in info["disco_info"]["features"]
+        await bob.join(room, "Bob")
+        bob.send_message(mto=room, mbody="rude words", mtype="groupchat")
+        sid = (await alice.next_body()).xml.find("{urn:xmpp:sid:0}stanza-id").get("id")
+        iq = alice.make_iq_set(ito=room)
+        iq.xml.append(ET.fromstring(
+            f"<apply-to xmlns='urn:xmpp:fasten:0' id='{sid}'>"
+            "<moderate xmlns='urn:xmpp:message-moderate:0'>"
+            "<retract xmlns='urn:xmpp:message-retract:0'/><reason>rude</reason>"
+            "</moderate></apply-to>"))
+        await iq.send(timeout=10)
+        m = await asyncio.wait_for(bob.moderated.get(), 10)
+        old = m.xml.find("{urn:xmpp:fasten:0}apply-to/{urn:xmpp:message-moderate:0}moderated")
+        assert old is not None and old.get("by") == f"{room}/Alice"
+        assert old.find("{urn:xmpp:message-retract:0}retract") is not None
+        assert old.findtext("{urn:xmpp:message-moderate:0}reason") == "rude"
+        assert m["retract"]["id"] == sid
+        await logout(alice, bob)
     run(main())

@@ -50,7 +50,7 @@ def features(room: Room) -> list[str]:
         feats += [MAM, MAM_EXT]
     if room.policy.occupant_key is not None:
         feats.append(occupant_id.NS)
-    feats.append(moderation.NS)
+    feats += [moderation.NS, moderation.NS0]
     return feats
 
 

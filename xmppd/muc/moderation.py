@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 NS = "urn:xmpp:message-moderate:1"
 RETRACT = "urn:xmpp:message-retract:1"
 MESSAGE = "{jabber:client}message"
+# the first version (XEP-0425 0.2, Converse.js and older clients): the request and the
+# notice wrapped in a fastening (XEP-0422); the notice carries both forms
+NS0 = "urn:xmpp:message-moderate:0"
+RETRACT0 = "urn:xmpp:message-retract:0"
+FASTEN = "urn:xmpp:fasten:0"
 
 
 def moderator(room: Room, frm: object) -> Occupant:
@@ -49,11 +54,24 @@ def moderator(room: Room, frm: object) -> Occupant:
 
 
 def request(query: Element) -> tuple[str, str]:
-    """(stanza-id, reason) of a ``<moderate/>`` request; ``bad-request`` if it is not one."""
+    """(stanza-id, reason) of a ``<moderate/>`` request, or of the first version's
+    ``<apply-to id><moderate/></apply-to>``; ``bad-request`` if it is not one."""
+    if query.tag == q(FASTEN, "apply-to"):
+        sid = query.attrs.get("id")
+        inner = query.find(q(NS0, "moderate"))
+        if not sid or inner is None or inner.find(q(RETRACT0, "retract")) is None:
+            raise StanzaError("bad-request", "modify", "moderate a stanza-id, with <retract/>")
+        return sid, inner.findtext(q(NS0, "reason")) or ""
     sid = query.attrs.get("id")
     if not sid or query.find(q(RETRACT, "retract")) is None:
         raise StanzaError("bad-request", "modify", "moderate a stanza-id, with <retract/>")
     return sid, query.findtext(q(NS, "reason")) or ""
+
+
+def is_request(query: Element) -> bool:
+    """Is this iq payload a moderation request (either version)?"""
+    return query.tag == q(NS, "moderate") or (
+        query.tag == q(FASTEN, "apply-to") and query.find(q(NS0, "moderate")) is not None)
 
 
 def stanza_id_of(msg: Element, room: str) -> Optional[str]:
@@ -74,9 +92,15 @@ def _reason(reason: str) -> list[Child]:
 
 
 def notice(room: Room, sid: str, by: Element, reason: str) -> Element:
-    """What the occupants get: the room says the message ``sid`` is retracted."""
+    """What the occupants get: the room says the message ``sid`` is retracted (in both
+    versions' forms: each client reads the one it knows)."""
+    old_form: list[Child] = [Element(q(RETRACT0, "retract"))]
+    if reason:
+        old_form.append(Element(q(NS0, "reason"), None, [reason]))
     return Element(MESSAGE, {"from": room.jid_str, "type": "groupchat"}, [
-        Element(q(RETRACT, "retract"), {"id": sid}, [by, *_reason(reason)])])
+        Element(q(RETRACT, "retract"), {"id": sid}, [by, *_reason(reason)]),
+        Element(q(FASTEN, "apply-to"), {"id": sid}, [
+            Element(q(NS0, "moderated"), {"by": by.attrs["by"]}, old_form)])])
 
 
 def tombstone(original: Element, by: Optional[Element], reason: str, now: float) -> Element:

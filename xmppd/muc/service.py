@@ -39,7 +39,6 @@ from .writer import RoomWriter
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-MODERATE = "{%s}moderate" % moderation.NS
 
 
 def _v_room_options(value: Any, path: str) -> dict[str, Any]:
@@ -210,7 +209,7 @@ class MucService(Module):
                 if child is not None and child.ns == MAM and ev.type in ("get", "set"):
                     self._spawn(self._mam(room, ev, child))
                     return
-                if child is not None and child.tag == MODERATE and ev.type == "set":
+                if child is not None and ev.type == "set" and moderation.is_request(child):
                     self._spawn(self._moderate(room, ev, child))
                     return
             out = room.handle(ev.from_jid, ev.to_jid, ev.kind, ev.type, ev.stanza)
