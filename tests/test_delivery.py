@@ -14,7 +14,7 @@ from helpers.raw import RawClient, local
 from helpers.smclient import SM, SMClient, ack_too_much, body, stanza_id
 
 USERS = ("alice", "bob", "carol", "dave", "erin", "frank", "grace", "heidi", "ivan", "judy",
-         "ken", "lena", "mike", "nina", "oscar", "pat")
+         "ken", "lena", "mike", "nina", "oscar", "pat", "quinn", "rita", "sam")
 MODULES = {"mod_disco": {}, "mod_ping": {}, "mod_stream_mgmt": {"max_resume_timeout": 60},
            "mod_offline": {}, "mod_carboncopy": {}, "mod_receipts": {}}
 CONFIG = {"acl": {"tiny": {"user": "carol"}},
@@ -98,6 +98,32 @@ def test_offline_storage_in_order_with_delay_then_deleted(server: XmppdServer) -
         assert [x for x in await e2.quiet(0.7) if x.tag.endswith("message")] == []
         await e2.close()
         await a.close()
+    run(main())
+
+
+def test_a_message_retracted_before_delivery_never_arrives(server: XmppdServer) -> None:
+    """XEP-0424: the author takes back a message while it waits in offline storage: the
+    recipient gets the retraction, never the message; nobody else can take it back."""
+    retract = ("<message to='rita@localhost' type='chat' id='{id}'>"
+               "<retract xmlns='urn:xmpp:message-retract:1' id='{target}'/>"
+               "<body>{text}</body></message>")
+
+    async def main() -> None:
+        q = await SMClient(server.c2s, "quinn", "pw").connect()
+        s = await SMClient(server.c2s, "sam", "pw").connect()
+        await q.send(chat("rita@localhost", "a secret", "keep-1"))
+        await q.send(chat("rita@localhost", "not for you", "take-back-1"))
+        await q.wait_acked()
+        await s.send(retract.format(id="r0", target="keep-1", text="not mine to take"))
+        await s.wait_acked()
+        await q.send(retract.format(id="r1", target="take-back-1", text="retracted"))
+        await q.wait_acked()
+        r = await SMClient(server.c2s, "rita", "pw").connect()
+        got = await r.messages(3)
+        assert [body(m) for m in got] == ["a secret", "not mine to take", "retracted"]
+        assert await r.quiet(0.5) == []
+        for c in (q, s, r):
+            await c.close()
     run(main())
 
 

@@ -7,7 +7,9 @@ messages (a shaper rule, ejabberd's ``max_user_offline_messages``) the sender
 gets ``service-unavailable``. Stored messages go out in arrival order at the
 user's next initial presence; messages that arrive meanwhile wait behind them.
 A stored copy is deleted once the client acknowledged it (stream management),
-or right after sending to a client without stream management.
+or right after sending to a client without stream management. A message its
+author retracts (XEP-0424) while it waits here is deleted: the recipient gets
+only the retraction.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from .stanza_id import STANZA_ID, retry_key, stanza_id, with_child
 
 log = logging.getLogger(__name__)
 
+RETRACT = "{urn:xmpp:message-retract:1}retract"
 BUFFER = "offline.buffer"
 SENT = "offline.sent"
 
@@ -89,6 +92,13 @@ class Offline(Module):
             store.hash_retry_key(retry_key(el, ev.from_jid, bare)), int(now * 1e6),
             str(el), self.limit(ev)))
         fut.add_done_callback(lambda f: self._stored(f, ev))
+        retracted = el.find(RETRACT)
+        mid = retracted.attrs.get("id") if retracted is not None else None
+        if mid:
+            # XEP-0424: the author takes back a message still waiting here: it never
+            # reaches the recipient (the retraction itself is stored, as it may have)
+            self.db.batch.submit(store.retract_op(self.host, bare.local or "",
+                                                  str(ev.from_jid.bare), mid))
         sm = getattr(ev.origin, "sm", None)
         if sm is not None and sm.durable:
             sm.hold(fut, ev.origin)  # the sender's ack waits for the stored copy

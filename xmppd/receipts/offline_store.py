@@ -54,6 +54,9 @@ def _v1(conn: Connection) -> None:
 Op = Callable[[Connection], Any]
 
 
+ORIGIN_ID = "{urn:xmpp:sid:0}origin-id"
+
+
 def hash_retry_key(key: Optional[str]) -> Optional[str]:
     return hashlib.sha1(key.encode()).hexdigest() if key else None
 
@@ -98,6 +101,32 @@ def delete_op(host: str, user: str, keys: Iterable[str]) -> Op:
                 offline.c.server_host == host, offline.c.username == user,
                 offline.c.msg_key.in_(keys[i:i + 500]))).rowcount
         return n
+    return op
+
+
+def retract_op(host: str, user: str, sender: str, mid: str) -> Op:
+    """Delete the stored message of ``sender`` (a bare JID) whose ``id`` or origin-id is
+    ``mid`` (XEP-0424: its author took it back before it was delivered); 1 if there was one."""
+    from ..jid import JID, JIDError
+    from ..xmlstream import parse_xml
+
+    def op(conn: Connection) -> int:
+        rows = conn.execute(select(offline.c.seq, offline.c.xml).where(
+            offline.c.server_host == host, offline.c.username == user,
+            offline.c.xml.contains(mid, autoescape=True)).order_by(offline.c.seq))
+        for seq, xml in rows:
+            el = parse_xml(xml)
+            try:
+                frm = JID.parse(el.attrs.get("from", "")).bare if el is not None else None
+            except JIDError:
+                continue
+            if el is None or str(frm) != sender:
+                continue
+            origin = el.find(ORIGIN_ID)
+            if el.attrs.get("id") == mid or (origin is not None and origin.attrs.get("id") == mid):
+                conn.execute(delete(offline).where(offline.c.seq == seq))
+                return 1
+        return 0
     return op
 
 
