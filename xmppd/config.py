@@ -39,7 +39,7 @@ from .confval import (
 
 __all__ = ["Config", "ConfigError", "ListenConfig", "load_config", "parse_config", "INFINITY"]
 
-LISTEN_MODULES = ("ejabberd_c2s", "ejabberd_s2s_in", "ejabberd_http")
+LISTEN_MODULES = ("ejabberd_c2s", "ejabberd_s2s_in", "ejabberd_http", "ejabberd_service")
 
 
 def _v_host(value: Any, path: str) -> str:
@@ -56,6 +56,26 @@ def _v_request_handlers(value: Any, path: str) -> dict[str, str]:
     for k in out:
         if not k.startswith("/"):
             raise ConfigError(join(path, k), "a URL path starting with '/'", k)
+    return out
+
+
+def _v_component_hosts(value: Any, path: str) -> dict[str, Optional[str]]:
+    """ejabberd_service's ``hosts``: domain -> {password}, or a list of domains."""
+    if isinstance(value, list):
+        value = {v: {} for v in value}
+    if not isinstance(value, dict):
+        raise ConfigError(path, "a mapping of component domains to {password: ...}", value)
+    out: dict[str, Optional[str]] = {}
+    for domain, opts in value.items():
+        p = join(path, domain)
+        opts = opts or {}
+        if not isinstance(opts, dict):
+            raise ConfigError(p, "a mapping such as {password: secret}", opts)
+        for key in opts:
+            if key != "password":
+                raise ConfigError(join(p, key), "password", key)
+        out[_v_host(domain, p)] = (v_nonempty_str(opts["password"], join(p, "password"))
+                                   if "password" in opts else None)
     return out
 
 
@@ -138,6 +158,10 @@ LISTEN_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "max_sessions_per_ip": (v_pos_int_or_infinity, INFINITY),
     "max_connection_rate": (v_pos_int_or_infinity, INFINITY),
     "max_stanza_rate": (v_pos_int_or_infinity, INFINITY),
+    # ejabberd_service (external components, XEP-0114)
+    "hosts": (_v_component_hosts, {}),
+    "password": (v_nonempty_str, None),
+    "check_from": (v_bool, True),
 }
 # options ejabberd knows for listeners that xmppd accepts and ignores quietly
 _LISTEN_IGNORED = ("zlib", "protocol_options", "ciphers", "dhfile", "tls_compression", "transport")
@@ -163,6 +187,9 @@ class ListenConfig:
     max_sessions_per_ip: float = INFINITY
     max_connection_rate: float = INFINITY
     max_stanza_rate: float = INFINITY
+    hosts: dict[str, Optional[str]] = field(default_factory=dict)  # ejabberd_service
+    password: Optional[str] = None
+    check_from: bool = True
     path: str = ""
 
 
@@ -350,8 +377,17 @@ def _parse_listen(raw: Any, warnings: list[str]) -> tuple[ListenConfig, ...]:
             allowed_origins=tuple(vals["allowed_origins"]),
             max_sessions_per_ip=vals["max_sessions_per_ip"],
             max_connection_rate=vals["max_connection_rate"],
-            max_stanza_rate=vals["max_stanza_rate"], path=path,
+            max_stanza_rate=vals["max_stanza_rate"], hosts=vals["hosts"],
+            password=vals["password"], check_from=vals["check_from"], path=path,
         ))
+        if module == "ejabberd_service":
+            for domain, pw in vals["hosts"].items():
+                if pw is None and vals["password"] is None:
+                    raise ConfigError(join(join(path, "hosts"), domain), "a password (or the "
+                                      "listener's password)", None, show_got=False)
+            if not vals["hosts"]:
+                raise ConfigError(join(path, "hosts"), "the component domains this listener "
+                                  "accepts", None, show_got=False)
     return tuple(out)
 
 

@@ -25,6 +25,7 @@ from typing import Optional, Union
 from .xml import CLIENT_NS, STREAM_NS, Element, escape_attr, escape_text
 
 SERVER_NS = "jabber:server"
+COMPONENT_NS = "jabber:component:accept"  # external components (XEP-0114)
 _START_TAG = re.compile(rb"<[^\s/>]+(?:\s+[^\s=/>]+\s*=\s*(?:'[^']*'|\"[^\"]*\"))*\s*(/?)>")
 _WS = " \t\r\n"
 
@@ -76,7 +77,7 @@ def _name(expat_name: str) -> str:
     if not sep:
         tag = "{}" + expat_name
     else:
-        if ns == SERVER_NS:
+        if ns == SERVER_NS or ns == COMPONENT_NS:
             ns = CLIENT_NS
         tag = "{%s}%s" % (ns, local_name)
     if len(_NAMES) > 20000:  # bounded: names come from the network

@@ -1,0 +1,126 @@
+"""External components (XEP-0114, ``ejabberd_service``): a slixmpp ComponentXMPP
+serves its domain to clients; raw sockets check the handshake and the stream errors."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from conftest import run
+from helpers.peer import Peer, is_message
+from helpers.procs import XmppdServer, free_port
+from slixmpp import ComponentXMPP
+
+from xmppd.config import parse_config
+from xmppd.confval import ConfigError
+
+MakeServer = Callable[..., XmppdServer]
+DOMAIN = "bridge.localhost"
+SECRET = "s3cret"
+
+
+def _server(make_server: MakeServer) -> XmppdServer:
+    srv = make_server(modules={"mod_disco": {}})
+    srv.component = free_port()
+    srv.config["listen"].append({"port": srv.component, "ip": "127.0.0.1",
+                                 "module": "ejabberd_service",
+                                 "hosts": {DOMAIN: {"password": SECRET}}})
+    srv.write_config()
+    srv.register("alice", "secret")
+    return srv.start()
+
+
+class Echo(ComponentXMPP):  # type: ignore[misc]
+    def __init__(self, port: int) -> None:
+        super().__init__(DOMAIN, SECRET, "127.0.0.1", port)
+        self.ready = asyncio.Event()
+        self.add_event_handler("session_start", lambda _e: self.ready.set())
+        self.add_event_handler("message", self.echo)
+
+    def echo(self, msg: Any) -> None:
+        msg.reply("echo: %s" % msg["body"]).send()
+
+
+def test_a_slixmpp_component_serves_its_domain(make_server: MakeServer) -> None:
+    srv = _server(make_server)
+
+    async def main() -> None:
+        comp = Echo(srv.component)
+        comp.connect()
+        await asyncio.wait_for(comp.ready.wait(), 15)
+        alice = await Peer(srv.c2s, "alice").login(presence=False, roster=False)
+        await alice.send(f"<message to='bot@{DOMAIN}' type='chat' id='m1'><body>hi</body>"
+                         "</message>")
+        got = await alice.expect(is_message(f"bot@{DOMAIN}"))
+        assert got.findtext("{jabber:client}body") == "echo: hi"
+        comp.disconnect()
+        await asyncio.sleep(0.5)
+        # gone: the domain is nobody's now (tried as a remote server, which fails)
+        await alice.send(f"<message to='bot@{DOMAIN}' type='chat' id='m2'><body>hi</body>"
+                         "</message>")
+        err = await alice.expect(lambda e: e.get("id") == "m2", timeout=15)
+        assert err.get("type") == "error"
+        await alice.close()
+    run(main())
+
+
+async def raw(port: int, to: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+    r, w = await asyncio.open_connection("127.0.0.1", port)
+    w.write(f"<stream:stream xmlns='jabber:component:accept' "
+            f"xmlns:stream='http://etherx.jabber.org/streams' to='{to}'>".encode())
+    head = b""
+    while b">" not in head:
+        head += await r.read(1024)
+    m = re.search(rb"id='([^']+)'", head)
+    return r, w, m.group(1).decode() if m else ""
+
+
+async def until_closed(r: asyncio.StreamReader) -> bytes:
+    data = b""
+    while True:
+        chunk = await asyncio.wait_for(r.read(4096), 10)
+        if not chunk:
+            return data
+        data += chunk
+
+
+def handshake(sid: str, secret: str) -> bytes:
+    return b"<handshake>%s</handshake>" % hashlib.sha1((sid + secret).encode()).hexdigest().encode()
+
+
+def test_handshake_and_stream_errors(make_server: MakeServer) -> None:
+    srv = _server(make_server)
+
+    async def main() -> None:
+        r, w, sid = await raw(srv.component, "nowhere.localhost")
+        assert b"host-unknown" in await until_closed(r)
+        r, w, sid = await raw(srv.component, DOMAIN)
+        w.write(handshake(sid, "wrong"))
+        assert b"not-authorized" in await until_closed(r)
+        r, w, sid = await raw(srv.component, DOMAIN)
+        w.write(handshake(sid, SECRET))
+        assert b"<handshake/>" in await asyncio.wait_for(r.read(1024), 10)
+        # one connection per domain
+        r2, w2, sid2 = await raw(srv.component, DOMAIN)
+        w2.write(handshake(sid2, SECRET))
+        assert b"conflict" in await until_closed(r2)
+        # stanzas from elsewhere than the component's domain are refused
+        w.write(b"<message from='alice@localhost' to='alice@localhost'><body>x</body></message>")
+        assert b"invalid-from" in await until_closed(r)
+    run(main())
+
+
+@pytest.mark.parametrize("listener, path", [
+    ({"hosts": {DOMAIN: {}}}, f"listen[0].hosts.{DOMAIN}"),
+    ({"hosts": {DOMAIN: {"passwd": "x"}}}, f"listen[0].hosts.{DOMAIN}.passwd"),
+    ({"password": "x"}, "listen[0].hosts"),
+])
+def test_component_listener_config_errors(listener: dict[str, Any], path: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_config({"hosts": ["localhost"], "listen": [
+            {"port": 5347, "module": "ejabberd_service", **listener}]})
+    assert str(err.value).startswith(path)
