@@ -68,24 +68,36 @@ def test_a_slixmpp_component_serves_its_domain(make_server: MakeServer) -> None:
     run(main())
 
 
-async def raw(port: int, to: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+class Raw:
+    """A raw component connection: what arrived so far is kept, header and all."""
+
+    def __init__(self, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        self.r, self.w, self.data = r, w, b""
+
+    async def read_until(self, marker: bytes) -> bytes:
+        while marker not in self.data:
+            chunk = await asyncio.wait_for(self.r.read(4096), 10)
+            if not chunk:
+                break
+            self.data += chunk
+        return self.data
+
+    async def until_closed(self) -> bytes:
+        while True:
+            chunk = await asyncio.wait_for(self.r.read(4096), 10)
+            if not chunk:
+                return self.data
+            self.data += chunk
+
+
+async def raw(port: int, to: str) -> tuple[Raw, str]:
     r, w = await asyncio.open_connection("127.0.0.1", port)
     w.write(f"<stream:stream xmlns='jabber:component:accept' "
             f"xmlns:stream='http://etherx.jabber.org/streams' to='{to}'>".encode())
-    head = b""
-    while b">" not in head:
-        head += await r.read(1024)
-    m = re.search(rb"id='([^']+)'", head)
-    return r, w, m.group(1).decode() if m else ""
-
-
-async def until_closed(r: asyncio.StreamReader) -> bytes:
-    data = b""
-    while True:
-        chunk = await asyncio.wait_for(r.read(4096), 10)
-        if not chunk:
-            return data
-        data += chunk
+    c = Raw(r, w)
+    m = re.search(rb"id='([^']+)'", await c.read_until(b"id='"))
+    await c.read_until(b">")
+    return c, m.group(1).decode() if m else ""
 
 
 def handshake(sid: str, secret: str) -> bytes:
@@ -96,21 +108,21 @@ def test_handshake_and_stream_errors(make_server: MakeServer) -> None:
     srv = _server(make_server)
 
     async def main() -> None:
-        r, w, sid = await raw(srv.component, "nowhere.localhost")
-        assert b"host-unknown" in await until_closed(r)
-        r, w, sid = await raw(srv.component, DOMAIN)
-        w.write(handshake(sid, "wrong"))
-        assert b"not-authorized" in await until_closed(r)
-        r, w, sid = await raw(srv.component, DOMAIN)
-        w.write(handshake(sid, SECRET))
-        assert b"<handshake/>" in await asyncio.wait_for(r.read(1024), 10)
+        c, sid = await raw(srv.component, "nowhere.localhost")
+        assert b"host-unknown" in await c.until_closed()
+        c, sid = await raw(srv.component, DOMAIN)
+        c.w.write(handshake(sid, "wrong"))
+        assert b"not-authorized" in await c.until_closed()
+        c, sid = await raw(srv.component, DOMAIN)
+        c.w.write(handshake(sid, SECRET))
+        assert b"<handshake/>" in await c.read_until(b"<handshake/>")
         # one connection per domain
-        r2, w2, sid2 = await raw(srv.component, DOMAIN)
-        w2.write(handshake(sid2, SECRET))
-        assert b"conflict" in await until_closed(r2)
+        c2, sid2 = await raw(srv.component, DOMAIN)
+        c2.w.write(handshake(sid2, SECRET))
+        assert b"conflict" in await c2.until_closed()
         # stanzas from elsewhere than the component's domain are refused
-        w.write(b"<message from='alice@localhost' to='alice@localhost'><body>x</body></message>")
-        assert b"invalid-from" in await until_closed(r)
+        c.w.write(b"<message from='alice@localhost' to='alice@localhost'><body>x</body></message>")
+        assert b"invalid-from" in await c.until_closed()
     run(main())
 
 

@@ -30,14 +30,16 @@ import hmac
 import logging
 import secrets
 import weakref
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Optional
 
 from .jid import JID, JIDError, nameprep
+from .s2s.base import S2SStream
 from .s2s.outgoing import wire
 from .s2s.transport import S2SConnection
 from .stanza import STANZA_TAGS, StanzaEvent
 from .xml import CLIENT_NS, Element
-from .xmlstream import COMPONENT_NS, StreamClose, StreamError, StreamOpen
+from .xmlstream import COMPONENT_NS, Event, StreamClose, StreamError, StreamOpen
 
 if TYPE_CHECKING:
     from .config import ListenConfig
@@ -48,39 +50,29 @@ log = logging.getLogger(__name__)
 HANDSHAKE = "{%s}handshake" % CLIENT_NS  # (the parser reads the component namespace so)
 
 
-class ComponentStream:
-    """One external component's connection."""
+class ComponentStream(S2SStream):
+    """One external component's connection (ordered input, stream errors and closing
+    as for server streams)."""
 
     def __init__(self, server: Server, conn: S2SConnection, listen: ListenConfig) -> None:
-        self.server = server
-        self.conn = conn
+        super().__init__(server.s2s, conn)
+        self.conn: S2SConnection = conn
         self.listen = listen
         self.domain = ""
-        self.stream_id = ""
         self.authed = False
-        self.closed = False
-        self.header_sent = False
 
-    # -- input ---------------------------------------------------------------------
-    def feed(self, data: bytes) -> None:
-        if self.closed:
-            return
-        try:
-            for ev in self.conn.framing.feed(data):
-                if self.closed:
-                    return
-                if isinstance(ev, StreamOpen):
-                    self._open(ev)
-                elif isinstance(ev, StreamClose):
-                    self.close()
-                elif ev.tag == HANDSHAKE:
-                    self._handshake(ev)
-                elif ev.tag in STANZA_TAGS:
-                    self._stanza(ev)
-                else:
-                    raise StreamError("unsupported-stanza-type", f"unexpected {ev.tag}")
-        except StreamError as e:
-            self.stream_error(e.condition, e.text)
+    def _handle(self, ev: Event) -> Optional[Awaitable[None]]:
+        if isinstance(ev, StreamOpen):
+            self._open(ev)
+        elif isinstance(ev, StreamClose):
+            self.close()
+        elif ev.tag == HANDSHAKE:
+            self._handshake(ev)
+        elif ev.tag in STANZA_TAGS:
+            self._stanza(ev)
+        else:
+            raise StreamError("unsupported-stanza-type", f"unexpected {ev.tag}")
+        return None
 
     def _open(self, ev: StreamOpen) -> None:
         if self.header_sent:
@@ -139,30 +131,6 @@ class ComponentStream:
         return True
 
     # -- the end -------------------------------------------------------------------
-    def stream_error(self, condition: str, text: Optional[str] = None) -> None:
-        if self.closed:
-            return
-        log.info("component stream error %s (%s): %s", condition, self.domain or "?", text or "")
-        if not self.header_sent:
-            self.conn.write(self.conn.framing.header({"id": secrets.token_hex(8)}))
-            self.header_sent = True
-        self.conn.write(self.conn.framing.error(condition, text))
-        self.close()
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self.conn.write(self.conn.framing.footer())
-        finally:
-            self.conn.close()
-            self.ended()
-
-    def connection_lost(self) -> None:
-        self.closed = True
-        self.ended()
-
     def ended(self) -> None:
         if self.authed and self.server.router.components.get(self.domain) == self._deliver:
             del self.server.router.components[self.domain]
