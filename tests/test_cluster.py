@@ -645,3 +645,23 @@ def test_the_senders_journal_copy_stays_until_the_other_nodes_queue_has_it(
         await sender.close()
         await rcpt.close()
     run(main(), timeout=120)
+
+
+def test_one_new_account_per_address_for_the_whole_cluster(make_server: MakeServer,
+                                                          redis_server: RedisServer,
+                                                          tmp_path: Path) -> None:
+    """mod_register's registration_timeout is counted once for all nodes (Redis)."""
+    from test_register import _condition, _register, _secured
+
+    nodes = make_cluster(make_server, redis_server, tmp_path, n=2,
+                         modules={"mod_disco": {}, "mod_register": {}})
+
+    async def main() -> None:
+        c, _ = await _secured(nodes[0].c2s)
+        res = await _register(c, "dora", "dora-pw", "r1")
+        assert res.get("type") == "result"
+        await c.close()
+        c, _ = await _secured(nodes[1].c2s)
+        assert _condition(await _register(c, "eve", "x", "r2")) == "resource-constraint"
+        await c.close()
+    run(main())

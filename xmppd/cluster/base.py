@@ -60,3 +60,10 @@ class ClusterBackend(Protocol):
 
     def nodes(self) -> list[str]:
         """Live nodes, this one included."""
+
+    async def claim(self, key: str, seconds: float) -> bool:
+        """Take ``key`` for ``seconds`` (infinity: for good) on the whole cluster: False
+        if a node holds it already (a rate counted once for all nodes and workers)."""
+
+    async def release(self, key: str) -> None:
+        """Give ``key`` back before its time."""

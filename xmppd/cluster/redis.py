@@ -250,6 +250,13 @@ class RedisBackend:
         if op[4] is not None:
             op[4](False)
 
+    async def claim(self, key: str, seconds: float) -> bool:
+        px = None if seconds == float("inf") else max(1, int(seconds * 1000))
+        return bool(await self._r.set(PREFIX + "claim:" + key, self.node, nx=True, px=px))
+
+    async def release(self, key: str) -> None:
+        await self._r.delete(PREFIX + "claim:" + key)
+
     async def _publish_change(self, op: str, full: str, entry: Optional[SessionEntry]) -> None:
         value = _encode(entry) if entry is not None else ""
         await self._r.publish(PREFIX + "dirchg", f"{op}\t{self.node}\t{full}\t{value}")

@@ -6,7 +6,9 @@
   fields (username, password) and sends them. The new JID must pass ``access``,
   the address ``ip_access``, and one address registers at most one account per
   ``registration_timeout`` (ejabberd's defaults: ``all``, ``all``, 600 s; xmppd's
-  default configuration allows loopback only). A taken name is ``conflict``.
+  default configuration allows loopback only), counted once for the whole cluster
+  (Redis; every node and worker). A taken name is ``conflict``, and the address may
+  try again at once.
 - **Changing the password** of the account one is logged in to (``username`` and
   ``password`` in an iq set to the server, inside TLS): its SCRAM keys are replaced.
 - **Deleting the account** one is logged in to (``<remove/>``, if ``access_remove``
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any, Optional
 
 from ..acl import v_access
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 NS = "jabber:iq:register"
 QUERY = "{%s}query" % NS
 FEATURE = "{http://jabber.org/features/iq-register}register"
-TIMES_MAX = 100_000   # addresses remembered for registration_timeout, at most
 
 
 def _text(q: Element, name: str) -> str:
@@ -54,7 +54,6 @@ class RegisterModule(Module):
     }
 
     def setup(self) -> None:
-        self._last: dict[str, float] = {}   # address -> when it last created an account
         self.api.add_stream_feature("pre-auth", self._feature)
         self.api.hook("c2s/pre-auth-iq", self._pre_auth, host_only=False)
 
@@ -107,30 +106,18 @@ class RegisterModule(Module):
         access = self.server.access
         if not self._ip_allowed(stream) or not access.access(self.opts["access"], jid, ip):
             raise StanzaError("forbidden", text="registration is not allowed here")
-        now = time.monotonic()
-        last = self._last.get(ip)
-        if last is not None and now - last < self.opts["registration_timeout"]:
+        # one new account per address and registration_timeout, counted once for the
+        # whole cluster (all nodes and workers: the cluster backend's claim)
+        backend = self.server.sessions.backend
+        key = f"register:{self.host}:{ip}"
+        if not await backend.claim(key, self.opts["registration_timeout"]):
             raise StanzaError("resource-constraint", "wait",
                               "one new account per address in %d s"
                               % self.opts["registration_timeout"])
         if not await self.server.accounts.create(self.host, jid.local or "", password):
+            await backend.release(key)  # nothing was made: the address may try again
             raise StanzaError("conflict", text="that name is taken")
-        self._remember(ip, now)
         log.info("registered %s from %s (XEP-0077)", jid, ip)
-
-    def _remember(self, ip: str, now: float) -> None:
-        """When ``ip`` last created an account. A full table forgets the addresses whose
-        time is up, then those seen first (not all at once: a flood of addresses must
-        not let one that just registered register again)."""
-        last = self._last
-        last.pop(ip, None)
-        if len(last) >= TIMES_MAX:
-            cutoff = now - self.opts["registration_timeout"]
-            for old in [a for a, t in last.items() if t <= cutoff]:
-                del last[old]
-            while len(last) >= TIMES_MAX:
-                del last[next(iter(last))]
-        last[ip] = now
 
     # -- logged in: the password, or the account itself -------------------------------
     @iq_handler("get", NS, "query", dest=("host", "self"))
