@@ -246,6 +246,13 @@ class AccessControl:
             return False
         return self._first(rules, jid, ip) == "allow"
 
+    def access_or_local(self, rule: Any, jid: JID) -> bool:
+        """:meth:`access`, where a rule ``local`` that the configuration does not define
+        means ejabberd's default: the users of this server's hosts."""
+        if rule == "local" and rule not in self.access_rules and rule not in self.acls:
+            return jid.domain in self.hosts
+        return self.access(rule, jid)
+
     def shaper_value(self, rule: Any, jid: Optional[JID], ip: Optional[str] = None,
                      default: Any = None) -> Any:
         """Evaluate a shaper rule name (or a constant) to its value."""

@@ -114,8 +114,9 @@ class SaslExchange:
 
     def _failed(self, e: SaslFailure) -> None:
         log.info("SASL failure from %s: %s", self.stream.conn.peer_ip, e.condition)
-        self.stream.server.hooks.fire_all("c2s/auth-failed", self.stream, e.condition,
-                                          self.user)
+        stream = self.stream
+        stream.server.hooks.fire_all("c2s/auth-failed", stream.host, stream.conn.peer_ip,
+                                     e.condition, self.user)
         self.fail(e.condition, e.text)
 
     async def _later(self, pending: Awaitable[None]) -> None:
@@ -179,7 +180,8 @@ class SaslExchange:
             user = None
         self.user = user
         stream = self.stream
-        delays = stream.server.hooks.fire_all("c2s/auth-delay", stream, user)
+        delays = stream.server.hooks.fire_all("c2s/auth-delay", stream.host,
+                                              stream.conn.peer_ip, user)
         if delays:
             await asyncio.sleep(max(delays))  # back-off after failures (mod_fail2ban)
         if user is None:

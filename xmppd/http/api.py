@@ -140,17 +140,6 @@ def result(command: str, text: str) -> Any:
     return text
 
 
-class _Attempt:
-    """A login over the API as mod_fail2ban sees a client's: the host, and the address
-    (``conn.peer_ip``) whose failures are counted and banned."""
-
-    def __init__(self, host: str, ip: str) -> None:
-        self.host = host
-        self.conn = self
-        self.peer_ip = ip
-        self.listen = True
-
-
 async def _caller(server: Server, peer: Peer, request: web.Request) -> tuple[Optional[JID], bool]:
     """Who logs in with HTTP Basic: (JID or None, credentials good). Failures count
     for mod_fail2ban as failed client logins do (back-off, then a ban of the address)."""
@@ -167,18 +156,17 @@ async def _caller(server: Server, peer: Peer, request: web.Request) -> tuple[Opt
         return None, False
     if jid.local is None or jid.domain not in server.hosts:
         return None, False
-    attempt = _Attempt(jid.domain, peer.ip)
     hooks = server.hooks
-    if hooks.fire("c2s/connect", attempt) is not None:
-        return None, False  # banned address
-    delays = hooks.fire_all("c2s/auth-delay", attempt, jid.local)
+    if hooks.fire("auth/banned", peer.ip) is not None:
+        return None, False
+    delays = hooks.fire_all("c2s/auth-delay", jid.domain, peer.ip, jid.local)
     if delays:
         await asyncio.sleep(max(delays))
     creds = await server.accounts.get(jid.domain, jid.local)
     ok = creds is not None and await asyncio.get_running_loop().run_in_executor(
         None, check_password, password, creds.sha256, "sha256")
     if not ok:
-        hooks.fire_all("c2s/auth-failed", attempt, "not-authorized", jid.local)
+        hooks.fire_all("c2s/auth-failed", jid.domain, peer.ip, "not-authorized", jid.local)
         return None, False
     return jid, True
 

@@ -67,14 +67,20 @@ class Fail2Ban(Module):
 
     @hook("c2s/connect")
     def on_connect(self, conn: Any) -> Optional[str]:
-        until = self.banned.get(conn.peer_ip)
-        if until is not None and until > time.monotonic() and conn.listen is not None:
+        return self.banned_reason(conn.peer_ip) if conn.listen is not None else None
+
+    @hook("auth/banned")
+    def banned_reason(self, ip: str) -> Optional[str]:
+        """Why ``ip`` may not log in now (banned), or None (logins over HTTP ask too)."""
+        until = self.banned.get(ip)
+        if until is not None and until > time.monotonic():
             return "too many failed authentications from your address; try again later"
         return None
 
     @hook("c2s/auth-failed")
-    def on_failure(self, stream: Any, condition: str, user: Optional[str]) -> None:
-        if stream.host != self.host or condition not in ("not-authorized", "invalid-authzid"):
+    def on_failure(self, host: str, ip: str, condition: str, user: Optional[str]) -> None:
+        """A failed login to ``host`` from ``ip`` (a client's SASL, or the HTTP API's)."""
+        if host != self.host or condition not in ("not-authorized", "invalid-authzid"):
             return
         now = time.monotonic()
         if user is not None:
@@ -83,7 +89,6 @@ class Fail2Ban(Module):
             if len(accounts) >= MAX_ACCOUNTS:
                 del accounts[next(iter(accounts))]  # the one whose last failure is oldest
             accounts[user] = (count, now)  # last: the table is in order of last failure
-        ip = stream.conn.peer_ip
         if self._exempt(ip):
             return
         count = self.failures.get(ip, (0, 0.0))[0] + 1
@@ -92,11 +97,10 @@ class Fail2Ban(Module):
             self.banned[ip] = now + self.opts["c2s_auth_ban_lifetime"]
 
     @hook("c2s/auth-delay")
-    def delay(self, stream: Any, user: Optional[str]) -> Optional[float]:
+    def delay(self, host: str, ip: str, user: Optional[str]) -> Optional[float]:
         """How long this attempt waits: the back-offs of its address and its account."""
-        if stream.host != self.host:
+        if host != self.host:
             return None
-        ip = stream.conn.peer_ip
         seconds = backoff(self.failures.get(ip, (0, 0.0))[0]) or 0.0
         count = self.account_failures.get(user, (0, 0.0))[0] if user is not None else 0
         if count:

@@ -107,13 +107,7 @@ class Proxy65(Module):
         return q
 
     def _allowed(self, jid: JID) -> None:
-        rule = self.opts["access"]
-        acc = self.server.access
-        if rule == "local" and rule not in acc.access_rules and rule not in acc.acls:
-            ok = jid.domain in self.server.hosts  # ejabberd's meaning of "local"
-        else:
-            ok = acc.access(rule, jid)
-        if not ok:
+        if not self.server.access.access_or_local(self.opts["access"], jid):
             raise StanzaError("forbidden", "auth", "you may not use this proxy")
 
     def _address(self, ev: StanzaEvent) -> Element:

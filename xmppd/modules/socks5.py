@@ -64,11 +64,6 @@ class Relay:
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
 
-    def ready(self, dst: str) -> bool:
-        """Are both sides of ``dst`` connected (the requester may activate)?"""
-        p = self.pending.get(dst)
-        return p is not None and len(p.conns) == 2
-
     def activate(self, dst: str) -> Optional[asyncio.Task[None]]:
         """Join the two connections of ``dst``: the task that relays until one side
         closes; None if they are not both there."""

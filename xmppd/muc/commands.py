@@ -94,11 +94,10 @@ def install(muc: MucService) -> None:
     server = muc.server
 
     def service(name: str) -> MucService:
-        for vhost in server.hosts.values():
-            m = vhost.modules.get(muc.name)
-            if m is not None and getattr(m, "domain", None) == name.lower():
-                return m  # type: ignore[return-value]
-        raise CommandError(f"no MUC service {name}", "not_found")
+        found = muc.service_for(name)
+        if found is None:
+            raise CommandError(f"no MUC service {name}", "not_found")
+        return found
 
     def room_jid(svc: MucService, name: str) -> JID:
         try:
@@ -205,12 +204,8 @@ def install(muc: MucService) -> None:
             bare = JID(user, host)
         except JIDError as e:
             raise CommandError(str(e)) from None
-        rooms: set[str] = set()
-        for vhost in server.hosts.values():
-            m = vhost.modules.get(muc.name)
-            counter = getattr(m, "user_rooms", {}).get(bare) if m is not None else None
-            rooms.update(str(r) for r in counter or ())
-        return "\n".join(sorted(rooms))
+        return "\n".join(sorted(str(r) for m in muc.services()
+                                 for r in m.user_rooms.get(bare, ())))
 
     for fn in (create_room, create_room_with_opts, destroy_room, get_room_options,
                change_room_option, get_room_affiliations, set_room_affiliation, get_user_rooms):

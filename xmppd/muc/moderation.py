@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Optional
 
 from ..datetimes import stamp
+from ..jid import JID
 from ..stanza import StanzaError
 from ..xml import Child, Element
 from . import occupant_id
@@ -45,9 +46,9 @@ RETRACT0 = "urn:xmpp:message-retract:0"
 FASTEN = "urn:xmpp:fasten:0"
 
 
-def moderator(room: Room, frm: object) -> Occupant:
+def moderator(room: Room, frm: JID) -> Occupant:
     """The requesting occupant, if a moderator (``forbidden`` otherwise)."""
-    occ = room.by_jid.get(frm)  # type: ignore[call-overload]
+    occ = room.by_jid.get(frm)
     if occ is None or occ.role != "moderator":
         raise StanzaError("forbidden", "auth", "only moderators moderate messages")
     return occ
@@ -112,12 +113,6 @@ def tombstone(original: Element, by: Optional[Element], reason: str, now: float)
     kept.append(Element(q(RETRACT, "retracted"), {"stamp": stamp(now)},
                         [*inner, *_reason(reason)]))
     return Element(original.tag, dict(original.attrs), kept)
-
-
-def own_retraction(msg: Element) -> Optional[str]:
-    """The stanza-id an occupant's message retracts (XEP-0424), if it is one."""
-    r = msg.find(q(RETRACT, "retract"))
-    return r.attrs.get("id") if r is not None else None
 
 
 def same_author(original: Element, occ: Occupant, room: Room) -> bool:

@@ -49,6 +49,7 @@ GONE_CONDITIONS = {"service-unavailable", "recipient-unavailable", "remote-serve
 ARCHIVED_PAYLOADS = {"{eu.siacs.conversations.axolotl}encrypted", "{urn:xmpp:reactions:0}reactions",
                      "{urn:xmpp:fasten:0}apply-to", "{urn:xmpp:message-retract:1}retract",
                      "{urn:xmpp:hints}store"}
+RETRACT = "{urn:xmpp:message-retract:1}retract"
 MAX_PENDING_IQS = 1000
 
 
@@ -492,6 +493,7 @@ class Room:
         children: list[Child] = []
         archive = has_body
         no_store = False
+        retracted: Optional[str] = None
         for c in el.children:
             if isinstance(c, Element):
                 tag = c.tag
@@ -499,6 +501,8 @@ class Room:
                     continue  # the room vouches for ids; nobody forges them
                 if tag in ARCHIVED_PAYLOADS:
                     archive = True
+                    if tag == RETRACT:
+                        retracted = c.attrs.get("id")
                 elif tag[:len(HINTS) + 2] == "{" + HINTS + "}" and c.name in ("no-store",
                                                                                "no-permanent-store"):
                     no_store = True
@@ -514,6 +518,8 @@ class Room:
         for other in self.occupants.values():
             for full in other.sessions:
                 self.out.send(addressed(msg, str(full)))
+        if retracted:
+            self.out.effect("retracted", occ, retracted)  # the service keeps a tombstone
         if archive and not no_store:
             if has_body:
                 self.history.add(msg, now)

@@ -213,12 +213,6 @@ class MucService(Module):
                     self._spawn(self._moderate(room, ev, child))
                     return
             out = room.handle(ev.from_jid, ev.to_jid, ev.kind, ev.type, ev.stanza)
-            if ev.type == "groupchat" and ev.kind == "message":
-                sid = moderation.own_retraction(ev.stanza)
-                occ = room.by_jid.get(ev.from_jid) if sid else None
-                relayed = bool(out.stanzas) and out.stanzas[0].attrs.get("type") != "error"
-                if sid and occ is not None and relayed:
-                    self._spawn(self._retracted_by_author(room, occ, sid))
         except StanzaError as e:
             e.by = e.by or room.jid_str
             self.server.router.bounce(ev.stanza, e, ev.kind, ev.type, ev.origin)
@@ -337,6 +331,8 @@ class MucService(Module):
                 def drop(conn: Any, with_archive: bool = with_archive) -> None:
                     store.delete_room(conn, name, with_archive)
                 self._writer(room).submit(drop)
+            elif kind == "retracted":  # XEP-0424: an author took a message back
+                self._spawn(self._retracted_by_author(room, eff[1], eff[2]))
             elif kind == "destroyed":
                 if self.rooms.get(room.jid) is room:
                     del self.rooms[room.jid]
@@ -500,17 +496,24 @@ class MucService(Module):
             self._spawn(writer.flush())
         log.info("%s: room %s handed over to %s", self.domain, jid, self.server.owner_of(str(jid)))
 
+    def services(self) -> list[MucService]:
+        """The MUC services of every host of this server (the admin commands name one)."""
+        return [m for vhost in self.server.hosts.values()
+                if isinstance(m := vhost.modules.get(self.name), MucService)]
+
+    def service_for(self, domain: str) -> Optional[MucService]:
+        return next((m for m in self.services() if m.domain == domain.lower()), None)
+
     def _held_room(self, name: str, service: str) -> Optional[Room]:
         """The room ``name@service`` if this node holds it (the admin commands ask
         every node; the one that holds it answers)."""
-        for vhost in self.server.hosts.values():
-            muc = vhost.modules.get(self.name)
-            if isinstance(muc, MucService) and muc.domain == service.lower():
-                try:
-                    return muc.rooms.get(JID(name, muc.domain))
-                except JIDError:
-                    return None
-        return None
+        muc = self.service_for(service)
+        if muc is None:
+            return None
+        try:
+            return muc.rooms.get(JID(name, muc.domain))
+        except JIDError:
+            return None
 
     def _cmd_occupants(self, name: str, service: str) -> str:
         room = self._held_room(name, service)
@@ -523,12 +526,8 @@ class MucService(Module):
         return str(len(room.occupants)) if room is not None else "0"
 
     def _cmd_online_rooms(self, service: str) -> str:
-        rooms: list[str] = []
-        for vhost in self.server.hosts.values():
-            muc = vhost.modules.get(self.name)
-            if isinstance(muc, MucService) and service in ("global", muc.domain):
-                rooms.extend(str(j) for j in muc.rooms)
-        return "\n".join(sorted(rooms))
+        return "\n".join(sorted(str(j) for muc in self.services()
+                                 if service in ("global", muc.domain) for j in muc.rooms))
 
     # -- the service's own JID -----------------------------------------------------------
     def _service_stanza(self, ev: StanzaEvent) -> None:

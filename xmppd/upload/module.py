@@ -170,11 +170,7 @@ class HttpUpload(Module):
 
     # -- slots -------------------------------------------------------------------
     def allowed(self, jid: JID) -> bool:
-        rule = self.opts["access"]
-        acc = self.server.access
-        if rule == "local" and rule not in acc.access_rules and rule not in acc.acls:
-            return jid.domain in self.server.hosts  # ejabberd's default meaning
-        return acc.access(rule, jid)
+        return self.server.access.access_or_local(self.opts["access"], jid)
 
     def quota_for(self, jid: JID) -> float:
         q = self.opts["quota"]
