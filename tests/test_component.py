@@ -1,18 +1,21 @@
 """External components (XEP-0114, ``ejabberd_service``): a slixmpp ComponentXMPP
-serves its domain to clients; raw sockets check the handshake and the stream errors."""
+serves its domain to clients; raw sockets check the handshake and the stream errors;
+in a cluster, clients of every node reach a component connected to one of them."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import re
+import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import run
 from helpers.peer import Peer, is_message
-from helpers.procs import XmppdServer, free_port
+from helpers.procs import RedisServer, XmppdServer, free_port
 from slixmpp import ComponentXMPP
 
 from xmppd.config import parse_config
@@ -23,13 +26,17 @@ DOMAIN = "bridge.localhost"
 SECRET = "s3cret"
 
 
-def _server(make_server: MakeServer) -> XmppdServer:
-    srv = make_server(modules={"mod_disco": {}})
+def _listener(srv: XmppdServer) -> None:
     srv.component = free_port()
     srv.config["listen"].append({"port": srv.component, "ip": "127.0.0.1",
                                  "module": "ejabberd_service",
                                  "hosts": {DOMAIN: {"password": SECRET}}})
     srv.write_config()
+
+
+def _server(make_server: MakeServer) -> XmppdServer:
+    srv = make_server(modules={"mod_disco": {}})
+    _listener(srv)
     srv.register("alice", "secret")
     return srv.start()
 
@@ -136,3 +143,62 @@ def test_component_listener_config_errors(listener: dict[str, Any], path: str) -
         parse_config({"hosts": ["localhost"], "listen": [
             {"port": 5347, "module": "ejabberd_service", **listener}]})
     assert str(err.value).startswith(path)
+
+
+def test_clients_of_every_cluster_node_reach_a_component(make_server: MakeServer,
+                                                         redis_server: RedisServer,
+                                                         tmp_path: Path) -> None:
+    """The component connects to one node; a client of the other node chats with it,
+    a second connection for the domain on the other node gets conflict, and when the
+    component moves to the other node the first node's clients follow it."""
+    subprocess.run(["redis-cli", "-p", str(redis_server.port), "flushall"], check=True,
+                   capture_output=True)
+    nodes = []
+    for i in range(2):
+        srv = make_server(config={"sm_db_type": "redis", "redis_server": "127.0.0.1",
+                                  "redis_port": redis_server.port, "node_name": f"node{i}@test",
+                                  "sql_database": str(tmp_path / "shared.db")},
+                          modules={"mod_disco": {}})
+        _listener(srv)
+        nodes.append(srv)
+    nodes[0].register("alice", "secret")
+    nodes[0].register("bob", "secret")
+    for srv in nodes:
+        srv.start()
+    n0, n1 = nodes
+
+    async def echo(peer: Peer, mid: str) -> str:
+        await peer.send(f"<message to='bot@{DOMAIN}' type='chat' id='{mid}'><body>{mid}</body>"
+                        "</message>")
+        got = await peer.expect(lambda e: e.get("id") == mid or
+                                e.findtext("{jabber:client}body") == "echo: " + mid, timeout=15)
+        return got.get("type") or ""
+
+    async def main() -> None:
+        comp = Echo(n0.component)
+        comp.connect()
+        await asyncio.wait_for(comp.ready.wait(), 15)
+        bob = await Peer(n1.c2s, "bob").login(presence=False, roster=False)
+        alice = await Peer(n0.c2s, "alice").login(presence=False, roster=False)
+        await asyncio.sleep(0.5)  # the other node hears of the component
+        assert await echo(bob, "b1") == "chat"  # through node0, and back to node1
+        assert await echo(alice, "a1") == "chat"
+        # the domain is taken on the whole cluster
+        c, sid = await raw(n1.component, DOMAIN)
+        c.w.write(handshake(sid, SECRET))
+        assert b"conflict" in await c.until_closed()
+        # the component goes away: nobody serves the domain any more
+        comp.disconnect()
+        await asyncio.sleep(1)
+        assert await echo(bob, "b2") == "error"
+        # it comes back on the other node
+        comp = Echo(n1.component)
+        comp.connect()
+        await asyncio.wait_for(comp.ready.wait(), 15)
+        await asyncio.sleep(0.5)
+        assert await echo(alice, "a2") == "chat"
+        assert await echo(bob, "b3") == "chat"
+        comp.disconnect()
+        await alice.close()
+        await bob.close()
+    run(main())

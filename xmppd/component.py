@@ -19,7 +19,9 @@ domain or a subdomain of it (``check_from``, on by default): otherwise
 does not serve, ``not-authorized`` for a wrong secret, ``conflict`` when the domain is
 served already (by another connection, or by a module such as mod_muc).
 
-In a cluster a component is reached through the node it connected to only.
+In a cluster (several nodes or ``--workers``) the component connects to one node, and
+clients of every node reach it: the other nodes hand its stanzas over
+(:mod:`xmppd.cluster.components`).
 """
 
 from __future__ import annotations
@@ -29,10 +31,12 @@ import hashlib
 import hmac
 import logging
 import secrets
+import time
 import weakref
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Optional
 
+from .cluster.components import ComponentDirectory
 from .jid import JID, JIDError, nameprep
 from .s2s.base import S2SStream
 from .s2s.outgoing import wire
@@ -60,6 +64,7 @@ class ComponentStream(S2SStream):
         self.listen = listen
         self.domain = ""
         self.authed = False
+        self.directory: ComponentDirectory = server.component_directory
 
     def _handle(self, ev: Event) -> Optional[Awaitable[None]]:
         if isinstance(ev, StreamOpen):
@@ -99,11 +104,11 @@ class ComponentStream(S2SStream):
         if not hmac.compare_digest(el.text.strip().lower().encode(), expected.encode()):
             log.info("component %s from %s: wrong secret", self.domain, self.conn.peer_ip)
             raise StreamError("not-authorized", "wrong handshake")
-        router = self.server.router
-        if self.domain in router.components or self.domain in self.server.hosts:
+        if self.directory.served(self.domain):
             raise StreamError("conflict", f"{self.domain} is served already")
-        router.components[self.domain] = self._deliver
+        self.server.router.components[self.domain] = self._deliver
         self.authed = True
+        self.directory.up(self.domain, time.time(), self._lost_race)
         self.conn.write(b"<handshake/>")
         log.info("component %s connected from %s", self.domain, self.conn.peer_ip)
 
@@ -131,9 +136,14 @@ class ComponentStream(S2SStream):
         return True
 
     # -- the end -------------------------------------------------------------------
+    def _lost_race(self) -> None:
+        """Another node took the domain first (both connected at once)."""
+        self.stream_error("conflict", f"{self.domain} is served already")
+
     def ended(self) -> None:
         if self.authed and self.server.router.components.get(self.domain) == self._deliver:
             del self.server.router.components[self.domain]
+            self.directory.down(self.domain)
             log.info("component %s disconnected", self.domain)
         self.authed = False
 

@@ -50,6 +50,8 @@ class Router:
         self.server = server
         self.hooks = server.hooks
         self.components: dict[str, ComponentHandler] = {}
+        # external components on other cluster nodes: domain -> node (cluster/components)
+        self.remote_components: dict[str, str] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- stage 1: from a local client ---------------------------------------
@@ -117,7 +119,7 @@ class Router:
             if to.local is None:
                 return "host"
             return "bare" if to.resource is None else "full"
-        if domain in self.components:
+        if domain in self.components or domain in self.remote_components:
             return "component"
         return "remote"
 
@@ -143,8 +145,11 @@ class Router:
 
     def _dispatch(self, ev: StanzaEvent, dest: str) -> None:
         if dest == "component":
-            handler = self.components[ev.to_jid.domain]
-            self._guard(ev, handler)
+            handler = self.components.get(ev.to_jid.domain)
+            if handler is not None:
+                self._guard(ev, handler)
+            elif not self.server.hand_to(self.remote_components[ev.to_jid.domain], ev.stanza):
+                ev.error("remote-server-not-found")  # the nodes' views disagree for now
             return
         if dest == "remote":
             if self.hooks.fire("route/remote", ev) is None:

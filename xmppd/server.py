@@ -14,6 +14,7 @@ from typing import Any, Optional
 from . import delivery
 from .acl import AccessControl
 from .cluster.ask import Asking
+from .cluster.components import ComponentDirectory
 from .cluster.ctl import ClusterCommands
 from .commands import Commands
 from .config import Config, ConfigError, ListenConfig
@@ -123,6 +124,8 @@ class Server:
                                     config.hosts)
         self.commands = Commands()
         self.asking = Asking(self)   # questions to other cluster nodes, and answers
+        # external components of every node (each node routes to the others')
+        self.component_directory = ComponentDirectory(self)
         self.cluster_commands = ClusterCommands(self)  # ctl commands that act on every node
         self.iq_tracker = IqTracker(self)
         self.certs: Optional[CertStore] = None

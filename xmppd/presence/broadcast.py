@@ -60,7 +60,7 @@ class Broadcast:
     def _reachable(self, jid: JID) -> bool:
         d = jid.domain
         return d in self.server.hosts or d in self.router.components or \
-            self.server.hooks.has("route/remote")
+            d in self.router.remote_components or self.server.hooks.has("route/remote")
 
     def send(self, out: Element, to: JID) -> None:
         if self._reachable(to):

@@ -60,7 +60,9 @@ class S2SManager:
 
     # -- domains and policy ----------------------------------------------------
     def is_local(self, domain: str) -> bool:
-        return domain in self.server.hosts or domain in self.server.router.components
+        router = self.server.router
+        return domain in self.server.hosts or domain in router.components or \
+            domain in router.remote_components
 
     def default_domain(self) -> str:
         return next(iter(self.server.hosts))
