@@ -40,6 +40,7 @@ def test_stock_ejabberd_config_parses_with_warnings() -> None:
     _, module_warnings = check_modules(c)
     text = "\n".join(list(c.warnings) + module_warnings)
     assert "modules.mod_mqtt: module not available" in text
+    assert "modules.mod_shared_roster" not in text  # (xmppd has it)
     # what xmppd does without a module of that name is said so, not called missing
     assert "modules.mod_s2s_dialback: built into xmppd (server dialback" in text
     assert "modules.mod_caps: built into xmppd" in text

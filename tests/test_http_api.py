@@ -27,7 +27,8 @@ PERMISSIONS = {
 
 
 def api_server(make_server: Any, permissions: Optional[dict[str, Any]] = None,
-               fail2ban: Optional[dict[str, Any]] = None) -> Any:
+               fail2ban: Optional[dict[str, Any]] = None,
+               modules: Optional[dict[str, Any]] = None) -> Any:
     config: dict[str, Any] = {"acl": {"admin": {"user": "admin@localhost"}}}
     if permissions is not None:
         config["api_permissions"] = permissions
@@ -36,7 +37,7 @@ def api_server(make_server: Any, permissions: Optional[dict[str, Any]] = None,
     srv.config["listen"][3]["request_handlers"] = {"/api": "mod_http_api"}
     srv.config["listen"].append({"port": srv.https, "ip": "127.0.0.1", "module": "ejabberd_http",
                                  "tls": True, "request_handlers": {"/api": "mod_http_api"}})
-    srv.config["modules"].update({"mod_http_api": {}, "mod_roster": {}})
+    srv.config["modules"].update({"mod_http_api": {}, "mod_roster": {}, **(modules or {})})
     if fail2ban is not None:
         srv.config["modules"]["mod_fail2ban"] = fail2ban
     srv.write_config()

@@ -61,19 +61,21 @@ ALIASES = {"frm": ("from",), "password": ("newpass",), "level": ("loglevel",),
 # how a command's text answer becomes JSON (others: the text itself)
 LISTS = frozenset({"registered_users", "connected_users", "user_resources", "registered_vhosts",
                    "muc_online_rooms", "muc_online_rooms_node", "list_cluster",
-                   "get_user_rooms"})
+                   "get_user_rooms", "srg_list", "srg_get_members"})
 NUMBERS = frozenset({"connected_users_number", "num_resources", "stats",
                      "get_room_occupants_number", "incoming_s2s_number", "outgoing_s2s_number"})
 RESCODES = frozenset({"unregister", "change_password", "check_account", "check_password",
                       "kick_session", "send_message", "send_stanza", "set_loglevel", "stop",
                       "add_rosteritem", "delete_rosteritem", "set_load", "create_room",
                       "create_room_with_opts", "destroy_room", "change_room_option",
-                      "set_room_affiliation"})
+                      "set_room_affiliation", "srg_create", "srg_delete", "srg_user_add",
+                      "srg_user_del"})
 CHECKS = frozenset({"check_account", "check_password"})  # "no" is an answer: 1
 ROWS = {"get_roster": ("jid", "nick", "subscription", "groups"),
         "get_room_occupants": ("jid", "nick", "role"),
         "get_room_options": ("name", "value"),
-        "get_room_affiliations": ("username", "domain", "affiliation", "reason")}
+        "get_room_affiliations": ("username", "domain", "affiliation", "reason"),
+        "srg_get_info": ("key", "value")}
 OBJECTS = {"get_last": ("timestamp", "status")}
 HIDDEN = frozenset({"password", "newpass"})
 

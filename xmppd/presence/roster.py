@@ -112,10 +112,13 @@ class RosterModule(Module):
         self.cache.release(session.jid.bare)
 
     # -- pushes ----------------------------------------------------------------------
-    def push(self, roster: Roster, item: Item) -> None:
-        """Roster push (RFC 6121 2.1.6) to every interested resource of the owner."""
-        payload = item.element() if item.visible else item.removed_element()
-        for s in self.server.sessions.resources(roster.user):
+    def push(self, roster: Roster, item: Item, local_only: bool = False) -> None:
+        """Roster push (RFC 6121 2.1.6) to every interested resource of the owner (of
+        this node only: ``local_only``, when every node changes its own copy)."""
+        payload = item.element() if item.shown else item.removed_element()
+        sessions = self.server.sessions
+        for s in (sessions.local_resources(roster.user) if local_only
+                  else sessions.resources(roster.user)):
             if INTERESTED not in flags_of(s):
                 continue  # (resources on other cluster nodes too)
             q = Element(QUERY, {}, [payload])
@@ -144,6 +147,10 @@ class RosterModule(Module):
 
     def _get(self, ev: StanzaEvent, roster: Roster, ver: Optional[str]) -> Union[Element, bool]:
         known = _parse_ver(ver)
+        if known is not None and self.cache.decorators:
+            # shared roster groups (mod_shared_roster) change without a version: the
+            # whole roster, also for a user whose last shared contact went meanwhile
+            known = None
         if known is not None and known <= roster.version:
             # the client is current, or gets the changes as pushes after an empty result
             changed = sorted((it for it in roster.items.values() if it.ver > known),
@@ -151,7 +158,7 @@ class RosterModule(Module):
             self._reply(ev, iq_result(ev.stanza))
             session = ev.origin
             for it in changed:
-                payload = it.element() if it.visible else it.removed_element()
+                payload = it.element() if it.shown else it.removed_element()
                 session.send(make_iq("set", Element(QUERY, {"ver": str(it.ver)}, [payload]),
                                      to=session.jid_str, id=f"push{next(self._ids)}"))
             return True
@@ -223,16 +230,24 @@ class RosterModule(Module):
 
     def _remove(self, roster: Roster, contact: JID) -> None:
         item = roster.get(contact)
-        if item is None or not item.visible:
+        if item is None or not item.shown:
             raise StanzaError("item-not-found")
+        if not item.visible:
+            raise StanzaError("not-allowed", text="a contact of a shared roster group "
+                                                  "stays in the roster")
         st = item.state
         kinds = []
         if st.to or st.ask:
             kinds.append("unsubscribe")
         if st.frm or st.pending_in:
             kinds.append("unsubscribed")
+        if item.shared:
+            kinds = []  # the group keeps the subscriptions
         self.subscriptions.cancel(roster, item, kinds)
+        before = item.view()
         self.clear(roster, item)
+        if item.shared and item.view() == before:
+            self.push(roster, item)  # still there (the group's): the client is told so
 
     def clear(self, roster: Roster, item: Item) -> None:
         """Take ``item`` out of the roster (stored, and pushed as removed)."""

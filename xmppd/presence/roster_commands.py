@@ -48,8 +48,9 @@ def install(mod: RosterModule) -> None:
         m = module(host)
 
         def lines(r: Roster) -> list[str]:
-            return ["\t".join((str(i.jid), i.name or "", i.state.sub, ";".join(i.groups)))
-                    for i in sorted(r.items.values(), key=lambda i: str(i.jid)) if i.visible]
+            return ["\t".join((str(i.jid), i.name or "", i.effective.sub,
+                               ";".join(i.shown_groups())))
+                    for i in sorted(r.items.values(), key=lambda i: str(i.jid)) if i.shown]
         return "\n".join(await m.cache.run(jid(user, m.host), lines))
 
     async def add_rosteritem(localuser: str, localhost: str, user: str, host: str, nick: str,

@@ -32,12 +32,19 @@ NS = "jabber:iq:roster"
 ITEM = "{%s}item" % NS
 GROUP = "{%s}group" % NS
 T = TypeVar("T")
+SHARED = SubState("both")  # what a contact of a shared roster group has
 
 
 class Item:
-    """One contact in a user's roster."""
+    """One contact in a user's roster.
 
-    __slots__ = ("jid", "name", "groups", "state", "visible", "ver", "request", "answer")
+    ``state``, ``groups`` and ``visible`` are the user's own item as stored. ``shared``
+    holds the labels of the shared roster groups (mod_shared_roster) that put the
+    contact in the roster: such a contact is shown with subscription ``both`` and
+    those groups, whatever the stored item says, and is never stored for them."""
+
+    __slots__ = ("jid", "name", "groups", "state", "visible", "ver", "request", "answer",
+                 "shared")
 
     def __init__(self, jid: JID, name: Optional[str] = None, groups: tuple[str, ...] = (),
                  state: SubState = NONE, visible: bool = False, ver: int = 0,
@@ -50,13 +57,29 @@ class Item:
         self.ver = ver
         self.request = request
         self.answer = answer
+        self.shared: tuple[str, ...] = ()
+
+    @property
+    def shown(self) -> bool:
+        """In the roster the user sees (the user's own item, or a shared group's)."""
+        return self.visible or bool(self.shared)
+
+    @property
+    def effective(self) -> SubState:
+        """The subscription that presence follows (``both`` for a shared contact)."""
+        return SHARED if self.shared else self.state
+
+    def shown_groups(self) -> tuple[str, ...]:
+        if not self.shared:
+            return self.groups
+        return self.groups + tuple(g for g in self.shared if g not in self.groups)
 
     def view(self) -> Optional[tuple[Any, ...]]:
         """What the user's client sees of this item (None: not in the roster)."""
-        if not self.visible:
+        if not self.shown:
             return None
-        st = self.state
-        return (st.sub, st.ask, st.approved, self.name, self.groups)
+        st = self.effective
+        return (st.sub, st.ask, st.approved, self.name, self.shown_groups())
 
     def row(self) -> ItemRow:
         return ItemRow(str(self.jid), self.name, self.groups, self.state, self.visible,
@@ -64,7 +87,7 @@ class Item:
 
     def element(self) -> Element:
         """The ``<item/>`` a client sees (RFC 6121 2.1.2)."""
-        st = self.state
+        st = self.effective
         attrs = {"jid": str(self.jid), "subscription": st.sub}
         if self.name:
             attrs["name"] = self.name
@@ -73,7 +96,7 @@ class Item:
         if st.approved:
             attrs["approved"] = "true"
         el = Element(ITEM, attrs)
-        for g in self.groups:
+        for g in self.shown_groups():
             el.add(GROUP, None, g)
         return el
 
@@ -81,7 +104,8 @@ class Item:
         return Element(ITEM, {"jid": str(self.jid), "subscription": "remove"})
 
     def __repr__(self) -> str:
-        return f"<Item {self.jid} {self.state.label()}{'' if self.visible else ' hidden'}>"
+        return f"<Item {self.jid} {self.state.label()}{'' if self.visible else ' hidden'}" \
+            f"{' shared' if self.shared else ''}>"
 
 
 class Roster:
@@ -98,11 +122,12 @@ class Roster:
         return self.items.get(jid)
 
     def state(self, jid: JID) -> SubState:
+        """The subscription presence follows (shared roster groups count as ``both``)."""
         it = self.items.get(jid)
-        return NONE if it is None else it.state
+        return NONE if it is None else it.effective
 
     def visible(self) -> Iterator[Item]:
-        return (it for it in self.items.values() if it.visible)
+        return (it for it in self.items.values() if it.shown)
 
     def size(self) -> int:
         """Items that count against the roster size limit."""
@@ -110,11 +135,13 @@ class Roster:
 
     def subscribers(self) -> list[JID]:
         """Contacts that receive the user's presence (from / both)."""
-        return [j for j, it in self.items.items() if it.state.sub in ("from", "both")]
+        return [j for j, it in self.items.items()
+                if it.shared or it.state.sub in ("from", "both")]
 
     def publishers(self) -> list[JID]:
         """Contacts whose presence the user receives (to / both)."""
-        return [j for j, it in self.items.items() if it.state.sub in ("to", "both")]
+        return [j for j, it in self.items.items()
+                if it.shared or it.state.sub in ("to", "both")]
 
 
 class _Entry:
@@ -144,6 +171,8 @@ class RosterCache:
         # after a write of a user's roster is committed (other nodes reload theirs)
         self.on_committed = on_committed or (lambda user: None)
         self._entries: dict[JID, _Entry] = {}
+        # run on every roster as it is loaded (mod_shared_roster adds its contacts)
+        self.decorators: list[Callable[[Roster], None]] = []
         self._writes: dict[JID, list[Callable[[Connection], None]]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         # loads go together, one batch at a time: logins come in bursts, and one
@@ -209,6 +238,11 @@ class RosterCache:
                 continue
             roster.items[jid] = Item(jid, r.name, r.groups, r.state, r.visible, r.ver,
                                      r.request, r.answer)
+        for decorate in self.decorators:
+            try:
+                decorate(roster)
+            except Exception:
+                log.exception("decorating the roster of %s failed", user)
         e.roster = roster
         while e.pending:
             fn, fut = e.pending.pop(0)
@@ -223,6 +257,10 @@ class RosterCache:
         if e is None or e.pending:
             return None
         return e.roster
+
+    def loaded_users(self) -> list[JID]:
+        """The users whose rosters this node keeps (those with sessions here)."""
+        return list(self._entries)
 
     def run(self, user: JID, fn: Callable[[Roster], T]) -> asyncio.Future[T]:
         """Run ``fn(roster)`` in order with the other operations on this roster."""

@@ -61,6 +61,11 @@ class Subscriptions:
     def _outbound(self, r: Roster, contact: JID, kind: str, out: Element,
                   ev: StanzaEvent) -> None:
         item = r.get(contact)
+        if item is not None and item.shared:
+            # a shared roster group's contact: subscribed both ways by the group
+            if kind == "subscribe" and ev.origin is not None:
+                ev.origin.send(presence("subscribed", str(contact), str(r.user)))
+            return
         old = item.state if item is not None else NONE
         res = outbound(old, kind)
         # the item enters the roster the user sees: a request, a pre-approval, an approval
@@ -93,7 +98,7 @@ class Subscriptions:
         """The user removed ``item``: end the subscriptions both ways (RFC 6121 2.5.2)."""
         for kind in kinds:
             self.server.router.route(presence(kind, str(r.user), str(item.jid)))
-        if item.state.frm:
+        if item.state.frm and not item.shared:
             self.mod.broadcast.send_unavailable(r.user, item.jid)
 
     # -- for a local user ---------------------------------------------------------------
@@ -119,6 +124,11 @@ class Subscriptions:
 
     def _inbound(self, r: Roster, contact: JID, kind: str, stanza: Element) -> None:
         item = r.get(contact)
+        if item is not None and item.shared:
+            # a shared roster group's contact: subscribed both ways by the group
+            if kind == "subscribe":
+                self.server.router.route(presence("subscribed", str(r.user), str(contact)))
+            return
         old = item.state if item is not None else NONE
         res = inbound(old, kind)
         if res.reply is not None:
