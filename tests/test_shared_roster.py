@@ -113,6 +113,35 @@ def test_groups_fill_rosters_and_presence_flows(make_server: MakeServer) -> None
     run(after())
 
 
+def test_roster_versions_follow_the_groups(make_server: MakeServer) -> None:
+    """A client's cached roster stays current through versioning, unless the groups
+    changed while it was away: then it gets the whole roster."""
+    srv = _server(make_server).start()
+    srv.ctl("srg_create", "staff", "localhost", "Staff", "", "staff")
+    for u in ("alice", "bob"):
+        srv.ctl("srg_user_add", u, "localhost", "staff", "localhost")
+
+    async def get(ver: str) -> Any:
+        bob = await Peer(srv.c2s, "bob").login(roster=False)
+        res = await bob.iq(f"<query xmlns='jabber:iq:roster' ver='{ver}'/>")
+        await bob.close()
+        return res.find(f"{ROSTER}query")
+
+    async def main() -> None:
+        q = await get("")
+        ver = q.get("ver")
+        assert ver and "." in ver and [i.get("jid") for i in q] == ["alice@localhost"]
+        assert await get(ver) is None  # current: an empty result
+        srv.ctl("srg_user_add", "carol", "localhost", "staff", "localhost")
+        q = await get(ver)  # the groups changed meanwhile: the whole roster
+        assert q is not None and q.get("ver") != ver
+        assert sorted(i.get("jid") for i in q) == ["alice@localhost", "carol@localhost"]
+        srv.ctl("srg_delete", "staff", "localhost")
+        q = await get(q.get("ver"))
+        assert q is not None and list(q) == [] and q.get("ver") == "0"
+    run(main())
+
+
 def test_command_errors(make_server: MakeServer) -> None:
     srv = _server(make_server).start()
     res = srv.ctl("srg_user_add", "alice", "localhost", "nosuch", "localhost", check=False)

@@ -63,20 +63,26 @@ LISTS = frozenset({"registered_users", "connected_users", "user_resources", "reg
                    "muc_online_rooms", "muc_online_rooms_node", "list_cluster",
                    "get_user_rooms", "srg_list", "srg_get_members"})
 NUMBERS = frozenset({"connected_users_number", "num_resources", "stats",
-                     "get_room_occupants_number", "incoming_s2s_number", "outgoing_s2s_number"})
+                     "get_room_occupants_number", "incoming_s2s_number", "outgoing_s2s_number",
+                     "get_offline_count"})
 RESCODES = frozenset({"unregister", "change_password", "check_account", "check_password",
                       "kick_session", "send_message", "send_stanza", "set_loglevel", "stop",
                       "add_rosteritem", "delete_rosteritem", "set_load", "create_room",
                       "create_room_with_opts", "destroy_room", "change_room_option",
                       "set_room_affiliation", "srg_create", "srg_delete", "srg_user_add",
-                      "srg_user_del"})
+                      "srg_user_del", "ban_account", "set_vcard", "set_vcard2",
+                      "set_nickname"})
 CHECKS = frozenset({"check_account", "check_password"})  # "no" is an answer: 1
 ROWS = {"get_roster": ("jid", "nick", "subscription", "groups"),
         "get_room_occupants": ("jid", "nick", "role"),
         "get_room_options": ("name", "value"),
         "get_room_affiliations": ("username", "domain", "affiliation", "reason"),
-        "srg_get_info": ("key", "value")}
-OBJECTS = {"get_last": ("timestamp", "status")}
+        "srg_get_info": ("key", "value"),
+        "connected_users_info": ("jid", "connection", "ip", "port", "priority", "node",
+                                 "uptime", "status", "resource", "statustext"),
+        "user_sessions_info": ("connection", "ip", "port", "priority", "node", "uptime",
+                               "status", "resource", "statustext")}
+OBJECTS = {"get_last": ("timestamp", "status"), "get_presence": ("jid", "show", "status")}
 HIDDEN = frozenset({"password", "newpass"})
 
 

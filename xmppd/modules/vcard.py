@@ -23,6 +23,7 @@ from ..moduleapi import iq_handler
 from ..stanza import StanzaError, StanzaEvent
 from ..xml import Element
 from ..xmlstream import parse_xml
+from . import vcard_commands
 from .xml_store import XmlStoreModule, vcard
 
 NS = "vcard-temp"
@@ -34,6 +35,10 @@ class VcardModule(XmlStoreModule):
     features = (NS,)
     xeps = ("XEP-0054",)
     table = vcard
+
+    def setup(self) -> None:
+        super().setup()
+        vcard_commands.install(self)
 
     async def card(self, owner: JID) -> Optional[Element]:
         """The account's stored vCard, if it has one."""

@@ -123,7 +123,7 @@ class RosterModule(Module):
                 continue  # (resources on other cluster nodes too)
             q = Element(QUERY, {}, [payload])
             if self.opts["versioning"]:
-                q.attrs["ver"] = str(roster.version)
+                q.attrs["ver"] = _ver(roster, roster.version)
             s.send(make_iq("set", q, to=str(s.jid), id=f"push{next(self._ids)}"))
 
     def changed(self, roster: Roster, item: Item, before: Optional[tuple[Any, ...]]) -> None:
@@ -146,11 +146,7 @@ class RosterModule(Module):
         return self.cache.run(ev.from_jid.bare, lambda r: self._get(ev, r, ver))
 
     def _get(self, ev: StanzaEvent, roster: Roster, ver: Optional[str]) -> Union[Element, bool]:
-        known = _parse_ver(ver)
-        if known is not None and self.cache.decorators:
-            # shared roster groups (mod_shared_roster) change without a version: the
-            # whole roster, also for a user whose last shared contact went meanwhile
-            known = None
+        known = _parse_ver(ver, roster)
         if known is not None and known <= roster.version:
             # the client is current, or gets the changes as pushes after an empty result
             changed = sorted((it for it in roster.items.values() if it.ver > known),
@@ -159,10 +155,11 @@ class RosterModule(Module):
             session = ev.origin
             for it in changed:
                 payload = it.element() if it.shown else it.removed_element()
-                session.send(make_iq("set", Element(QUERY, {"ver": str(it.ver)}, [payload]),
+                session.send(make_iq("set", Element(QUERY, {"ver": _ver(roster, it.ver)},
+                                                    [payload]),
                                      to=session.jid_str, id=f"push{next(self._ids)}"))
             return True
-        q = Element(QUERY, {"ver": str(roster.version)} if ver is not None else {})
+        q = Element(QUERY, {"ver": _ver(roster, roster.version)} if ver is not None else {})
         for it in roster.visible():
             q.append(it.element())
         return q
@@ -241,8 +238,6 @@ class RosterModule(Module):
             kinds.append("unsubscribe")
         if st.frm or st.pending_in:
             kinds.append("unsubscribed")
-        if item.shared:
-            kinds = []  # the group keeps the subscriptions
         self.subscriptions.cancel(roster, item, kinds)
         before = item.view()
         self.clear(roster, item)
@@ -257,11 +252,23 @@ class RosterModule(Module):
         self.changed(roster, item, before)
 
 
-def _parse_ver(ver: Optional[str]) -> Optional[int]:
+def _ver(roster: Roster, n: int) -> str:
+    """A roster version as clients see it: the counter, and the tag of the user's shared
+    roster contacts when there are any (mod_shared_roster: they change without the
+    counter moving, so a changed tag means that the client's copy is stale)."""
+    return f"{n}.{roster.shared_tag}" if roster.shared_tag else str(n)
+
+
+def _parse_ver(ver: Optional[str], roster: Roster) -> Optional[int]:
+    """The counter of a version the client sent, if it is one of this roster's (its
+    shared contacts unchanged since)."""
     if not ver:
         return None
+    num, _, tag = ver.partition(".")
+    if tag != roster.shared_tag:
+        return None
     try:
-        n = int(ver)
+        n = int(num)
     except ValueError:
         return None
     return n if n >= 0 else None

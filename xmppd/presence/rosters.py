@@ -111,12 +111,15 @@ class Item:
 class Roster:
     """A user's roster: items by contact bare JID and the current version."""
 
-    __slots__ = ("user", "items", "version")
+    __slots__ = ("user", "items", "version", "shared_tag")
 
     def __init__(self, user: JID, version: int = 0) -> None:
         self.user = user
         self.items: dict[JID, Item] = {}
         self.version = version
+        # a digest of the shared roster contacts (mod_shared_roster), part of the version
+        # clients see: "" without any
+        self.shared_tag = ""
 
     def get(self, jid: JID) -> Optional[Item]:
         return self.items.get(jid)

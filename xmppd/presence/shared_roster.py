@@ -15,14 +15,17 @@ subscription ``both``:
   users' presence to their new contacts (unavailable to contacts they lost).
 
 Shared contacts are not stored in the users' rosters: they are added to each roster as it
-is loaded (:attr:`RosterCache.decorators`), so while this module is loaded roster
-versioning sends the whole roster. ``@all@`` is the list of accounts as read when the groups
+is loaded (:attr:`RosterCache.decorators`). The roster version clients see carries a
+digest of the user's shared contacts (``Roster.shared_tag``), so a client whose copy
+predates a change of the groups gets the whole roster, and versioning otherwise works as
+without the module. ``@all@`` is the list of accounts as read when the groups
 are (at start and after every change); an account made later joins it at its first
 login.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from typing import Any
 
@@ -60,6 +63,14 @@ def _names(display: str) -> tuple[str, ...]:
     HTTP API's list, too)."""
     parts = display.replace("\\n", "\n").replace(",", "\n").replace(";", "\n").split("\n")
     return tuple(dict.fromkeys(p.strip() for p in parts if p.strip()))
+
+
+def _tag(contacts: dict[str, tuple[str, ...]]) -> str:
+    """A digest of a user's shared contacts, for the roster version clients see."""
+    if not contacts:
+        return ""
+    text = "\n".join(f"{c}\t{chr(31).join(labels)}" for c, labels in sorted(contacts.items()))
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
 
 
 class SharedRosterModule(Module):
@@ -123,7 +134,9 @@ class SharedRosterModule(Module):
             if any(ALL in g.members for g in self.groups.values()):
                 self.server.cluster_event(EVENT, self.host)
                 self._spawn_refresh(skip=user)
-        for contact, labels in self.contacts(user).items():
+        want = self.contacts(user)
+        roster.shared_tag = _tag(want)
+        for contact, labels in want.items():
             try:
                 jid = JID.parse(contact)
             except JIDError:
@@ -165,6 +178,7 @@ class SharedRosterModule(Module):
 
     def _apply(self, r: Roster) -> None:
         want = self.contacts(str(r.user))
+        r.shared_tag = _tag(want)  # (before the pushes: they carry the new version)
         for jid, item in list(r.items.items()):
             labels = want.pop(str(jid), ())
             if item.shared != labels:

@@ -20,8 +20,9 @@ import secrets
 import time
 from typing import Any, Optional
 
+from ..commands import CommandError
 from ..confval import v_bool, v_enum, v_str
-from ..jid import JID
+from ..jid import JID, JIDError
 from ..moduleapi import Module, Option, hook
 from ..stanza import MESSAGE, StanzaError, StanzaEvent
 from ..xml import Element
@@ -57,6 +58,19 @@ class Offline(Module):
         assert self.server.db is not None
         self.db = self.server.db
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.api.add_command("get_offline_count", self._cmd_count,
+                             "get_offline_count USER HOST: messages waiting for the user")
+
+    async def _cmd_count(self, user: str, host: str) -> str:
+        """ejabberdctl's get_offline_count (the host argument picks its mod_offline)."""
+        found = Offline.of(self.server, host.lower())
+        if found is None:
+            raise CommandError(f"no mod_offline on host {host!r}", "not_found")
+        try:
+            local = JID(user, found.host).local or ""
+        except JIDError as e:
+            raise CommandError(str(e)) from None
+        return str(await found.count(local))
 
     @hook("account/removed")
     async def _account_removed(self, user: JID) -> None:
