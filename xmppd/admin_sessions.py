@@ -126,8 +126,8 @@ def install(server: Server) -> None:
         for s in server.sessions.local_resources(jid):
             s.stream_error("not-authorized", text)
             s.ended("banned")
-        for e in server.sessions.backend.remote_sessions(jid):
-            server.sessions.kick_remote(e.jid, e.node, text)
+        for entry in server.sessions.backend.remote_sessions(jid):
+            server.sessions.kick_remote(entry.jid, entry.node, text)
         return ""
 
     cmds.register("connected_users_info", connected_users_info, HELP["connected_users_info"],
