@@ -70,6 +70,15 @@ class Workers(compare.Xmppd):
                                         workers * args.cpu_quota)
                       if args.cpu_quota else None)
 
+    def write_config(self) -> None:
+        import yaml
+        super().write_config()
+        path = self.base / "xmppd.yml"
+        cfg = yaml.safe_load(path.read_text())
+        cfg["worker_cpu_affinity"] = {"auto": "auto", "true": True,
+                                      "false": False}[self.args.worker_cpu_affinity]
+        path.write_text(yaml.safe_dump(cfg))
+
     def command(self) -> list[str]:
         cmd = super().command() + ["--workers", str(self.workers)]
         return self.quota.prefix() + cmd if self.quota is not None else cmd
@@ -197,6 +206,9 @@ def main() -> None:
     ap.add_argument("--step-seconds", type=float, default=10)
     ap.add_argument("--factor", type=float, default=1.5)
     ap.add_argument("--refine", type=int, default=2)
+    ap.add_argument("--worker-cpu-affinity", choices=("auto", "true", "false"), default="auto",
+                    help="the servers' worker_cpu_affinity (auto: pinned when each worker "
+                         "can own a CPU)")
     ap.add_argument("--server-cpu", default=None)
     ap.add_argument("--loadgen-cpu", default=None)
     ap.add_argument("--concurrency", type=int, default=50)

@@ -197,6 +197,7 @@ def test_a_session_resumed_on_another_node_hands_over_what_it_had_not_delivered(
 def test_workers_share_ports(tmp_path: Path) -> None:
     port, tls_port = free_port(), free_port()
     cfg = {"hosts": ["localhost"], "data_dir": str(tmp_path / "data"), "workers": 2,
+           "worker_cpu_affinity": True,
            "listen": [{"port": port, "ip": "127.0.0.1", "module": "ejabberd_c2s"},
                       {"port": tls_port, "ip": "127.0.0.1", "module": "ejabberd_c2s", "tls": True}],
            "modules": {"mod_ping": {}}, "node_name": "w@test"}
@@ -219,6 +220,13 @@ def test_workers_share_ports(tmp_path: Path) -> None:
             import time
             time.sleep(0.2)
         assert len(re.findall(r"w@test-w\d", out.stdout)) == 2, out.stdout + out.stderr
+        # worker_cpu_affinity: true: worker i runs on the i-th CPU (round-robin)
+        cpus = sorted(os.sched_getaffinity(0))
+        for i in range(2):
+            pid = int(subprocess.run(["pgrep", "-f", f"node w@test-w{i} "], capture_output=True,
+                                     text=True).stdout.split()[0])
+            assert os.sched_getaffinity(pid) == ({cpus[i % len(cpus)]} if len(cpus) > 1
+                                                 else set(cpus))
 
         async def main() -> None:
             clients = [RawClient(tls_port, tls=True) for _ in range(n)]
@@ -250,6 +258,24 @@ def test_workers_share_ports(tmp_path: Path) -> None:
             proc.terminate()
             proc.wait(30)
     assert proc.returncode == 0
+
+
+def test_worker_cpu_affinity(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto pins when each worker can own a CPU; true round-robin; false never."""
+    from xmppd.config import parse_config
+    from xmppd.confval import ConfigError
+    from xmppd.workers import affinity
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert affinity("auto", 4) == [{0}, {1}, {2}, {3}]
+    assert affinity("auto", 2) == [None, None]
+    assert affinity(True, 6) == [{0}, {1}, {2}, {3}, {0}, {1}]
+    assert affinity(False, 4) == [None] * 4
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {3})
+    assert affinity(True, 2) == [None, None]  # one CPU: nothing to choose
+    with pytest.raises(ConfigError) as err:
+        parse_config({"hosts": ["localhost"], "worker_cpu_affinity": "yes"})
+    assert "worker_cpu_affinity" in str(err.value)
 
 
 def test_example_cluster_config_is_valid() -> None:

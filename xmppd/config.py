@@ -224,6 +224,7 @@ TOP_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "data_dir": (v_str, "data"),
     "node_name": (v_str, None),
     "workers": (v_any, 1),
+    "worker_cpu_affinity": (v_any, "auto"),
     "sm_db_type": (v_enum("memory", "redis", "mnesia", "sql"), "memory"),
     "redis_server": (v_str, "localhost"),
     "redis_port": (v_port, 6379),
@@ -431,6 +432,9 @@ def parse_config(data: Any, *, base_dir: Optional[Path] = None,
     workers = opts["workers"]
     if workers != "auto":
         opts["workers"] = v_int(1, 1024)(workers, "workers")
+    if opts["worker_cpu_affinity"] not in ("auto", True, False):
+        raise ConfigError("worker_cpu_affinity", "auto, true or false",
+                          opts["worker_cpu_affinity"])
     listen = _parse_listen(data.get("listen"), warnings)
 
     modules = data.get("modules") or {}
