@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import run
 from helpers.clients import Slix
 from helpers.peer import ROSTER, Peer, error_condition, is_presence, is_push
@@ -56,8 +57,8 @@ def test_groups_fill_rosters_and_presence_flows(make_server: MakeServer) -> None
         await bob.send("<presence to='alice@localhost' type='subscribe'/>")
         await bob.expect(is_presence("alice@localhost", "subscribed"), timeout=10)
         # the contact cannot be removed while the group shows it; a name of one's own is kept
-        res = await bob.iq(f"<query xmlns='jabber:iq:roster'><item jid='alice@localhost' "
-                           f"subscription='remove'/></query>", "set", ok=False)
+        res = await bob.iq("<query xmlns='jabber:iq:roster'><item jid='alice@localhost' "
+                           "subscription='remove'/></query>", "set", ok=False)
         assert error_condition(res) == "not-allowed"
         await bob.iq("<query xmlns='jabber:iq:roster'><item jid='alice@localhost' name='Al'>"
                      "<group>Friends</group></item></query>", "set")
@@ -113,10 +114,12 @@ def test_groups_fill_rosters_and_presence_flows(make_server: MakeServer) -> None
     run(after())
 
 
-def test_roster_versions_follow_the_groups(make_server: MakeServer) -> None:
+@pytest.mark.parametrize("db", ["sqlite", "pgsql"])
+def test_roster_versions_follow_the_groups(make_server: MakeServer, db: str) -> None:
     """A client's cached roster stays current through versioning, unless the groups
-    changed while it was away: then it gets the whole roster."""
-    srv = _server(make_server).start()
+    changed while it was away: then it gets the whole roster (the groups stored in
+    SQLite and in PostgreSQL)."""
+    srv = _server(make_server, db=db).start()
     srv.ctl("srg_create", "staff", "localhost", "Staff", "", "staff")
     for u in ("alice", "bob"):
         srv.ctl("srg_user_add", u, "localhost", "staff", "localhost")
