@@ -5,6 +5,7 @@ read the vCard, the PEP items and the presence their contacts get."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import xml.etree.ElementTree as ET
@@ -143,4 +144,74 @@ def test_vcard_photo_is_published_in_pep(make_server: MakeServer) -> None:
         assert photo(await bob.expect(is_presence(again.jid))) == SHA1
         for p in (again, bob):
             await p.close()
+    run(main())
+
+
+def test_a_group_chat_join_sent_before_the_hash_is_read_is_updated(
+        make_server: MakeServer) -> None:
+    """A client that joins a room in the same packet as its resource binding (before the
+    server has read the avatar's hash) is shown in the room with the hash right after."""
+    from helpers.raw import RawClient
+
+    srv = make_server(modules={**MODULES, "mod_muc": {}})
+    srv.register("alice", "secret")
+    srv.register("bob", "secret")
+    srv.start()
+    room = "lounge@conference.localhost"
+
+    async def main() -> None:
+        alice = await Peer(srv.c2s, "alice").login()
+        b64 = base64.b64encode(IMAGE).decode()
+        await alice.iq("<vCard xmlns='vcard-temp'><PHOTO><TYPE>image/png</TYPE>"
+                       f"<BINVAL>{b64}</BINVAL></PHOTO></vCard>", type="set")
+        await alice.close()
+        bob = await Peer(srv.c2s, "bob").login()
+        await bob.send(f"<presence to='{room}/bob'><x xmlns='http://jabber.org/protocol/muc'/>"
+                       "</presence>")
+        await bob.expect(is_presence(f"{room}/bob"))
+        await bob.iq("<query xmlns='http://jabber.org/protocol/muc#owner'>"
+                     "<x xmlns='jabber:x:data' type='submit'/></query>", type="set", to=room)
+        # a join that fails (a room bob made and has not configured: locked) is not sent again
+        await bob.send("<presence to='locked@conference.localhost/bob'>"
+                       "<x xmlns='http://jabber.org/protocol/muc'/></presence>")
+        await bob.expect(is_presence("locked@conference.localhost/bob"))
+        c = RawClient(srv.c2s)
+        await c.connect()
+        await c.open()
+        await c.starttls()
+        await c.auth_scram("alice", "secret")
+        c._new_parser()
+        await c.open()
+        await c.send("<iq type='set' id='b0'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                     "<resource>first</resource></bind></iq>"
+                     "<presence to='locked@conference.localhost/alice'>"
+                     "<x xmlns='http://jabber.org/protocol/muc'/></presence>")
+        errors = 0
+        while True:
+            try:
+                el = await c.recv(1.5)
+            except asyncio.TimeoutError:
+                break
+            errors += el.get("type") == "error"
+        assert errors == 1
+        await c.close()
+        await asyncio.sleep(0.5)  # (the hash is forgotten with the last session)
+        c = RawClient(srv.c2s)
+        await c.connect()
+        await c.open()
+        await c.starttls()
+        await c.auth_scram("alice", "secret")
+        c._new_parser()
+        await c.open()
+        # bind and join in one write: the join is handled before the hash is read
+        await c.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                     "<resource>fast</resource></bind></iq>"
+                     f"<presence to='{room}/alice'><x xmlns='http://jabber.org/protocol/muc'/>"
+                     "</presence>")
+        seen = [photo(await bob.expect(is_presence(f"{room}/alice"), timeout=10))]
+        while seen[-1] != SHA1:
+            seen.append(photo(await bob.expect(is_presence(f"{room}/alice"), timeout=10)))
+        assert seen[0] != SHA1, seen  # (the join went out without it: the case at hand)
+        await c.close()
+        await bob.close()
     run(main())

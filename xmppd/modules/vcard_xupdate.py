@@ -11,7 +11,10 @@ filled in.
 
 The hash is read from the database when a session binds, kept per account while
 one of its sessions is on this node, and follows every vCard stored (``vcard/set``,
-on every cluster node).
+on every cluster node). Presence that went out before it was read goes again with it:
+the broadcast presence, and each directed presence (a group chat join sent with the
+resource binding) as a presence update, except to a room of this server whose join
+failed (``muc/is-occupant``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,9 @@ UPDATE = "vcard-temp:x:update"
 X = "{%s}x" % UPDATE
 PHOTO = "{%s}photo" % UPDATE
 MISSED = "xupdate:missed"  # session.data: a presence went out before the hash was read
+# session.data: directed presences that went out before the hash was read, by target
+LATE = "xupdate:late"
+MUC_X = "{http://jabber.org/protocol/muc}x"  # a group chat join (not sent again)
 
 
 def photo_of(card: Optional[Element]) -> Optional[tuple[bytes, str]]:
@@ -66,16 +72,17 @@ class VcardXupdate(Module):
         for dest in ("bare", "full", "remote", "component"):
             self.api.hook(f"pre-presence/{dest}", self._directed)
 
-    def _stamp(self, session: Any, out: Element) -> None:
+    def _stamp(self, session: Any, out: Element) -> bool:
+        """Put the hash in ``out``; True if it was needed but not read yet."""
         if out.attrs.get("type") not in (None, "available"):
-            return
+            return False
         x = out.find(X)
         if x is not None and x.find(PHOTO) is not None:
-            return
+            return False
         h = self.hashes.get(session.jid.bare)
         if h is None:
             session.data[MISSED] = True
-            return
+            return True
         if x is None:
             x = out.add(X)
         else:  # (a copy: the client's element may be shared, and its parent serialized)
@@ -83,6 +90,7 @@ class VcardXupdate(Module):
             x = x.copy()
             out.append(x)
         x.add(PHOTO, None, h)
+        return False
 
     @hook("presence/decorate")
     def _decorate(self, session: Any, out: Element) -> None:
@@ -93,7 +101,25 @@ class VcardXupdate(Module):
         session = ev.origin
         if ev.from_jid.domain == self.host and session is not None and \
                 hasattr(session, "data") and ev.to_jid.bare != ev.from_jid.bare:
-            self._stamp(session, ev.stanza)
+            late = session.data.get(LATE)
+            if late is not None:
+                late.pop(ev.to_jid, None)  # (a newer presence to that target)
+            if self._stamp(session, ev.stanza):
+                # sent again with the hash once it is read (a group chat join right
+                # after login: the room would show no avatar until the next change)
+                session.data.setdefault(LATE, {})[ev.to_jid] = ev.stanza.copy()
+
+    def _send_late(self, session: Any) -> None:
+        """The hash is read: the directed presences that went out without it go again,
+        as presence updates (a join's MUC element left out: no second join; not to a room
+        of this server that the session is not in: its join failed)."""
+        for target, el in session.data.pop(LATE, {}).items():
+            if self.server.hooks.fire("muc/is-occupant", session.jid, target.bare) is False:
+                continue
+            out = el.copy()
+            out.remove_all(MUC_X)
+            self._stamp(session, out)
+            self.server.router.route(out)
 
     @hook("c2s/bound")
     def _bound(self, session: Any) -> None:
@@ -118,6 +144,11 @@ class VcardXupdate(Module):
         for s in local:
             if (s.data.pop(MISSED, None) or (old is not None and old != h)) and s.available:
                 self.server.hooks.fire_all("presence/rebroadcast", s)
+            if LATE in s.data:
+                if h:
+                    self._send_late(s)
+                else:  # no avatar: the empty photo is not worth a presence of its own
+                    del s.data[LATE]
 
     @hook("vcard/set")
     def _vcard_set(self, user: JID, card: Element, by: str) -> None:

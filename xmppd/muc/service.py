@@ -265,6 +265,13 @@ class MucService(Module):
         """Is this node the one that holds the room (in a cluster, one node per room)?"""
         return self.server.owner_of(str(room_jid)) == self.server.node
 
+    @hook("muc/is-occupant")
+    def _is_occupant(self, full: JID, room_jid: JID) -> Optional[bool]:
+        """Whether the session ``full`` is in the room (None: not a room held here)."""
+        if room_jid.domain != self.domain or not self.holds(room_jid):
+            return None
+        return room_jid in self.joined.get(full, ())
+
     def _admitted(self, room: Room, ev: StanzaEvent) -> bool:
         """Service-wide checks before a join: access and max_user_conferences."""
         if ev.kind != "presence" or ev.type != "available" or ev.from_jid in room.by_jid:
