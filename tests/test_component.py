@@ -202,3 +202,41 @@ def test_clients_of_every_cluster_node_reach_a_component(make_server: MakeServer
         await alice.close()
         await bob.close()
     run(main())
+
+
+def test_the_older_of_two_connections_on_two_nodes_wins() -> None:
+    """Two nodes accepted the same domain at once: each hears of the other's (the cluster
+    event), the newer connection is closed, and a third node routes to the older."""
+    from types import SimpleNamespace
+
+    from xmppd.cluster.components import ComponentDirectory
+    from xmppd.hooks import HookBus
+
+    told: list[tuple[str, str]] = []
+
+    def node(name: str) -> Any:
+        srv = SimpleNamespace(node=name, hosts={}, hooks=HookBus(),
+                              router=SimpleNamespace(components={}, remote_components={}),
+                              sessions=SimpleNamespace(backend=SimpleNamespace(
+                                  nodes=lambda: ["n1", "n2", "n3"])))
+        srv.cluster_event = lambda ev, arg: told.append((name, arg))
+        srv.directory = ComponentDirectory(srv)  # type: ignore[arg-type]
+        return srv
+
+    n1, n2, n3 = node("n1"), node("n2"), node("n3")
+    closed: list[str] = []
+    n1.directory.up(DOMAIN, 100.0, lambda: closed.append("n1"))
+    n2.directory.up(DOMAIN, 101.0, lambda: closed.append("n2"))
+    for name, arg in list(told):  # every node hears the others
+        for other in (n1, n2, n3):
+            if other.node != name:
+                other.hooks.fire_all("cluster/event/component", arg)
+    assert closed == ["n2"]
+    assert n1.router.remote_components == {}
+    assert n2.router.remote_components == {DOMAIN: "n1"}
+    assert n3.router.remote_components == {DOMAIN: "n1"}
+    assert n2.directory.served(DOMAIN) and not n2.directory.local
+    # n1's component goes: the others forget it
+    n1.directory.down(DOMAIN)
+    n3.hooks.fire_all("cluster/event/component", told[-1][1])
+    assert n3.router.remote_components == {}

@@ -137,7 +137,11 @@ class ComponentStream(S2SStream):
 
     # -- the end -------------------------------------------------------------------
     def _lost_race(self) -> None:
-        """Another node took the domain first (both connected at once)."""
+        """Another node took the domain first (both connected at once): from now on its
+        stanzas go there, and this connection ends."""
+        components = self.server.router.components
+        if components.get(self.domain) == self._deliver:
+            del components[self.domain]
         self.stream_error("conflict", f"{self.domain} is served already")
 
     def ended(self) -> None:
