@@ -1,7 +1,7 @@
 """ejabberdctl's mod_admin_extra commands that look into sessions, vCards and offline
 storage: connected_users_info, user_sessions_info, get_presence, ban_account,
-get_vcard/set_vcard (and the 2 forms), set_nickname, get_offline_count; on one server,
-across cluster nodes, and over the HTTP API."""
+get_vcard/set_vcard (and the 2 forms), set_nickname, get_offline_count,
+delete_old_messages; on one server, across cluster nodes, and over the HTTP API."""
 
 from __future__ import annotations
 
@@ -70,6 +70,12 @@ def test_sessions_presence_vcards_offline_and_bans(make_server: MakeServer) -> N
                 break
             await asyncio.sleep(0.1)
         assert srv.ctl("get_offline_count", "bob", "localhost").stdout.strip() == "2"
+        # delete_old_messages: older than a day, none; older than 0 days, all
+        srv.ctl("delete_old_messages", "1")
+        assert srv.ctl("get_offline_count", "bob", "localhost").stdout.strip() == "2"
+        assert srv.ctl("delete_old_messages", "x", check=False).returncode != 0
+        srv.ctl("delete_old_messages", "0")
+        assert srv.ctl("get_offline_count", "bob", "localhost").stdout.strip() == "0"
 
         # a ban ends the sessions and the password stops working
         srv.ctl("ban_account", "alice", "localhost", "spam")

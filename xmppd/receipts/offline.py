@@ -60,6 +60,27 @@ class Offline(Module):
         self._tasks: set[asyncio.Task[Any]] = set()
         self.api.add_command("get_offline_count", self._cmd_count,
                              "get_offline_count USER HOST: messages waiting for the user")
+        self.api.add_command("delete_old_messages", self._cmd_delete_old,
+                             "delete_old_messages DAYS: delete the offline messages stored "
+                             "more than DAYS days ago (undelivered: they are lost), on "
+                             "every host")
+
+    async def _cmd_delete_old(self, days: str) -> str:
+        """ejabberdctl's delete_old_messages, for every host with mod_offline."""
+        try:
+            n = float(days)
+        except ValueError:
+            n = -1.0
+        if not n >= 0:  # (NaN too)
+            raise CommandError("DAYS is a number of days, 0 or more")
+        before = int((time.time() - n * 86400) * 1_000_000)
+        deleted = 0
+        for host in self.server.hosts:
+            mod = Offline.of(self.server, host)
+            if mod is not None:
+                deleted += await mod.db.run(store.delete_older_op(host, before))
+        log.info("delete_old_messages %s: %d offline messages deleted", days, deleted)
+        return ""
 
     async def _cmd_count(self, user: str, host: str) -> str:
         """ejabberdctl's get_offline_count (the host argument picks its mod_offline)."""

@@ -142,3 +142,12 @@ def count_op(host: str, user: str) -> Callable[[Connection], int]:
         return int(conn.execute(select(func.count()).select_from(offline).where(
             offline.c.server_host == host, offline.c.username == user)).scalar_one())
     return op
+
+
+def delete_older_op(host: str, before_us: int) -> Callable[[Connection], int]:
+    """Delete the messages of ``host`` stored before ``before_us`` (microseconds since
+    the epoch); the number deleted."""
+    def op(conn: Connection) -> int:
+        return int(conn.execute(delete(offline).where(
+            offline.c.server_host == host, offline.c.created_at < before_us)).rowcount)
+    return op
