@@ -42,6 +42,9 @@ class Policy:
     def new_id(self) -> str:
         return f"sid{next(self.ids)}"
 
+    def nick_owner(self, nick: str) -> Optional[str]:
+        return None
+
 
 def presence(frm: str, nick: str, *, x: bool = True, type_: Optional[str] = None) -> Element:
     attrs = {"from": frm, "to": f"{ROOM}/{nick}"}

@@ -69,6 +69,7 @@ class Policy(Protocol):
     def can_persist(self, jid: JID) -> bool: ...
     def now(self) -> float: ...
     def new_id(self) -> str: ...
+    def nick_owner(self, nick: str) -> Optional[str]: ...  # who registered it (nicks.py)
 
 
 class Outbox:
@@ -244,6 +245,7 @@ class Room:
         return keep
 
     def join(self, frm: JID, nick: str, el: Element, nick_changed: bool) -> None:
+        self._registered_elsewhere(frm, nick)  # (before a new room takes its first owner)
         x = el.find(X_MUC)
         codes: list[int] = []
         if self.fresh:
@@ -320,11 +322,17 @@ class Room:
         occ.sessions[frm] = self._payload(el, occ)
         self.broadcast_presence(occ)
 
+    def _registered_elsewhere(self, frm: JID, nick: str) -> None:
+        owner = self.policy.nick_owner(nick)
+        if owner is not None and owner != str(frm.bare):
+            raise StanzaError("conflict", "cancel", "that nickname is registered by another person")
+
     def change_nick(self, frm: JID, occ: Occupant, nick: str, el: Element) -> None:
         if occ.role == "visitor" and not self.config.allow_visitor_nickchange:
             raise StanzaError("not-allowed", "cancel", "visitors may not change their nickname")
         if nick in self.occupants:
             raise StanzaError("conflict", "cancel", "this nickname is taken")
+        self._registered_elsewhere(frm, nick)
         self.broadcast_presence(occ, "unavailable", codes=(303,), item_nick=nick, payload=[])
         del self.occupants[occ.nick]
         occ.nick = nick

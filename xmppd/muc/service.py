@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, Optional, TypeVar
 
 from ..acl import v_access
-from ..commands import all_lines, total
+from ..commands import CommandError, all_lines, total
 from ..confval import join, v_bool, v_int, v_pos_int_or_infinity, v_str, v_timeout
 from ..jid import JID, JIDError
 from ..moduleapi import Module, Option, hook, service_domain, v_hosts
@@ -32,6 +32,10 @@ from . import mam, moderation, occupant_id
 from .config import RoomConfig, validate_room_options
 from .fanout import addressed, shared
 from .info import DISCO_INFO, DISCO_ITEMS
+from .nicks import EVENT as NICKS_EVENT
+from .nicks import NS as REGISTER
+from .nicks import QUERY as REGISTER_QUERY
+from .nicks import Nicks
 from .ns import MAM, MUC, PING, PRESENCE, UNIQUE, VCARD, q
 from .room import Occupant, Outbox, Room
 from .store import ArchiveRow, ItemNotFound, MucStore
@@ -49,7 +53,7 @@ class MucService(Module):
     name = "mod_muc"
     xeps = ("XEP-0045", "XEP-0249", "XEP-0313", "XEP-0359", "XEP-0410", "XEP-0421", "XEP-0425",
             "XEP-0486")
-    stores = ("xmppd.muc.store",)
+    stores = ("xmppd.muc.store", "xmppd.muc.nicks")
     options = {
         "host": Option("conference.@HOST@", v_str, "the service's domain"),
         "hosts": Option([], v_hosts, "the service's domain (the first one is used)"),
@@ -113,6 +117,13 @@ class MucService(Module):
         self.idle_since: dict[JID, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self.api.add_component(self.domain, self.route_in)
+        self.nicks = Nicks(self)
+        self.api.hook(f"cluster/event/{NICKS_EVENT}", self._nicks_changed)
+        self.api.add_command("muc_register_nick", self._cmd_register_nick,
+                             "muc_register_nick NICK JID SERVICE: register a nickname for "
+                             "the account in the rooms of the service")
+        self.api.add_command("muc_unregister_nick", self._cmd_unregister_nick,
+                             "muc_unregister_nick JID SERVICE: give its nickname back")
         self.api.add_command("muc_online_rooms", self._cmd_online_rooms,
                              "muc_online_rooms SERVICE|global: rooms held in memory, on every "
                              "node of the cluster", merge=all_lines)
@@ -134,6 +145,7 @@ class MucService(Module):
             self.api.add_timer(max(1.0, min(60.0, o["hibernation_timeout"] / 2)), self._hibernate)
 
     async def start_async(self) -> None:
+        await self.nicks.load()
         if self.opts["occupant_id"]:
             assert self.server.db is not None
             self.occupant_key = await self.server.db.run(self.store.occupant_id_key)
@@ -151,6 +163,26 @@ class MucService(Module):
 
     def new_id(self) -> str:
         return secrets.token_urlsafe(12)
+
+    def nick_owner(self, nick: str) -> Optional[str]:
+        return self.nicks.owner(nick)
+
+    def _nicks_changed(self, service: str) -> Any:
+        return self.nicks.load() if service == self.domain else None
+
+    def _nicks_of(self, service: str) -> Nicks:
+        muc = self.service_for(service)
+        if muc is None:
+            raise CommandError(f"no MUC service {service}", "not_found")
+        return muc.nicks
+
+    async def _cmd_register_nick(self, nick: str, jid: str, service: str) -> str:
+        if not nick.strip():
+            raise CommandError("a nickname is needed")
+        return await self._nicks_of(service).command_set(jid, nick.strip())
+
+    async def _cmd_unregister_nick(self, jid: str, service: str) -> str:
+        return await self._nicks_of(service).command_set(jid, "")
 
     # -- routing in ----------------------------------------------------------------
     def route_in(self, ev: StanzaEvent) -> bool:
@@ -555,6 +587,8 @@ class MucService(Module):
             router.answer_iq(ev, lambda ev: None)
         elif child.ns == VCARD and ev.type == "get":
             router.answer_iq(ev, self._service_vcard)
+        elif child.tag == REGISTER_QUERY:
+            router.answer_iq(ev, self.nicks.form if ev.type == "get" else self.nicks.submit)
         else:
             ev.error("service-unavailable")
 
@@ -565,7 +599,7 @@ class MucService(Module):
         out = Element(q(DISCO_INFO, "query"))
         out.add(q(DISCO_INFO, "identity"), {"category": "conference", "type": "text",
                                             "name": self.opts["name"]})
-        feats = [MUC, DISCO_INFO, DISCO_ITEMS, UNIQUE, PING, VCARD, MAM]
+        feats = [MUC, DISCO_INFO, DISCO_ITEMS, UNIQUE, PING, VCARD, MAM, REGISTER]
         if self.occupant_key is not None:
             feats.append(occupant_id.NS)  # in every room of the service (XEP-0421 4)
         for f in sorted(feats):
