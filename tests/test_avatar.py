@@ -16,6 +16,7 @@ from conftest import run
 from helpers.clients import Slix
 from helpers.peer import Peer, befriend, is_presence
 from helpers.procs import XmppdServer
+from helpers.raw import RawClient
 
 MakeServer = Callable[..., XmppdServer]
 MODULES = {"mod_disco": {}, "mod_roster": {}, "mod_avatar": {}}  # loads vCards, PEP, xupdate
@@ -147,12 +148,27 @@ def test_vcard_photo_is_published_in_pep(make_server: MakeServer) -> None:
     run(main())
 
 
+async def bind_and_join(port: int, resource: str, occupant: str) -> RawClient:
+    """alice logs in and sends her resource binding and a room join in one write: the
+    join is handled before the server has read her avatar's hash."""
+    c = RawClient(port)
+    await c.connect()
+    await c.open()
+    await c.starttls()
+    await c.auth_scram("alice", "secret")
+    c._new_parser()
+    await c.open()
+    await c.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
+                 f"<resource>{resource}</resource></bind></iq>"
+                 f"<presence to='{occupant}'><x xmlns='http://jabber.org/protocol/muc'/>"
+                 "</presence>")
+    return c
+
+
 def test_a_group_chat_join_sent_before_the_hash_is_read_is_updated(
         make_server: MakeServer) -> None:
     """A client that joins a room in the same packet as its resource binding (before the
     server has read the avatar's hash) is shown in the room with the hash right after."""
-    from helpers.raw import RawClient
-
     srv = make_server(modules={**MODULES, "mod_muc": {}})
     srv.register("alice", "secret")
     srv.register("bob", "secret")
@@ -175,39 +191,18 @@ def test_a_group_chat_join_sent_before_the_hash_is_read_is_updated(
         await bob.send("<presence to='locked@conference.localhost/bob'>"
                        "<x xmlns='http://jabber.org/protocol/muc'/></presence>")
         await bob.expect(is_presence("locked@conference.localhost/bob"))
-        c = RawClient(srv.c2s)
-        await c.connect()
-        await c.open()
-        await c.starttls()
-        await c.auth_scram("alice", "secret")
-        c._new_parser()
-        await c.open()
-        await c.send("<iq type='set' id='b0'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-                     "<resource>first</resource></bind></iq>"
-                     "<presence to='locked@conference.localhost/alice'>"
-                     "<x xmlns='http://jabber.org/protocol/muc'/></presence>")
+        c = await bind_and_join(srv.c2s, "first", "locked@conference.localhost/alice")
         errors = 0
         while True:
             try:
                 el = await c.recv(1.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 break
             errors += el.get("type") == "error"
         assert errors == 1
         await c.close()
         await asyncio.sleep(0.5)  # (the hash is forgotten with the last session)
-        c = RawClient(srv.c2s)
-        await c.connect()
-        await c.open()
-        await c.starttls()
-        await c.auth_scram("alice", "secret")
-        c._new_parser()
-        await c.open()
-        # bind and join in one write: the join is handled before the hash is read
-        await c.send("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'>"
-                     "<resource>fast</resource></bind></iq>"
-                     f"<presence to='{room}/alice'><x xmlns='http://jabber.org/protocol/muc'/>"
-                     "</presence>")
+        c = await bind_and_join(srv.c2s, "fast", f"{room}/alice")
         seen = [photo(await bob.expect(is_presence(f"{room}/alice"), timeout=10))]
         while seen[-1] != SHA1:
             seen.append(photo(await bob.expect(is_presence(f"{room}/alice"), timeout=10)))
