@@ -86,8 +86,13 @@ class Nicks:
         db = self.muc.server.db
         assert db is not None
         await db.run(run)
-        await self.load()
-        self.muc.server.cluster_event(EVENT, service)
+        old = self.by_jid.pop(user, None)
+        if old is not None:
+            self.by_nick.pop(old, None)
+        if nick:
+            self.by_jid[user] = nick
+            self.by_nick[nick] = user
+        self.muc.server.cluster_event(EVENT, service)  # (the others read them again)
 
     # -- the protocol ------------------------------------------------------------------
     def form(self, ev: StanzaEvent) -> Element:

@@ -215,17 +215,20 @@ class Broadcast:
             self.server.hand_to(node, presence("probe", str(prober), str(user)))
 
     # -- after subscription changes ------------------------------------------------------------
-    def send_current(self, user: JID, contact: JID) -> None:
-        """``contact`` may now see ``user``: send the presence of each available resource."""
+    def send_current(self, user: JID, contact: JID, local_only: bool = False) -> None:
+        """``contact`` may now see ``user``: send the presence of each available resource
+        (of this node only: ``local_only``, when every node acts for its own sessions)."""
         for s in self.server.sessions.local_resources(user):
             out = s.data.get(OUT) if s.available else None
             if out is not None:
                 self.send(out, contact)
-        self._probe_elsewhere(user, contact)
+        if not local_only:
+            self._probe_elsewhere(user, contact)
 
-    def send_unavailable(self, user: JID, contact: JID) -> None:
+    def send_unavailable(self, user: JID, contact: JID, local_only: bool = False) -> None:
         """``contact`` may no longer see ``user``."""
-        for s in self.server.sessions.resources(user):
+        sessions = self.server.sessions
+        for s in sessions.local_resources(user) if local_only else sessions.resources(user):
             if s.available:
                 self.send(freeze(presence("unavailable", str(s.jid))), contact)
 

@@ -32,11 +32,9 @@ from typing import Any
 from ..commands import CommandError
 from ..jid import JID, JIDError
 from ..moduleapi import Module
-from .broadcast import OUT
 from .roster import RosterModule
 from .rosters import Item, Roster
 from .shared_roster_store import Group, SharedRosterStore
-from .stanzas import freeze, presence
 
 log = logging.getLogger(__name__)
 
@@ -152,20 +150,16 @@ class SharedRosterModule(Module):
         if any(ALL in g.members for g in self.groups.values()):
             self.accounts = {f"{u}@{self.host}" for u in await self.server.accounts.list(self.host)}
 
-    async def _changed(self) -> None:
-        """After a change stored here: reload, refresh online users, tell the others."""
+    async def _changed(self, here: bool = True) -> None:
+        """After a change stored (``here``, then the other nodes are told, or on another
+        node): read the groups again and bring online users' rosters in step."""
         await self._reload()
-        self.server.cluster_event(EVENT, self.host)
+        if here:
+            self.server.cluster_event(EVENT, self.host)
         await self._refresh()
 
     def _changed_elsewhere(self, host: str) -> Any:
-        if host == self.host:
-            return self._reload_and_refresh()
-        return None
-
-    async def _reload_and_refresh(self) -> None:
-        await self._reload()
-        await self._refresh()
+        return self._changed(here=False) if host == self.host else None
 
     def _spawn_refresh(self, skip: str = "") -> None:
         self.api.add_task(self._refresh(skip))
@@ -197,15 +191,12 @@ class SharedRosterModule(Module):
         if item.view() != before:
             self.roster.push(r, item, local_only=True)
         now = item.effective.frm
-        if now == was:
-            return
         # the contact may now see this user (or no longer): from this node's sessions
-        for s in self.server.sessions.local_resources(r.user):
-            if not s.available:
-                continue
-            out = s.data.get(OUT) if now else freeze(presence("unavailable", str(s.jid)))
-            if out is not None:
-                self.roster.broadcast.send(out, item.jid)
+        # (every node refreshes its own copy of the roster)
+        if now and not was:
+            self.roster.broadcast.send_current(r.user, item.jid, local_only=True)
+        elif was and not now:
+            self.roster.broadcast.send_unavailable(r.user, item.jid, local_only=True)
 
     async def _account_removed(self, user: JID) -> None:
         if user.domain != self.host:
