@@ -137,3 +137,50 @@ def test_no_sign_up_without_tls(make_server: MakeServer) -> None:
 
     run(main())
     assert srv.ctl("check_account", "plain", "localhost", check=False).returncode == 1
+
+
+def test_password_strength_refuses_weak_passwords(make_server: MakeServer) -> None:
+    """``password_strength`` (ejabberd's option, bits of entropy): a weak password gets
+    ``not-acceptable`` at sign-up and at a change, and makes no account."""
+    srv = make_server(modules={"mod_disco": {}, "mod_roster": {},
+                               "mod_register": {"password_strength": 48}})
+    srv.register("alice", "old-pw")
+    srv.start()
+
+    async def main() -> None:
+        c, _ = await _secured(srv.c2s)
+        res = await _register(c, "dora", "secret", "r1")     # 6 x log2(26): 28 bits
+        assert _condition(res) == "not-acceptable", ET.tostring(res)
+        assert "too weak" in (res.findtext(f"{C}error/{{{STANZAS}}}text") or "")
+        res = await _register(c, "dora", "Tr0ub4dor-3-horse", "r2")
+        assert res.get("type") == "result", ET.tostring(res)
+        await c.close()
+        alice = await RawClient(srv.c2s).login("alice", "old-pw")
+        assert alice == "alice@localhost/raw"
+
+    run(main())
+    assert srv.ctl("check_account", "dora", "localhost", check=False).returncode == 0
+
+    async def change() -> None:
+        alice = await Slix("alice@localhost/a", "old-pw",
+                           plugins=("xep_0030", "xep_0077")).login(srv.c2s)
+        try:
+            await alice.plugin["xep_0077"].change_password("abcabc", jid="localhost")
+        except Exception as e:  # slixmpp's IqError
+            assert "not-acceptable" in str(getattr(e, "condition", e)), e
+        else:
+            raise AssertionError("a weak password was accepted")
+        await alice.plugin["xep_0077"].change_password("c0rrect-Horse-battery", jid="localhost")
+        await alice.logout()
+
+    run(change())
+    assert srv.ctl("check_password", "alice", "localhost", "c0rrect-Horse-battery",
+                   check=False).returncode == 0
+
+
+def test_entropy_counts_as_ejabberd() -> None:
+    from xmppd.modules.register import entropy
+    assert entropy("") == 0
+    assert round(entropy("abcdef"), 1) == round(6 * 4.7004, 1)          # 26 symbols
+    assert round(entropy("aB3"), 2) == round(3 * __import__("math").log2(62), 2)
+    assert entropy("pässword") > entropy("password")                      # non-ASCII: 128

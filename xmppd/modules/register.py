@@ -11,6 +11,9 @@
   try again at once.
 - **Changing the password** of the account one is logged in to (``username`` and
   ``password`` in an iq set to the server, inside TLS): its SCRAM keys are replaced.
+- **Weak passwords**: with ``password_strength`` above 0 (bits, as in ejabberd; 32 is
+  its recommendation), a new account's or a changed password must have at least that
+  entropy (:func:`entropy`), or the client gets ``not-acceptable``.
 - **Deleting the account** one is logged in to (``<remove/>``, if ``access_remove``
   allows): the answer goes out, then the account and its data go, and its sessions
   end (``not-authorized``), as with ``xmppd ctl unregister``.
@@ -20,11 +23,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any, Optional
 
 from ..acl import v_access
 from ..admin import account_deleted
-from ..confval import v_timeout
+from ..confval import v_int, v_timeout
 from ..jid import JID, JIDError
 from ..moduleapi import Module, Option, iq_handler
 from ..stanza import StanzaError, StanzaEvent, error_reply, iq_result
@@ -35,6 +39,26 @@ log = logging.getLogger(__name__)
 NS = "jabber:iq:register"
 QUERY = "{%s}query" % NS
 FEATURE = "{http://jabber.org/features/iq-register}register"
+
+
+def entropy(password: str) -> float:
+    """Bits of entropy of a password as ejabberd's ``password_strength`` counts them:
+    its length times log2 of the size of the character classes it uses (lower-case
+    and upper-case letters 26 each, digits 10, other printable ASCII 33, anything
+    else 128)."""
+    classes: dict[str, int] = {}
+    for ch in password:
+        if "a" <= ch <= "z":
+            classes["lower"] = 26
+        elif "A" <= ch <= "Z":
+            classes["upper"] = 26
+        elif "0" <= ch <= "9":
+            classes["digit"] = 10
+        elif "!" <= ch <= "~":
+            classes["punct"] = 33
+        else:
+            classes["other"] = 128
+    return len(password) * math.log2(sum(classes.values())) if password else 0.0
 
 
 def _text(q: Element, name: str) -> str:
@@ -51,7 +75,13 @@ class RegisterModule(Module):
         "access_remove": Option("all", v_access, "who may delete their own account"),
         "registration_timeout": Option(600.0, v_timeout("second", allow_infinity=True),
                                        "one new account per address within this time"),
+        "password_strength": Option(0, v_int(lo=0),
+                                    "the least entropy of a new password, in bits (0: any)"),
     }
+
+    def _check_strength(self, password: str) -> None:
+        if entropy(password) < self.opts["password_strength"]:
+            raise StanzaError("not-acceptable", text="The password is too weak")
 
     def setup(self) -> None:
         self.api.add_stream_feature("pre-auth", self._feature)
@@ -103,6 +133,7 @@ class RegisterModule(Module):
             jid = JID(user, self.host)
         except JIDError:
             raise StanzaError("jid-malformed", text="not a valid user name") from None
+        self._check_strength(password)
         access = self.server.access
         if not self._ip_allowed(stream) or not access.access(self.opts["access"], jid, ip):
             raise StanzaError("forbidden", text="registration is not allowed here")
@@ -146,6 +177,7 @@ class RegisterModule(Module):
         origin = ev.origin
         if origin is None or not origin.conn.secure:
             raise StanzaError("not-allowed", text="over TLS only: the password is in the clear")
+        self._check_strength(password)
         await self.server.accounts.set_password(self.host, user.local or "", password)
         log.info("%s changed its password (XEP-0077)", user)
 
@@ -156,4 +188,4 @@ class RegisterModule(Module):
             await account_deleted(self.server, user)
 
 
-__all__ = ["RegisterModule"]
+__all__ = ["RegisterModule", "entropy"]
