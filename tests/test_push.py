@@ -17,7 +17,7 @@ from helpers.smclient import SMClient
 
 MakeServer = Callable[..., XmppdServer]
 MODULES = {"mod_disco": {}, "mod_roster": {}, "mod_offline": {},
-           "mod_stream_mgmt": {"max_resume_timeout": 60}, "mod_push": {"include_sender": True}}
+           "mod_stream_mgmt": {"max_resume_timeout": 60}, "mod_push": {"include_sender": True, "notify_on": "messages"}}
 PUSH = "urn:xmpp:push:0"
 PUBSUB = "http://jabber.org/protocol/pubsub"
 DATA = "jabber:x:data"
@@ -203,3 +203,48 @@ def test_keepalive_keeps_push_sessions_longer_and_wakes_them(make_server: MakeSe
             await asyncio.sleep(0.1)
         raise AssertionError("no wake-up at start")
     run(woken())
+
+
+def test_notify_on_all_wakes_for_any_stanza_and_old_registrations_go(
+        make_server: MakeServer) -> None:
+    """ejabberd's default ``notify_on: all``: a chat state (no body) for a sleeping
+    phone notifies too, with a summary that tells nothing of it; a message afterwards
+    notifies with its count and sender. ``delete_old_push_sessions 0`` removes the
+    registrations, and nothing notifies any more."""
+    mods = {**MODULES, "mod_push": {"include_sender": True}}
+    srv = make_server(modules=mods)
+    for u in ("alice", "bob", "app"):
+        srv.register(u, "pw")
+    srv.start()
+
+    async def main() -> None:
+        app = await Peer(srv.c2s, "app", "pw", resource="push").login()
+        bob = await Peer(srv.c2s, "bob", "pw").login()
+        phone = await SMClient(srv.c2s, "alice", "pw", "phone").connect()
+        await phone.send(enable("n-all"))
+        while (await phone.receive()).get("id") != "en-n-all":
+            pass
+        phone.drop()
+        await asyncio.sleep(0.3)
+        await bob.send("<message to='alice@localhost/phone' type='chat'>"
+                       "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
+        iq = await app.expect(is_push("n-all"))
+        fields = summary(iq)
+        assert fields["FORM_TYPE"] == "urn:xmpp:push:summary"
+        assert "message-count" not in fields and "last-message-sender" not in fields
+        await app.send(f"<iq type='result' id='{iq.get('id')}' to='alice@localhost'/>")
+        await bob.send("<message to='alice@localhost/phone' type='chat' id='m-all'>"
+                       "<body>now a message</body></message>")
+        iq = await app.expect(is_push("n-all"))
+        assert summary(iq)["message-count"] == "1"
+        await app.send(f"<iq type='result' id='{iq.get('id')}' to='alice@localhost'/>")
+        await phone.resume()
+        await phone.close()
+        assert srv.ctl("delete_old_push_sessions", "x", check=False).returncode != 0
+        srv.ctl("delete_old_push_sessions", "0")
+        assert "1 push registrations deleted" in srv.log
+        await bob.send(chat("alice@localhost", "anyone?"))   # stored offline
+        await app.nothing(is_push("n-all"), 1.5)
+        await bob.close()
+        await app.close()
+    run(main())

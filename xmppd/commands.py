@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -23,6 +24,18 @@ class CommandError(Exception):
 # How the answers of the cluster's nodes (node name -> output) make one reply, for a
 # command that acts on every node (xmppd/cluster/ctl.py).
 Merge = Callable[[dict[str, str]], str]
+
+
+def days_ago(days: str) -> int:
+    """The time ``days`` days ago, in microseconds since the epoch (the ``DAYS`` of
+    ejabberdctl's purge commands: a number, 0 or more)."""
+    try:
+        n = float(days)
+    except ValueError:
+        n = -1.0
+    if not n >= 0:  # (NaN too)
+        raise CommandError("DAYS is a number of days, 0 or more")
+    return int((time.time() - n * 86400) * 1_000_000)
 
 
 def per_node(answers: dict[str, str]) -> str:

@@ -71,7 +71,7 @@ RESCODES = frozenset({"unregister", "change_password", "check_account", "check_p
                       "create_room_with_opts", "destroy_room", "change_room_option",
                       "set_room_affiliation", "srg_create", "srg_delete", "srg_user_add",
                       "srg_user_del", "ban_account", "set_vcard", "set_vcard2",
-                      "set_nickname", "delete_old_messages"})
+                      "set_nickname", "delete_old_messages", "delete_old_push_sessions"})
 CHECKS = frozenset({"check_account", "check_password"})  # "no" is an answer: 1
 ROWS = {"get_roster": ("jid", "nick", "subscription", "groups"),
         "get_room_occupants": ("jid", "nick", "role"),

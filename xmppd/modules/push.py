@@ -13,10 +13,16 @@ message worth a notification (a body, or encrypted content) waits for the accoun
 the server publishes a ``urn:xmpp:push:summary`` notification to the app server's
 node, from the account's bare JID: a message count, the sender if
 ``include_sender``, and ``include_body`` (a fixed text such as "New message", the
-real body if true, nothing if false). Notifications for one registration do not
+real body if true, nothing if false). With ``notify_on: all`` (ejabberd's default)
+any other stanza for such a session, or stored offline, also notifies, with a
+summary without count, sender or body (the app connects and fetches it);
+``notify_on: messages`` notifies of messages worth it only. Notifications for one registration do not
 pile up: while one is unanswered, the next waits and only the newest goes. An app
 server that answers with an error of type ``cancel`` or ``auth`` loses the
 registration (XEP-0357 section 8); other errors and timeouts keep it.
+
+``delete_old_push_sessions DAYS`` (ejabberdctl's command) deletes the registrations
+enabled more than DAYS days ago, on every host.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Optional
 
-from ..confval import ConfigError, v_bool
+from ..commands import days_ago
+from ..confval import ConfigError, v_bool, v_enum
 from ..dataforms import X, add_field
 from ..jid import JID, JIDError
 from ..moduleapi import Module, Option, hook, iq_handler
@@ -64,6 +71,9 @@ class PushModule(Module):
         "include_sender": Option(False, v_bool, "tell the app server who wrote"),
         "include_body": Option("New message", _v_body,
                                "a text for the app server, the real body (true) or none (false)"),
+        "notify_on": Option("all", v_enum("all", "messages"),
+                            "notify of every stanza (all) or of messages with a body or "
+                            "encrypted content only (messages)"),
     }
 
     def setup(self) -> None:
@@ -75,6 +85,23 @@ class PushModule(Module):
         # session times out they are stored offline, and must not notify again
         self._pushed: dict[tuple[str, str, str], None] = {}
         self.api.hook("disco-account-features", lambda ev: [NS])
+        self.api.add_command("delete_old_push_sessions", self._cmd_delete_old,
+                             "delete_old_push_sessions DAYS: delete the push registrations "
+                             "enabled more than DAYS days ago, on every host")
+
+    def _worth(self, stanza: Element) -> bool:
+        return self.opts["notify_on"] == "all" or worth_pushing(stanza)
+
+    async def _cmd_delete_old(self, days: str) -> str:
+        """ejabberdctl's delete_old_push_sessions, for every host with mod_push."""
+        before = days_ago(days)
+        deleted = 0
+        for host in self.server.hosts:
+            mod = PushModule.of(self.server, host)
+            if mod is not None:
+                deleted += await mod.store.delete_older(host, before)
+        log.info("delete_old_push_sessions %s: %d push registrations deleted", days, deleted)
+        return ""
 
     # -- enable / disable ------------------------------------------------------------
     @iq_handler("set", NS, "enable", dest="self")
@@ -116,7 +143,7 @@ class PushModule(Module):
     # -- when a message waits ----------------------------------------------------------
     @hook("offline/stored")
     def _stored(self, ev: StanzaEvent) -> None:
-        if ev.to_jid.domain == self.host and worth_pushing(ev.stanza):
+        if ev.to_jid.domain == self.host and self._worth(ev.stanza):
             key = self._key(ev.to_jid.bare, ev.stanza)
             if key is not None and key in self._pushed:
                 return
@@ -126,7 +153,7 @@ class PushModule(Module):
     def _queued(self, session: Any, stanza: Element) -> None:
         if not session.detached or session.jid.domain != self.host:
             return   # (per stanza sent: connected sessions end here)
-        if worth_pushing(stanza):
+        if self._worth(stanza):
             key = self._key(session.jid.bare, stanza)
             if key is not None:
                 self._pushed[key] = None
@@ -163,6 +190,8 @@ class PushModule(Module):
 
     def _summary(self, stanza: Element) -> Element:
         form = _summary_form()
+        if not worth_pushing(stanza):
+            return form   # (notify_on: all) something waits, nothing to tell of it
         add_field(form, "message-count", "", "", ["1"])
         if self.opts["include_sender"] and stanza.attrs.get("from"):
             add_field(form, "last-message-sender", "", "", [stanza.attrs["from"]])

@@ -90,3 +90,10 @@ class PushStore:
         t = push_session
         await self.db.run(lambda conn: conn.execute(delete(t).where(
             t.c.server_host == host, t.c.username == user)))
+
+    async def delete_older(self, host: str, before: int) -> int:
+        """Delete the registrations of ``host`` enabled before ``before`` (microseconds
+        since the epoch); how many went."""
+        t = push_session
+        return await self.db.run(lambda conn: int(conn.execute(delete(t).where(
+            t.c.server_host == host, t.c.created < before)).rowcount or 0))

@@ -20,7 +20,7 @@ import secrets
 import time
 from typing import Any, Optional
 
-from ..commands import CommandError
+from ..commands import CommandError, days_ago
 from ..confval import v_bool, v_enum, v_str
 from ..jid import JID, JIDError
 from ..moduleapi import Module, Option, hook
@@ -67,13 +67,7 @@ class Offline(Module):
 
     async def _cmd_delete_old(self, days: str) -> str:
         """ejabberdctl's delete_old_messages, for every host with mod_offline."""
-        try:
-            n = float(days)
-        except ValueError:
-            n = -1.0
-        if not n >= 0:  # (NaN too)
-            raise CommandError("DAYS is a number of days, 0 or more")
-        before = int((time.time() - n * 86400) * 1_000_000)
+        before = days_ago(days)
         deleted = 0
         for host in self.server.hosts:
             mod = Offline.of(self.server, host)
