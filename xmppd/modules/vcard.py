@@ -12,18 +12,21 @@ Other modules read and write vCards with :meth:`VcardModule.card` and
 :meth:`VcardModule.put_card`; every stored vCard fires ``vcard/set`` (owner's bare
 JID, the vCard, who set it: ``client`` or the module's name), which mod_vcard_xupdate
 and mod_avatar use.
+
+With ``search: true`` the host has a user directory (XEP-0055) at ``vjud.HOST``:
+:mod:`.vcard_search`, which also keeps its index of every stored vCard.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 from ..jid import JID
 from ..moduleapi import iq_handler
 from ..stanza import StanzaError, StanzaEvent
 from ..xml import Element
 from ..xmlstream import parse_xml
-from . import vcard_commands
+from . import vcard_commands, vcard_search
 from .xml_store import XmlStoreModule, vcard
 
 NS = "vcard-temp"
@@ -33,12 +36,18 @@ VCARD = "{%s}vCard" % NS
 class VcardModule(XmlStoreModule):
     name = "mod_vcard"
     features = (NS,)
-    xeps = ("XEP-0054",)
+    xeps = ("XEP-0054", "XEP-0055")
     table = vcard
+    options = vcard_search.OPTIONS
+
+    @classmethod
+    def validate(cls, raw: dict[str, Any], path: str, warnings: list[str]) -> dict[str, Any]:
+        return vcard_search.check(super().validate(raw, path, warnings), raw)
 
     def setup(self) -> None:
         super().setup()
         vcard_commands.install(self)
+        vcard_search.install(self)
 
     async def card(self, owner: JID) -> Optional[Element]:
         """The account's stored vCard, if it has one."""
