@@ -46,12 +46,13 @@ def test_stock_ejabberd_config_parses_with_warnings() -> None:
     assert "modules.mod_caps: built into xmppd" in text
     assert "modules.mod_mam: left out of xmppd on purpose (chat is temporary" in text
     assert "modules.mod_admin_extra: built into xmppd (xmppd ctl has" in text
-    assert "listen[5].module: listener module 'ejabberd_stun' is not supported" in text
+    assert "listen[5]" not in text   # ejabberd_stun: xmppd's STUN/TURN listener
     assert "listen[6].module: listener module 'mod_mqtt' is not supported" in text
-    assert [lc.port for lc in c.listen] == [5222, 5223, 5269, 5443, 5280]
+    assert [lc.port for lc in c.listen] == [5222, 5223, 5269, 5443, 5280, 3478]
+    assert c.listen[5].stun["use_turn"] is True
 
 
-def _stock_with_free_ports(tmp: Path) -> tuple[Path, int]:
+def _stock_with_free_ports(tmp: Path) -> tuple[Path, int, int]:
     data = yaml.safe_load((DATA / "ejabberd.yml").read_text())
     port = free_port()
     ports = {5222: port, 5223: free_port(), 5269: free_port(), 5443: free_port(), 5280: free_port(),
@@ -64,11 +65,11 @@ def _stock_with_free_ports(tmp: Path) -> tuple[Path, int]:
     data["certfiles"] = [str(tmp / "etc/ejabberd/ejabberd.pem")]
     path = tmp / "ejabberd.yml"
     path.write_text(yaml.safe_dump(data))
-    return path, port
+    return path, port, ports[3478]
 
 
 def test_stock_ejabberd_config_starts_a_server(tmp_path: Path) -> None:
-    path, port = _stock_with_free_ports(tmp_path)
+    path, port, stun = _stock_with_free_ports(tmp_path)
     subprocess.run([sys.executable, "-m", "xmppd", "ctl", "-c", str(path), "register", "admin",
                     "localhost", "pw"], check=True, capture_output=True)
     log = open(tmp_path / "log", "wb")
@@ -88,6 +89,7 @@ def test_stock_ejabberd_config_starts_a_server(tmp_path: Path) -> None:
     text = (tmp_path / "log").read_text()
     assert "certfiles[0]: cannot use " in text and "etc/ejabberd/ejabberd.pem" in text
     assert "modules.mod_mqtt: module not available in xmppd, ignored" in text
+    assert f"listening on 127.0.0.1 port {stun} (ejabberd_stun)" in text   # with TURN
     # mod_pubsub is there (PEP), without the pubsub service's access rule
     assert "modules.mod_pubsub.access_createnode: option not supported by xmppd" in text
 

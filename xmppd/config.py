@@ -39,7 +39,8 @@ from .confval import (
 
 __all__ = ["Config", "ConfigError", "ListenConfig", "load_config", "parse_config", "INFINITY"]
 
-LISTEN_MODULES = ("ejabberd_c2s", "ejabberd_s2s_in", "ejabberd_http", "ejabberd_service")
+LISTEN_MODULES = ("ejabberd_c2s", "ejabberd_s2s_in", "ejabberd_http", "ejabberd_service",
+                  "ejabberd_stun")
 
 
 def _v_host(value: Any, path: str) -> str:
@@ -163,6 +164,21 @@ LISTEN_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "password": (v_nonempty_str, None),
     "check_from": (v_bool, True),
 }
+# ejabberd_stun (STUN and TURN, xmppd/stun/): kept together in ListenConfig.stun
+STUN_OPTIONS: dict[str, tuple[Validator, Any]] = {
+    "use_turn": (v_bool, False),
+    "turn_ipv4_address": (v_ip, None),
+    "turn_ipv6_address": (v_ip, None),
+    "turn_min_port": (v_port, 49152),
+    "turn_max_port": (v_port, 65535),
+    "turn_max_allocations": (v_pos_int_or_infinity, 10),
+    "turn_max_permissions": (v_pos_int_or_infinity, 10),
+    "turn_blacklist": (v_list(v_ip_network), ["127.0.0.0/8", "::1/128"]),
+    "auth_type": (v_enum("user", "anonymous"), "user"),
+    "auth_realm": (v_str, None),
+    "server_name": (v_str, "xmppd"),
+}
+LISTEN_OPTIONS.update(STUN_OPTIONS)
 # options ejabberd knows for listeners that xmppd accepts and ignores quietly
 _LISTEN_IGNORED = ("zlib", "protocol_options", "ciphers", "dhfile", "tls_compression", "transport")
 
@@ -190,6 +206,7 @@ class ListenConfig:
     hosts: dict[str, Optional[str]] = field(default_factory=dict)  # ejabberd_service
     password: Optional[str] = None
     check_from: bool = True
+    stun: dict[str, Any] = field(default_factory=dict)   # ejabberd_stun
     path: str = ""
 
 
@@ -362,7 +379,18 @@ def _parse_listen(raw: Any, warnings: list[str]) -> tuple[ListenConfig, ...]:
             warnings.append(f"{join(path, 'module')}: listener module {module!r} is not "
                             f"supported by xmppd; port {vals['port']} is not opened")
             continue
-        if vals["transport"] == "udp":
+        stun: dict[str, Any] = {}
+        if module == "ejabberd_stun":
+            if vals["transport"] != "udp" or vals["tls"]:
+                warnings.append(f"{join(path, 'transport')}: xmppd's STUN/TURN listener is "
+                                f"UDP only (transport: udp, no tls); port {vals['port']} is "
+                                "not opened")
+                continue
+            stun = {key: vals[key] for key in STUN_OPTIONS}
+            if stun["turn_min_port"] > stun["turn_max_port"]:
+                raise ConfigError(join(path, "turn_min_port"), "at most turn_max_port",
+                                  stun["turn_min_port"])
+        elif vals["transport"] == "udp":
             warnings.append(f"{join(path, 'transport')}: udp is not supported; listener skipped")
             continue
         for key in _LISTEN_IGNORED:
@@ -379,7 +407,7 @@ def _parse_listen(raw: Any, warnings: list[str]) -> tuple[ListenConfig, ...]:
             max_sessions_per_ip=vals["max_sessions_per_ip"],
             max_connection_rate=vals["max_connection_rate"],
             max_stanza_rate=vals["max_stanza_rate"], hosts=vals["hosts"],
-            password=vals["password"], check_from=vals["check_from"], path=path,
+            password=vals["password"], check_from=vals["check_from"], stun=stun, path=path,
         ))
         if module == "ejabberd_service":
             for domain, pw in vals["hosts"].items():

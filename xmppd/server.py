@@ -227,9 +227,11 @@ class Server:
         from .component import start_listener as component_listener
         from .http.server import start_listener as http_listener
         from .s2s.listener import start_listener as s2s_listener
+        from .stun.listener import start_listener as stun_listener
 
         starters = {"ejabberd_c2s": c2s_listener, "ejabberd_s2s_in": s2s_listener,
-                    "ejabberd_http": http_listener, "ejabberd_service": component_listener}
+                    "ejabberd_http": http_listener, "ejabberd_service": component_listener,
+                    "ejabberd_stun": stun_listener}
         for lconf in self.config.listen:
             try:
                 srv = await starters[lconf.module](self, lconf)

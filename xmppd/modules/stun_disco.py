@@ -1,19 +1,19 @@
 """XEP-0215 external service discovery (``mod_stun_disco``, as in ejabberd): the STUN
 and TURN servers clients use for audio and video calls (Conversations, Dino...).
 
-The services come from the configuration. A ``restricted`` TURN service gets
+The services come from the configuration (``services``) and, with
+``offer_local_services`` (true, as in ejabberd), from xmppd's own ``ejabberd_stun``
+listeners: STUN, and TURN where ``use_turn`` is on. A ``restricted`` TURN service gets
 short-lived credentials, made as the TURN REST API describes and coturn checks with
 ``use-auth-secret``: the username is ``EXPIRY:JID`` (EXPIRY in seconds since the
 epoch) and the password the base64 of the HMAC-SHA-1 of the username under the
-``secret`` the TURN server shares. Clients get them with the list of services
-(``<services/>``) or ask for one service's (``<credentials/>``).
+``secret`` the TURN server shares (xmppd's own TURN listener uses the same secret,
+or without one a local secret: :mod:`xmppd.stun.credentials`). Clients get them with
+the list of services (``<services/>``) or ask for one service's (``<credentials/>``).
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import time
 from typing import Any
 
@@ -23,6 +23,7 @@ from ..datetimes import stamp
 from ..jid import JID
 from ..moduleapi import Module, Option, iq_handler
 from ..stanza import StanzaError, StanzaEvent
+from ..stun.credentials import shared_secret, turn_credentials
 from ..xml import Element
 
 NS = "urn:xmpp:extdisco:2"
@@ -59,13 +60,6 @@ def _v_services(value: Any, path: str) -> list[dict[str, Any]]:
     return out
 
 
-def turn_credentials(secret: str, user: str, expires: int) -> tuple[str, str]:
-    """TURN REST API credentials: (username, password)."""
-    username = f"{expires}:{user}"
-    mac = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
-    return username, base64.b64encode(mac).decode()
-
-
 class StunDisco(Module):
     name = "mod_stun_disco"
     features = (NS,)
@@ -76,8 +70,8 @@ class StunDisco(Module):
         "secret": Option(None, v_nonempty_str, "the TURN server's shared secret (use-auth-secret)"),
         "credentials_lifetime": Option(12 * 3600.0, v_timeout("second"),
                                        "how long TURN credentials are valid"),
-        "offer_local_services": Option(False, v_bool,
-                                       "accepted; xmppd has no STUN listener of its own"),
+        "offer_local_services": Option(True, v_bool,
+                                       "offer xmppd's own ejabberd_stun listeners too"),
     }
 
     @classmethod
@@ -87,10 +81,16 @@ class StunDisco(Module):
             raise ConfigError(join(path, "secret"),
                               "the TURN server's secret for restricted services", None,
                               show_got=False)
-        if opts["offer_local_services"]:
-            warnings.append(f"{join(path, 'offer_local_services')}: xmppd has no STUN "
-                            "listener; list the STUN/TURN servers in services")
         return opts
+
+    def _all_services(self) -> list[dict[str, Any]]:
+        out = list(self.opts["services"])
+        if self.opts["offer_local_services"]:
+            for lst in self.server.listeners:
+                local = getattr(lst, "services", None)
+                if local is not None:
+                    out.extend(local())
+        return out
 
     def _check(self, ev: StanzaEvent) -> None:
         if not self.server.access.access(self.opts["access"], ev.from_jid.bare):
@@ -102,7 +102,7 @@ class StunDisco(Module):
         if svc["restricted"]:
             expires = int(time.time() + self.opts["credentials_lifetime"])
             attrs["username"], attrs["password"] = turn_credentials(
-                self.opts["secret"], str(requester.bare), expires)
+                self.opts["secret"] or shared_secret(self.server), str(requester.bare), expires)
             attrs["expires"] = stamp(expires, millis=False)
             attrs["restricted"] = "1"
         return Element(SERVICE, attrs)
@@ -112,7 +112,7 @@ class StunDisco(Module):
         self._check(ev)
         want = ev.stanza.first_child().attrs.get("type")  # type: ignore[union-attr]
         out = Element("{%s}services" % NS, {"type": want} if want else {})
-        for svc in self.opts["services"]:
+        for svc in self._all_services():
             if not want or svc["type"] == want:
                 out.append(self._element(svc, ev.from_jid))
         return out
@@ -124,7 +124,7 @@ class StunDisco(Module):
         if asked is None or not asked.attrs.get("host") or not asked.attrs.get("type"):
             raise StanzaError("bad-request", text="name a service by host and type")
         out = Element("{%s}credentials" % NS)
-        for svc in self.opts["services"]:
+        for svc in self._all_services():
             if svc["restricted"] and svc["host"] == asked.attrs["host"] and \
                     svc["type"] == asked.attrs["type"] and \
                     asked.attrs.get("port", str(svc["port"])) == str(svc["port"]):

@@ -1,0 +1,1 @@
+"""STUN and TURN for calls: the ``ejabberd_stun`` listener (:mod:`.listener`)."""
