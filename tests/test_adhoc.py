@@ -74,7 +74,8 @@ def test_admin_manages_accounts_and_sessions(server: XmppdServer) -> None:
         await alice.login("alice", "pw-alice", "phone")
         alice2 = await login(server, "alice", "laptop")
         listed = await nodes(boss)
-        assert f"{ADMIN}#add-user" in listed and "ping" in listed and len(listed) == 9
+        assert f"{ADMIN}#add-user" in listed and "ping" in listed and len(listed) == 13
+        assert f"{ADMIN}#set-motd" not in listed   # (no mod_announce here)
         info = await boss.plugin["xep_0030"].get_info(jid="localhost", node=f"{ADMIN}#add-user",
                                                        timeout=10)
         assert ("automation", "command-node") in [i[:2] for i in info["disco_info"]["identities"]]
@@ -168,3 +169,73 @@ def test_users_see_ping_only_and_sessions_are_checked(server: XmppdServer) -> No
         for c in (bob, boss):
             await c.logout()
     run(main())
+
+
+def test_admin_motd_stats_and_disabling(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """XEP-0133's message of the day (with mod_announce), a user's last login and
+    statistics, the list of accounts, and disable-user."""
+    srv = XmppdServer(tmp_path_factory.mktemp("adhoc2"), config={
+        "acl": {"admin": {"user": ["boss@localhost"]}},
+        "access_rules": {"configure": {"allow": "admin"}},
+    }, modules={"mod_disco": {}, "mod_adhoc": {}, "mod_configure": {}, "mod_ping": {},
+                "mod_announce": {}, "mod_last": {}, "mod_roster": {}})
+    for user in ("boss", "alice", "bob", "carol"):
+        srv.register(user, "pw-" + user)
+    srv.start()
+    srv.ctl("add_rosteritem", "alice", "localhost", "bob", "localhost", "Bob", "Friends", "both")
+
+    async def main() -> None:
+        boss = await login(srv, "boss")
+        listed = await nodes(boss)
+        for suffix in ("set-motd", "edit-motd", "delete-motd", "disable-user",
+                       "get-user-lastlogin", "user-stats", "get-registered-users-list"):
+            assert f"{ADMIN}#{suffix}" in listed, suffix
+        alice = RawClient(srv.c2s_tls, tls=True)
+        await alice.login("alice", "pw-alice", "phone")
+        await alice.send("<presence/>")
+        # set-motd: to online users now
+        await execute(boss, f"{ADMIN}#set-motd", subject="Hello", body=["Welcome", "all"])
+        m = await alice.recv_until(lambda e: e.tag == C + "message", timeout=10)
+        assert m.findtext(C + "body") == "Welcome\nall" and m.findtext(C + "subject") == "Hello"
+        # edit-motd: the form shows the current one; the change is not sent now
+        first = await boss.plugin["xep_0050"].send_command("localhost", f"{ADMIN}#edit-motd",
+                                                           timeout=10)
+        assert first["command"]["form"].get_fields()["subject"]["value"] == "Hello"
+        await execute(boss, f"{ADMIN}#edit-motd", subject="Hello", body="Welcome back")
+        # a user who logs in later gets the edited one, once
+        bob = RawClient(srv.c2s_tls, tls=True)
+        await bob.login("bob", "pw-bob", "r")
+        await bob.send("<presence/>")
+        m = await bob.recv_until(lambda e: e.tag == C + "message", timeout=10)
+        assert m.findtext(C + "body") == "Welcome back"
+        await execute(boss, f"{ADMIN}#delete-motd")
+        carol = RawClient(srv.c2s_tls, tls=True)
+        await carol.login("carol", "pw-carol", "r")
+        await carol.send("<presence/>")
+        with pytest.raises(asyncio.TimeoutError):
+            await carol.recv_until(lambda e: e.tag == C + "message", timeout=1.5)
+        # last login, statistics, the registered users
+        last = await execute(boss, f"{ADMIN}#get-user-lastlogin", accountjid="alice@localhost")
+        assert field(last, "lastlogin") == "online now"
+        await carol.close()
+        await asyncio.sleep(0.5)
+        last = await execute(boss, f"{ADMIN}#get-user-lastlogin", accountjid="carol@localhost")
+        assert field(last, "lastlogin").endswith("Z")
+        stats = await execute(boss, f"{ADMIN}#user-stats", accountjid="alice@localhost")
+        assert field(stats, "rostersize") == "1"
+        assert field(stats, "onlineresources") == ["alice@localhost/phone"]
+        assert field(stats, "ipaddresses")[0].startswith("127.0.0.1:")
+        users = await execute(boss, f"{ADMIN}#get-registered-users-list")
+        assert [str(j) for j in field(users, "registereduserjids")] == [
+            "alice@localhost", "bob@localhost", "boss@localhost", "carol@localhost"]
+        # disable-user: the session ends, the password no longer works
+        await execute(boss, f"{ADMIN}#disable-user", accountjids=["bob@localhost"])
+        assert await bob.stream_error(timeout=10) is not None
+        assert srv.ctl("check_password", "bob", "localhost", "pw-bob",
+                       check=False).returncode != 0
+        await alice.close()
+        await boss.logout()
+    try:
+        run(main())
+    finally:
+        srv.stop()

@@ -103,6 +103,10 @@ class Announce(Module):
                 await asyncio.sleep(0)
             self._send(msg, f"{user}@{host}")
 
+    def motd(self) -> Optional[Element]:
+        """The message of the day (without ``to``), if there is one."""
+        return self._motd[1] if self._motd is not None else None
+
     async def set_motd(self, msg: Optional[Element], send_now: bool) -> None:
         if msg is None:
             await self.store.delete(self.host)

@@ -2,6 +2,11 @@
 ejabberd): what ``xmppd ctl`` does for accounts and sessions, from an XMPP client
 (Gajim, Psi, Converse.js...) of an administrator.
 
+The commands: add-user, delete-user, disable-user, change-user-password,
+end-user-session, get-user-lastlogin, user-stats, get-registered-users-num,
+get-registered-users-list, get-online-users-num, get-online-users-list, announce, and,
+with mod_announce on the host, set-motd, edit-motd and delete-motd.
+
 Who may run them: the access rule ``access`` (default ``configure``, as in a stock
 ejabberd.yml: ``configure: {allow: admin}``); without such a rule nobody may. Each
 command acts on accounts of this host only, and on every node of a cluster (the
@@ -11,7 +16,7 @@ admin commands do, see :mod:`xmppd.admin`).
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Optional
 
 from ..acl import v_access
 from ..commands import CommandError
@@ -24,6 +29,8 @@ from .adhoc import AdHoc, Ask, Command, Done, Step, Values, form
 
 ADMIN = "http://jabber.org/protocol/admin"
 MESSAGE = "{jabber:client}message"
+SUBJECT = "{jabber:client}subject"
+BODY = "{jabber:client}body"
 
 
 class Configure(Module):
@@ -41,13 +48,21 @@ class Configure(Module):
         for suffix, name, run in (
                 ("add-user", "Add a user", self._add_user),
                 ("delete-user", "Delete users", self._delete_user),
+                ("disable-user", "Disable users", self._disable_user),
                 ("change-user-password", "Change a user's password", self._change_password),
                 ("end-user-session", "End users' sessions", self._end_sessions),
+                ("get-user-lastlogin", "A user's last login", self._last_login),
+                ("user-stats", "A user's statistics", self._user_stats),
                 ("get-registered-users-num", "Number of registered users", self._registered_num),
+                ("get-registered-users-list", "Registered users", self._registered_list),
                 ("get-online-users-num", "Number of online users", self._online_num),
                 ("get-online-users-list", "Online users", self._online_list),
-                ("announce", "Send an announcement to online users", self._announce)):
-            adhoc.add(Command(f"{ADMIN}#{suffix}", name, self._allowed, run))
+                ("announce", "Send an announcement to online users", self._announce),
+                ("set-motd", "Set the message of the day", self._set_motd),
+                ("edit-motd", "Edit the message of the day", self._edit_motd),
+                ("delete-motd", "Delete the message of the day", self._delete_motd)):
+            allowed = self._allowed_motd if suffix.endswith("-motd") else self._allowed
+            adhoc.add(Command(f"{ADMIN}#{suffix}", name, allowed, run))
 
     def stop(self) -> None:
         for node in [n for n in self._adhoc.commands if n.startswith(ADMIN + "#")]:
@@ -55,6 +70,10 @@ class Configure(Module):
 
     def _allowed(self, jid: JID) -> bool:
         return jid.domain == self.host and self.server.access.access(self.opts["access"], jid.bare)
+
+    def _allowed_motd(self, jid: JID) -> bool:
+        from .announce import Announce
+        return self._allowed(jid) and Announce.of(self.server, self.host) is not None
 
     # -- helpers -------------------------------------------------------------------
     def _account(self, text: str) -> JID:
@@ -105,6 +124,55 @@ class Configure(Module):
             await self._ctl("unregister", jid.local or "", self.host)
         return Done("Deleted: " + ", ".join(str(j) for j in jids))
 
+    async def _disable_user(self, admin: JID, values: Values) -> Step:
+        if values is None:
+            x = form("Disable users", "Their sessions end and their passwords are replaced "
+                     "(change-user-password enables an account again).", ADMIN)
+            add_field(x, "accountjids", "jid-multi", "The Jabber IDs of the accounts to disable",
+                      [])
+            return Ask(x)
+        jids = [self._account(v) for v in values.get("accountjids", []) if v.strip()]
+        if not jids:
+            raise ValueError("name at least one account")
+        for jid in jids:
+            await self._ctl("ban_account", jid.local or "", self.host,
+                            f"disabled by {admin.bare}")
+        return Done("Disabled: " + ", ".join(str(j) for j in jids))
+
+    async def _last_login(self, admin: JID, values: Values) -> Step:
+        if values is None:
+            x = form("A user's last login", "", ADMIN)
+            add_field(x, "accountjid", "jid-single", "The Jabber ID of the account", [])
+            return Ask(x)
+        jid = self._account(_one(values, "accountjid"))
+        when, _, status = (await self._ctl("get_last", jid.local or "", self.host)).partition(
+            "\t")
+        x = form("Result", "", ADMIN, "result")
+        add_field(x, "accountjid", "jid-single", "The Jabber ID of the account", [str(jid)])
+        add_field(x, "lastlogin", "text-single", "The last login or logout",
+                  ["online now" if status == "ONLINE" else when])
+        return Done(form=x)
+
+    async def _user_stats(self, admin: JID, values: Values) -> Step:
+        if values is None:
+            x = form("A user's statistics", "", ADMIN)
+            add_field(x, "accountjid", "jid-single", "The Jabber ID of the account", [])
+            return Ask(x)
+        jid = self._account(_one(values, "accountjid"))
+        lines = [line.split("\t") for line in (await self._ctl(
+            "user_sessions_info", jid.local or "", self.host)).splitlines() if line]
+        roster = await self._ctl("get_roster", jid.local or "", self.host) \
+            if "get_roster" in self.server.commands.names() else ""
+        x = form("Result", "", ADMIN, "result")
+        add_field(x, "accountjid", "jid-single", "The Jabber ID of the account", [str(jid)])
+        add_field(x, "rostersize", "text-single", "Roster size",
+                  [str(len([r for r in roster.splitlines() if r]))])
+        add_field(x, "onlineresources", "text-multi", "Online resources",
+                  [str(jid.with_resource(p[7])) for p in lines if len(p) > 7])
+        add_field(x, "ipaddresses", "text-multi", "IP addresses",
+                  [f"{p[1]}:{p[2]}" for p in lines if len(p) > 7])
+        return Done(form=x)
+
     async def _change_password(self, admin: JID, values: Values) -> Step:
         if values is None:
             x = form("Change a user's password", "", ADMIN)
@@ -146,6 +214,12 @@ class Configure(Module):
         return Done(form=_result("registeredusersnum", "The number of registered users",
                                  [str(count)]))
 
+    async def _registered_list(self, admin: JID, values: Values) -> Step:
+        users = await asyncio.get_running_loop().run_in_executor(
+            None, self.server.accounts.list_sync, self.host)
+        return Done(form=_result("registereduserjids", "The list of all users",
+                                 [f"{u}@{self.host}" for u in sorted(users)], "jid-multi"))
+
     async def _online_num(self, admin: JID, values: Values) -> Step:
         return Done(form=_result("onlineusersnum", "The number of online users",
                                  [str(len({j.bare for j in self._online()}))]))
@@ -172,6 +246,51 @@ class Configure(Module):
         for full in self._online():
             self.server.router.route(addressed(msg, str(full)))
         return Done("Announcement sent")
+
+
+    # -- the message of the day (mod_announce keeps it) ------------------------------
+    def _announce_mod(self) -> Any:
+        from .announce import Announce
+        mod = Announce.of(self.server, self.host)
+        if mod is None:
+            raise ValueError("mod_announce is not loaded on " + self.host)
+        return mod
+
+    def _motd_form(self, title: str, current: Optional[Element]) -> Ask:
+        x = form(title, "", ADMIN)
+        add_field(x, "subject", "text-single", "Subject",
+                  [current.findtext(SUBJECT) or ""] if current is not None else [])
+        add_field(x, "body", "text-multi", "Message body",
+                  (current.findtext(BODY) or "").split("\n") if current is not None else [])
+        return Ask(x)
+
+    async def _store_motd(self, values: dict[str, list[str]], send_now: bool) -> None:
+        body = "\n".join(values.get("body", [])).strip()
+        if not body:
+            raise ValueError("the message is empty")
+        subject = _one(values, "subject")
+        children: list[Any] = [Element(SUBJECT, None, [subject])] if subject else []
+        children.append(Element(BODY, None, [body]))
+        msg = Element(MESSAGE, {"from": self.host, "type": "normal"}, children)
+        await self._announce_mod().set_motd(msg, send_now=send_now)
+
+    async def _set_motd(self, admin: JID, values: Values) -> Step:
+        self._announce_mod()
+        if values is None:
+            return self._motd_form("Set the message of the day", None)
+        await self._store_motd(values, send_now=True)
+        return Done("The message of the day is set and sent to online users")
+
+    async def _edit_motd(self, admin: JID, values: Values) -> Step:
+        mod = self._announce_mod()
+        if values is None:
+            return self._motd_form("Edit the message of the day", mod.motd())
+        await self._store_motd(values, send_now=False)
+        return Done("The message of the day is changed (not sent again)")
+
+    async def _delete_motd(self, admin: JID, values: Values) -> Step:
+        await self._announce_mod().set_motd(None, send_now=False)
+        return Done("The message of the day is deleted")
 
 
 def _one(values: dict[str, list[str]], var: str) -> str:
