@@ -202,6 +202,45 @@ def test_changes_reach_users_on_every_cluster_node(make_server: MakeServer,
         await alice.expect(is_presence("bob@localhost"), timeout=10)
         await bob.expect(is_presence("alice@localhost"), timeout=10)
         assert _item(await alice.roster(), "bob@localhost") == ("both", ["Team"])
-        await alice.close()
         await bob.close()
+        # @online@: bob logging in on node 0 reaches alice's roster on node 1, and his
+        # logout takes him out again
+        n0.ctl("srg_delete", "team", "localhost")
+        await alice.expect(is_push("bob@localhost"), timeout=10)
+        n0.ctl("srg_create", "here", "localhost", "Online", "", "here")
+        n0.ctl("srg_user_add", "@online@", "localhost", "here", "localhost")
+        bob = await Peer(n0.c2s, "bob", "pw").login()
+        push = await alice.expect(is_push("bob@localhost"), timeout=10)
+        assert push.find(f"{ROSTER}query/{ROSTER}item").get("subscription") == "both"
+        await bob.close()
+        push = await alice.expect(is_push("bob@localhost"), timeout=10)
+        assert push.find(f"{ROSTER}query/{ROSTER}item").get("subscription") == "remove"
+        await alice.close()
+    run(main())
+
+
+def test_online_users_group(make_server: MakeServer) -> None:
+    """``@online@``: every account with a session; logins and logouts change the
+    rosters of the online members at once."""
+    srv = _server(make_server).start()
+    srv.ctl("srg_create", "online", "localhost", "Online now", "", "online")
+    srv.ctl("srg_user_add", "@online@", "localhost", "online", "localhost")
+    info = srv.ctl("srg_get_info", "online", "localhost").stdout
+    assert "online_users\ttrue" in info and "all_users\tfalse" in info
+
+    async def main() -> None:
+        alice = await Peer(srv.c2s, "alice").login()
+        assert await alice.roster() == {}                  # nobody else is online
+        bob = await Peer(srv.c2s, "bob").login()
+        push = await alice.expect(is_push("bob@localhost"), timeout=10)
+        assert push.find(f"{ROSTER}query/{ROSTER}item").get("subscription") == "both"
+        await alice.expect(is_presence("bob@localhost"), timeout=10)
+        assert _item(await bob.roster(), "alice@localhost") == ("both", ["Online now"])
+        assert sorted(srv.ctl("srg_get_members", "online", "localhost").stdout.split()) == [
+            "alice@localhost", "bob@localhost"]
+        await bob.close()
+        push = await alice.expect(is_push("bob@localhost"), timeout=10)
+        assert push.find(f"{ROSTER}query/{ROSTER}item").get("subscription") == "remove"
+        assert await alice.roster() == {}
+        await alice.close()
     run(main())

@@ -1,7 +1,8 @@
 """mod_shared_roster: shared roster groups, as in ejabberd.
 
 An administrator makes groups (``srg_create``), puts accounts in them
-(``srg_user_add``; the member ``@all@`` stands for every account of the host) and says
+(``srg_user_add``; the member ``@all@`` stands for every account of the host,
+``@online@`` for every account with a session on any cluster node) and says
 which groups each group's members see: its displayed groups. A member of a group
 finds in the roster every member of the groups it displays, under their labels, with
 subscription ``both``:
@@ -20,14 +21,16 @@ digest of the user's shared contacts (``Roster.shared_tag``), so a client whose 
 predates a change of the groups gets the whole roster, and versioning otherwise works as
 without the module. ``@all@`` is the list of accounts as read when the groups
 are (at start and after every change); an account made later joins it at its first
-login.
+login. With ``@online@`` in a group, a login or logout (debounced to one refresh per
+half second, told to every node) brings the online users' rosters in step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
-from typing import Any
+from typing import Any, Optional
 
 from ..commands import CommandError
 from ..jid import JID, JIDError
@@ -39,7 +42,10 @@ from .shared_roster_store import Group, SharedRosterStore
 log = logging.getLogger(__name__)
 
 ALL = "@all@"
+ONLINE = "@online@"
 EVENT = "shared_roster"
+ONLINE_EVENT = "shared_roster_online"
+ONLINE_DEBOUNCE = 0.5
 
 HELP = {
     "srg_create": "srg_create GROUP HOST LABEL DESCRIPTION DISPLAY: make (or change) a "
@@ -51,7 +57,7 @@ HELP = {
                     "displayed_groups, all_users)",
     "srg_get_members": "srg_get_members GROUP HOST: the members, one per line",
     "srg_user_add": "srg_user_add USER HOST GROUP GROUPHOST: put an account in a group "
-                    "(USER @all@: every account of HOST)",
+                    "(USER @all@: every account of HOST; @online@: every account online)",
     "srg_user_del": "srg_user_del USER HOST GROUP GROUPHOST: take an account out of a group",
 }
 
@@ -88,6 +94,11 @@ class SharedRosterModule(Module):
         self.api.on_unload(lambda: roster.cache.decorators.remove(self._decorate))
         self.api.hook(f"cluster/event/{EVENT}", self._changed_elsewhere)
         self.api.hook("account/removed", self._account_removed)
+        self.api.hook(f"cluster/event/{ONLINE_EVENT}", self._online_elsewhere)
+        for name in ("c2s/bound", "c2s/ended", "sm/released"):
+            self.api.hook(name, self._session_changed)
+        self._online_timer: Optional[asyncio.TimerHandle] = None  # refresh for @online@
+        self._online_tell = False
         for name, fn in (("srg_create", self._create), ("srg_delete", self._delete),
                          ("srg_list", self._list), ("srg_get_info", self._info),
                          ("srg_get_members", self._members_cmd),
@@ -99,12 +110,22 @@ class SharedRosterModule(Module):
 
     # -- who sees whom ------------------------------------------------------------------
     def _members(self, group: Group) -> set[str]:
-        if ALL in group.members:
-            return (group.members - {ALL}) | self.accounts
-        return group.members
+        out = group.members
+        if ALL in out:
+            out = (out - {ALL}) | self.accounts
+        if ONLINE in out:
+            out = (out - {ONLINE}) | self._online()
+        return out
 
     def _in(self, group: Group, user: str) -> bool:
-        return user in group.members or (ALL in group.members and user in self.accounts)
+        return user in group.members or (ALL in group.members and user in self.accounts) or \
+            (ONLINE in group.members and user in self._online())
+
+    def _online(self) -> set[str]:
+        return {str(j.bare) for j in self.server.sessions.online(self.host)}
+
+    def _uses_online(self) -> bool:
+        return any(ONLINE in g.members for g in self.groups.values())
 
     def contacts(self, user: str) -> dict[str, tuple[str, ...]]:
         """``user``'s shared contacts (bare JIDs) with the labels of their groups."""
@@ -198,6 +219,30 @@ class SharedRosterModule(Module):
         elif was and not now:
             self.roster.broadcast.send_unavailable(r.user, item.jid, local_only=True)
 
+    # -- @online@: logins and logouts ------------------------------------------------------
+    def _session_changed(self, session: Any, *_: Any) -> None:
+        jid = getattr(session, "jid", None)
+        if jid is not None and jid.domain == self.host and self._uses_online():
+            self._online_soon(tell=True)
+
+    def _online_elsewhere(self, host: str) -> None:
+        if host == self.host and self._uses_online():
+            self._online_soon(tell=False)
+
+    def _online_soon(self, tell: bool) -> None:
+        """One refresh for the logins and logouts of the next half second (a login storm
+        refreshes the rosters a few times, not once per login)."""
+        self._online_tell = self._online_tell or tell
+        if self._online_timer is None:
+            self._online_timer = asyncio.get_running_loop().call_later(ONLINE_DEBOUNCE,
+                                                                       self._online_now)
+
+    def _online_now(self) -> None:
+        tell, self._online_tell, self._online_timer = self._online_tell, False, None
+        if tell:
+            self.server.cluster_event(ONLINE_EVENT, self.host)
+        self._spawn_refresh()
+
     async def _account_removed(self, user: JID) -> None:
         if user.domain != self.host:
             return
@@ -243,15 +288,16 @@ class SharedRosterModule(Module):
         _, g = self._group(group, host)
         return "\n".join((f"label\t{g.label}", f"description\t{g.description}",
                           f"displayed_groups\t{','.join(g.displayed)}",
-                          f"all_users\t{str(ALL in g.members).lower()}"))
+                          f"all_users\t{str(ALL in g.members).lower()}",
+                          f"online_users\t{str(ONLINE in g.members).lower()}"))
 
     async def _members_cmd(self, group: str, host: str) -> str:
         m, g = self._group(group, host)
         return "\n".join(sorted(m._members(g)))
 
     def _member(self, user: str, host: str) -> str:
-        if user == ALL:
-            return ALL
+        if user in (ALL, ONLINE):
+            return user
         try:
             return str(JID(user, host))
         except JIDError as e:
