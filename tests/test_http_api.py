@@ -188,7 +188,78 @@ def test_the_stock_ejabberd_permissions_parse() -> None:
     assert groups["console commands"].fronts == frozenset({"ejabberd_ctl"})
     assert groups["admin access"].taken_out == frozenset({"stop", "start"})
     assert groups["public commands"].commands == frozenset({"status", "connected_users_number"})
-    assert any(w.startswith("api_permissions.admin access.who.oauth:") for w in cfg.warnings)
+    assert not any("oauth" in w for w in cfg.warnings)
+    oauth = [w for w in groups["admin access"].who if w.kind == "oauth"]
+    assert oauth and oauth[0].scopes == frozenset({"ejabberd:admin"})
+
+
+OAUTH_PERMISSIONS = {
+    "admin access": {"who": {"access": {"allow": [{"acl": "admin"}]},
+                             "oauth": {"scope": "ejabberd:admin",
+                                       "access": {"allow": [{"acl": "admin"}]}}},
+                     "what": ["*", "!stop"]},
+    "user tokens": {"who": {"oauth": {"scope": "sendmessage"}}, "what": ["send_message"]},
+}
+
+
+def test_oauth_tokens_call_what_their_scopes_allow(make_server: Any) -> None:
+    """ejabberd's oauth_issue_token: a Bearer token calls the commands of the groups
+    whose oauth entry names one of its scopes (and whose rules its account passes);
+    revoked, unknown or expired tokens get 401."""
+    srv = api_server(make_server, OAUTH_PERMISSIONS, fail2ban={"c2s_max_auth_failures": 50})
+    api = f"https://localhost:{srv.https}/api"
+    out = srv.ctl("oauth_issue_token", "admin@localhost", "3600", "ejabberd:admin").stdout
+    admin_token, scopes, ttl = out.strip().split("\t")
+    assert scopes == "ejabberd:admin" and ttl == "3600"
+    bob_token = srv.ctl("oauth_issue_token", "bob@localhost", "3600",
+                        "sendmessage").stdout.split("\t")[0]
+    bob_admin = srv.ctl("oauth_issue_token", "bob@localhost", "3600",
+                        "ejabberd:admin").stdout.split("\t")[0]
+    admin_small = srv.ctl("oauth_issue_token", "admin@localhost", "3600",
+                          "sendmessage").stdout.split("\t")[0]
+    short = srv.ctl("oauth_issue_token", "admin@localhost", "1", "ejabberd:admin").stdout
+    short_token = short.split("\t")[0]
+    listed = srv.ctl("oauth_list_tokens").stdout
+    assert admin_token in listed and "bob@localhost" in listed
+    assert srv.ctl("oauth_issue_token", "nobody@elsewhere", "60", "x", check=False).returncode
+    assert srv.ctl("oauth_issue_token", "admin@localhost", "0", "x", check=False).returncode
+
+    def auth(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    async def main() -> None:
+        assert await call(api, "registered_users", {"host": "localhost"},
+                          headers=auth(admin_token)) == (200, ["admin", "bob"])
+        # the admin's token cannot stop the server (taken out), bob's sendmessage token
+        # sends messages but lists nobody; bob's admin-scoped token fails the rule
+        assert (await call(api, "stop", headers=auth(admin_token)))[0] == 403
+        bob = RawClient(srv.c2s_tls, tls=True)
+        await bob.login("bob", "bobpw", "r")
+        status, _ = await call(api, "send_message", {
+            "type": "chat", "from": "admin@localhost", "to": "bob@localhost/r",
+            "subject": "", "body": "by token"}, headers=auth(bob_token))
+        assert status == 200
+        msg = await bob.recv_until(lambda e: local(e.tag) == "message", timeout=10)
+        assert msg.findtext("{jabber:client}body") == "by token"
+        await bob.close()
+        assert (await call(api, "registered_users", {"host": "localhost"},
+                           headers=auth(bob_token)))[0] == 403
+        assert (await call(api, "registered_users", {"host": "localhost"},
+                           headers=auth(bob_admin)))[0] == 403
+        # a token is limited to its scopes, whatever its account may do otherwise
+        assert (await call(api, "registered_users", {"host": "localhost"},
+                           headers=auth(admin_small)))[0] == 403
+        assert (await call(api, "registered_users", {"host": "localhost"},
+                           headers=auth("made-up")))[0] == 401
+        import asyncio
+        await asyncio.sleep(2.1)   # the one-second token has expired
+        assert (await call(api, "status", headers=auth(short_token)))[0] == 401
+        srv.ctl("oauth_revoke_token", admin_token)
+        assert (await call(api, "registered_users", {"host": "localhost"},
+                           headers=auth(admin_token)))[0] == 401
+    run(main())
+    assert admin_token not in srv.ctl("oauth_list_tokens").stdout
+    assert srv.ctl("oauth_revoke_token", "made-up", check=False).returncode
 
 
 @pytest.mark.parametrize("permissions, path", [
@@ -197,6 +268,8 @@ def test_the_stock_ejabberd_permissions_parse() -> None:
     ({"g": {"who": "all", "what": [3]}}, "api_permissions.g.what[0]"),
     ({"g": {"who": "all", "wat": "*"}}, "api_permissions.g.wat"),
     ({"g": {"who": {"access": {"maybe": "all"}}, "what": "*"}}, "api_permissions.g.who.access"),
+    ({"g": {"who": {"oauth": {"access": "all"}}, "what": "*"}}, "api_permissions.g.who.oauth"),
+    ({"g": {"who": {"oauth": {"scope": 3}}, "what": "*"}}, "api_permissions.g.who.oauth.scope"),
     (["g"], "api_permissions"),
 ])
 def test_bad_api_permissions_name_the_yaml_path(permissions: Any, path: str) -> None:

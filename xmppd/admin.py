@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, admin_sessions
+from . import __version__, admin_sessions, oauth
 from .c2s import scram
 from .cli import LEVELS
 from .commands import CommandError, per_node
@@ -322,6 +322,7 @@ def install(server: Server) -> None:
         return ""
     cmds.register("set_loglevel", set_loglevel, HELP["set_loglevel"], merge=per_node)
     admin_sessions.install(server)
+    oauth.install(server)
 
 
 async def account_deleted(server: Server, bare: JID) -> None:

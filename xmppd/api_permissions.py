@@ -7,8 +7,10 @@ The option is a mapping of named groups. Each group has:
 - ``who``: ``all``, ``none``, an ACL name, or entries ``ip: NETWORK``,
   ``user: JID``, ``acl: ACL`` (a name or an inline ACL) and ``access: RULE`` (a
   name or inline rules); a list, or a mapping of several entries, matches when
-  one of its entries does. ``oauth`` entries are accepted with a warning and
-  match nobody (xmppd issues no OAuth tokens);
+  one of its entries does. ``oauth: {scope: SCOPES, ...}`` matches a caller with an
+  OAuth token (:mod:`xmppd.oauth`) that has one of the scopes, when the token's
+  account passes the entry's other keys (as ``who`` has them; none: any account).
+  A caller with a token matches only ``oauth`` entries;
 - ``what``: command names, ``"*"`` for every command, ``"!NAME"`` to take one
   out again.
 
@@ -30,8 +32,20 @@ from .jid import JID
 
 @dataclass(frozen=True)
 class Who:
-    kind: str  # all, none, acl (names, inline ACLs: ip, user...), access
+    kind: str  # all, none, acl (names, inline ACLs: ip, user...), access, oauth
     value: Any = None
+    # oauth: the scopes, and who among the tokens' accounts (empty: anybody)
+    scopes: frozenset[str] = frozenset()
+    inner: tuple[Who, ...] = ()
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who calls: the account (None: nobody logged in), from where, and the scopes of
+    the OAuth token it used (None: no token)."""
+    jid: Optional[JID]
+    ip: Optional[str]
+    scopes: Optional[frozenset[str]] = None
 
 
 @dataclass(frozen=True)
@@ -63,10 +77,23 @@ def _who_entry(key: str, value: Any, path: str, acls: dict[str, Any],
     if key == "access":
         return [Who("access", parse_inline_access(value, entry, acls))]
     if key == "oauth":
-        warnings.append(f"{entry}: OAuth tokens are not available in xmppd; this entry "
-                        "matches nobody")
-        return []
+        return [_oauth(value, entry, acls, warnings)]
     raise ConfigError(entry, "one of ip, user, acl, access, oauth", key)
+
+
+def _oauth(raw: Any, path: str, acls: dict[str, Any], warnings: list[str]) -> Who:
+    if not isinstance(raw, dict) or "scope" not in raw:
+        raise ConfigError(path, "a mapping with a scope (and who may use it)", raw)
+    scope = raw["scope"]
+    scopes = scope if isinstance(scope, list) else [scope]
+    if not scopes or not all(isinstance(s, str) and s for s in scopes):
+        raise ConfigError(join(path, "scope"), "a scope such as ejabberd:admin, or a list",
+                          scope)
+    rest = {k: v for k, v in raw.items() if k != "scope"}
+    inner = _who(rest, path, acls, warnings) if rest else ()
+    if any(w.kind == "oauth" for w in inner):
+        raise ConfigError(join(path, "oauth"), "ip, user, acl or access", "oauth")
+    return Who("oauth", None, frozenset(scopes), inner)
 
 
 def _who(raw: Any, path: str, acls: dict[str, Any], warnings: list[str]) -> tuple[Who, ...]:
@@ -134,20 +161,30 @@ def parse_api_permissions(raw: Any, path: str, acls: dict[str, Any],
     return tuple(out)
 
 
-def _matches(who: Who, access: AccessControl, jid: Optional[JID], ip: Optional[str]) -> bool:
+def _matches(who: Who, access: AccessControl, caller: Caller) -> bool:
+    if (who.kind == "oauth") != (caller.scopes is not None):
+        return False   # a token matches oauth entries only, and only a token does
+    if who.kind == "oauth":
+        assert caller.scopes is not None
+        return bool(who.scopes & caller.scopes) and (
+            not who.inner or any(_matches(w, access, Caller(caller.jid, caller.ip))
+                                 for w in who.inner))
     if who.kind in ("all", "none"):
         return who.kind == "all"
     if who.kind == "acl":
-        return access.acl_match(who.value, jid, ip)
-    return access.access(who.value, jid, ip)
+        return access.acl_match(who.value, caller.jid, caller.ip)
+    return access.access(who.value, caller.jid, caller.ip)
 
 
 def allowed(perms: tuple[Permission, ...], access: AccessControl, front: str, command: str,
-            jid: Optional[JID], ip: Optional[str]) -> bool:
-    """May ``jid`` (None: nobody logged in) from ``ip`` call ``command`` through ``front``?"""
+            jid: Optional[JID], ip: Optional[str],
+            scopes: Optional[frozenset[str]] = None) -> bool:
+    """May ``jid`` (None: nobody logged in) from ``ip`` (with an OAuth token of
+    ``scopes``) call ``command`` through ``front``?"""
+    caller = Caller(jid, ip, scopes)
     for p in perms:
         if p.fronts is not None and front not in p.fronts:
             continue
-        if p.covers(command) and any(_matches(w, access, jid, ip) for w in p.who):
+        if p.covers(command) and any(_matches(w, access, caller) for w in p.who):
             return True
     return False

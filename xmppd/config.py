@@ -219,6 +219,7 @@ TOP_OPTIONS: dict[str, tuple[Validator, Any]] = {
     "acl": (v_any, {}),
     "access_rules": (v_any, {}),
     "api_permissions": (v_any, None),  # parsed with the ACLs: xmppd/api_permissions.py
+    "oauth_expire": (v_int(1), 4294967),  # seconds: oauth_issue_token's default lifetime
     "shaper": (v_dict(v_str, _v_shaper_def), {}),
     "shaper_rules": (v_any, {}),
     "auth_method": (v_list(v_enum("sql", "internal", "mnesia", "anonymous", "external",

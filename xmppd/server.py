@@ -136,6 +136,7 @@ class Server:
         self.reads_open = asyncio.Event()
         self.reads_open.set()
         self.listeners: list[Any] = []
+        self.oauth: Any = None   # xmppd.oauth.OAuth, made with the admin commands
         self.started_at = time.time()
         self.reuse_port = False
         self.warnings: list[str] = list(config.warnings)

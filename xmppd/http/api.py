@@ -43,6 +43,7 @@ from ..c2s.scram import check_password
 from ..commands import CommandError
 from ..jid import JID, JIDError
 from ..moduleapi import Module
+from ..oauth import bearer
 from .policy import Peer
 from .server import HANDLERS
 
@@ -148,12 +149,36 @@ def result(command: str, text: str) -> Any:
     return text
 
 
-async def _caller(server: Server, peer: Peer, request: web.Request) -> tuple[Optional[JID], bool]:
-    """Who logs in with HTTP Basic: (JID or None, credentials good). Failures count
-    for mod_fail2ban as failed client logins do (back-off, then a ban of the address)."""
+async def _caller(server: Server, peer: Peer, request: web.Request
+                  ) -> tuple[Optional[JID], bool, Optional[frozenset[str]]]:
+    """Who logs in with HTTP Basic, or with an OAuth token (``Bearer``): (JID or None,
+    credentials good, the token's scopes or None). Failures count for mod_fail2ban as
+    failed client logins do (back-off, then a ban of the address)."""
     header = request.headers.get("Authorization")
     if header is None:
-        return None, True
+        return None, True, None
+    token = bearer(header)
+    if token is not None:
+        jid, scopes = await _token(server, peer, token)
+        return jid, jid is not None, scopes
+    jid, good = await _basic(server, peer, header)
+    return jid, good, None
+
+
+async def _token(server: Server, peer: Peer, token: str
+                 ) -> tuple[Optional[JID], Optional[frozenset[str]]]:
+    hooks = server.hooks
+    if not peer.may_login or hooks.fire("auth/banned", peer.ip) is not None:
+        return None, None
+    found = await server.oauth.lookup(token)
+    if found is None:
+        hooks.fire_all("c2s/auth-failed", next(iter(server.hosts)), peer.ip,
+                       "not-authorized", "")
+        return None, None
+    return found
+
+
+async def _basic(server: Server, peer: Peer, header: str) -> tuple[Optional[JID], bool]:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "basic" or not peer.may_login:
         return None, False
@@ -214,11 +239,11 @@ def add_api(server: Server, listen: ListenConfig, path: str, app: web.Applicatio
         except CommandError:
             return error(404, 44, "Command not found.")
         peer = Peer(server, listen, request)
-        jid, good = await _caller(server, peer, request)
+        jid, good, scopes = await _caller(server, peer, request)
         if not good:
             return error(401, 10, "You are not authorized to call this command.")
         if not allowed(server.config["api_permissions"], server.access, FRONT, name, jid,
-                       peer.ip):
+                       peer.ip, scopes):
             return error(403, 32, "AccessRules: Account does not have the right to perform "
                          "the operation.")
         try:

@@ -62,6 +62,7 @@ class StunServer(asyncio.DatagramProtocol):
         self.transport: Optional[asyncio.DatagramTransport] = None
         self._nonce_key = os.urandom(16)
         self._allocating: set[Addr] = set()
+        self._tasks: set[asyncio.Task[None]] = set()   # TURN requests being served
         relay_ip = listen_ip if listen_ip not in ("::", "0.0.0.0") else "0.0.0.0"
         # where clients reach this server (mod_stun_disco offers it) and its relays
         self.announce_ip: str = opts["turn_ipv4_address"] or (
@@ -103,7 +104,9 @@ class StunServer(asyncio.DatagramProtocol):
             return
         if msg.cls == m.REQUEST:
             if msg.method in TURN_METHODS and self.turn is not None:
-                asyncio.ensure_future(self._turn_request(msg, client))
+                task = asyncio.ensure_future(self._turn_request(msg, client))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             else:
                 self._answer(msg, client, self._request(msg, client))
         elif msg.cls == m.INDICATION and msg.method == m.SEND:
