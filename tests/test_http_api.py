@@ -254,7 +254,14 @@ def test_oauth_tokens_call_what_their_scopes_allow(make_server: Any) -> None:
         import asyncio
         await asyncio.sleep(2.1)   # the one-second token has expired
         assert (await call(api, "status", headers=auth(short_token)))[0] == 401
-        srv.ctl("oauth_revoke_token", admin_token)
+        # the token commands over the API too (ejabberd's shapes)
+        status, issued = await call(api, "oauth_issue_token", {
+            "jid": "bob@localhost", "ttl": 60, "scopes": "sendmessage"}, auth=ADMIN)
+        assert status == 200 and issued["scopes"] == "sendmessage" and issued["token"]
+        status, rows = await call(api, "oauth_list_tokens", auth=ADMIN)
+        assert {"token", "jid", "scope", "expires_in"} <= set(rows[0])
+        assert await call(api, "oauth_revoke_token", {"token": admin_token}, auth=ADMIN) == (
+            200, 0)
         assert (await call(api, "registered_users", {"host": "localhost"},
                            headers=auth(admin_token)))[0] == 401
     run(main())

@@ -72,7 +72,8 @@ RESCODES = frozenset({"unregister", "change_password", "check_account", "check_p
                       "create_room_with_opts", "destroy_room", "change_room_option",
                       "set_room_affiliation", "srg_create", "srg_delete", "srg_user_add",
                       "srg_user_del", "ban_account", "set_vcard", "set_vcard2",
-                      "set_nickname", "delete_old_messages", "delete_old_push_sessions"})
+                      "set_nickname", "delete_old_messages", "delete_old_push_sessions",
+                      "oauth_revoke_token"})
 CHECKS = frozenset({"check_account", "check_password"})  # "no" is an answer: 1
 ROWS = {"get_roster": ("jid", "nick", "subscription", "groups"),
         "get_room_occupants": ("jid", "nick", "role"),
@@ -81,9 +82,11 @@ ROWS = {"get_roster": ("jid", "nick", "subscription", "groups"),
         "srg_get_info": ("key", "value"),
         "connected_users_info": ("jid", "connection", "ip", "port", "priority", "node",
                                  "uptime", "status", "resource", "statustext"),
+        "oauth_list_tokens": ("token", "jid", "scope", "expires_in"),
         "user_sessions_info": ("connection", "ip", "port", "priority", "node", "uptime",
                                "status", "resource", "statustext")}
-OBJECTS = {"get_last": ("timestamp", "status"), "get_presence": ("jid", "show", "status")}
+OBJECTS = {"get_last": ("timestamp", "status"), "get_presence": ("jid", "show", "status"),
+           "oauth_issue_token": ("token", "scopes", "expires_in")}
 HIDDEN = frozenset({"password", "newpass"})
 
 
