@@ -267,6 +267,44 @@ def test_turn_refuses_what_it_should(tmp_path: Path) -> None:
     srv.stop()
 
 
+def test_turn_over_tcp_and_tls(tmp_path: Path) -> None:
+    """For networks that let no UDP out: the same relay reached over TCP and over TLS
+    (coturn's client with -t, and -t -S), offered by mod_stun_disco as turn/tcp and
+    turns; a client that is not a STUN client is disconnected; a closed connection
+    takes its allocation with it."""
+    srv = stun_server(tmp_path, use_turn=True, turn_blacklist=[],
+                      turn_ipv4_address="127.0.0.1", transport="tcp")
+    tls_port = free_udp_port()
+    srv.config["listen"].append({"port": tls_port, "ip": "127.0.0.1", "tls": True,
+                                 "module": "ejabberd_stun", "use_turn": True,
+                                 "turn_blacklist": [], "turn_ipv4_address": "127.0.0.1"})
+    srv.write_config()
+    srv.start()
+    port = srv.stun  # type: ignore[attr-defined]
+    found = run(services(srv))
+    assert [(s.get("type"), s.get("transport"), s.get("port")) for s in found] == [
+        ("stun", "tcp", str(port)), ("turn", "tcp", str(port)),
+        ("stuns", "tcp", str(tls_port)), ("turns", "tcp", str(tls_port))]
+    username, password = found[1].get("username", ""), found[1].get("password", "")
+    for extra, p in ((("-t",), port), (("-t", "-S"), tls_port)):
+        res = uclient(p, username, password, *extra)
+        assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+        assert "Total lost packets 0 (0.000000%)" in res.stdout + res.stderr
+    # a raw TCP client: framing, then garbage closes the connection
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        tid = os.urandom(12)
+        req = m.encode(m.BINDING, m.REQUEST, tid, [])
+        s.sendall(req[:7])           # in pieces: the server waits for the whole message
+        time.sleep(0.2)
+        s.sendall(req[7:])
+        got = m.decode(s.recv(4096))
+        assert got is not None and got.cls == m.SUCCESS and got.tid == tid
+        s.sendall(b"\xff" * 8)
+        assert s.recv(4096) == b""   # closed
+    srv.stop()
+    assert "closed (500 bytes out, 500 in)" in srv.log
+
+
 def test_anonymous_turn(tmp_path: Path) -> None:
     srv = stun_server(tmp_path, use_turn=True, auth_type="anonymous", turn_blacklist=[],
                       turn_ipv4_address="127.0.0.1")
@@ -295,9 +333,11 @@ def test_listener_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as e:
         listen(turn_ipv4_address="not-an-address")
     assert "listen[0].turn_ipv4_address" in str(e.value)
+    assert c.listen[0].stun["transport"] == "udp"     # ejabberd_stun's default
     c = parse_config({"hosts": ["localhost"], "listen": [
-        {"port": 3478, "module": "ejabberd_stun", "transport": "tcp"}]}, base_dir=tmp_path)
-    assert c.listen == () and any("UDP only" in w for w in c.warnings)
+        {"port": 5349, "module": "ejabberd_stun", "transport": "udp", "tls": True}]},
+        base_dir=tmp_path)
+    assert c.listen[0].stun["transport"] == "tcp" and any("over TCP" in w for w in c.warnings)
 
 
 def test_malformed_messages_decode_to_nothing() -> None:

@@ -382,12 +382,14 @@ def _parse_listen(raw: Any, warnings: list[str]) -> tuple[ListenConfig, ...]:
             continue
         stun: dict[str, Any] = {}
         if module == "ejabberd_stun":
-            if vals["transport"] != "udp" or vals["tls"]:
-                warnings.append(f"{join(path, 'transport')}: xmppd's STUN/TURN listener is "
-                                f"UDP only (transport: udp, no tls); port {vals['port']} is "
-                                "not opened")
-                continue
             stun = {key: vals[key] for key in STUN_OPTIONS}
+            # ejabberd_stun's default transport is udp; TLS is over TCP
+            stun["transport"] = vals["transport"] if "transport" in entry else "udp"
+            if vals["tls"] and stun["transport"] == "udp":
+                if "transport" in entry:
+                    warnings.append(f"{join(path, 'tls')}: STUN over TLS runs over TCP "
+                                    "(DTLS is not offered); transport: tcp")
+                stun["transport"] = "tcp"
             if stun["turn_min_port"] > stun["turn_max_port"]:
                 raise ConfigError(join(path, "turn_min_port"), "at most turn_max_port",
                                   stun["turn_min_port"])

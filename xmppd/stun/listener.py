@@ -1,6 +1,8 @@
 """The ``ejabberd_stun`` listener: a STUN server (RFC 8489 Binding, so that call
-clients learn their public address) and, with ``use_turn``, a TURN relay (RFC 8656
-over UDP, :mod:`.turn`) for calls between clients that cannot reach each other.
+clients learn their public address) and, with ``use_turn``, a TURN relay (RFC 8656,
+:mod:`.turn`) for calls between clients that cannot reach each other. Clients reach
+it over UDP (``transport: udp``), TCP (``transport: tcp``) or TLS (``tls: true``, TURN
+over TLS for networks that let nothing else out); the relay to peers is UDP.
 
 TURN requests need long-term credentials (``auth_type: user``, the default): those
 mod_stun_disco hands out (:mod:`.credentials`), checked with the shared secret;
@@ -63,6 +65,7 @@ class StunServer(asyncio.DatagramProtocol):
         self._nonce_key = os.urandom(16)
         self._allocating: set[Addr] = set()
         self._tasks: set[asyncio.Task[None]] = set()   # TURN requests being served
+        self.streams: dict[Addr, StunStream] = {}      # TCP/TLS clients, by address
         relay_ip = listen_ip if listen_ip not in ("::", "0.0.0.0") else "0.0.0.0"
         # where clients reach this server (mod_stun_disco offers it) and its relays
         self.announce_ip: str = opts["turn_ipv4_address"] or (
@@ -86,12 +89,25 @@ class StunServer(asyncio.DatagramProtocol):
         pass
 
     def send(self, data: bytes, addr: Addr) -> None:
-        if self.transport is not None:
+        stream = self.streams.get(addr)
+        if stream is not None:
+            stream.write(data)
+        elif self.transport is not None:
             self.transport.sendto(data, addr)
 
     # -- datagrams --------------------------------------------------------------------
     def datagram_received(self, data: bytes, addr: Any) -> None:
-        client = (str(addr[0]), int(addr[1]))
+        self.handle(data, (str(addr[0]), int(addr[1])))
+
+    def stream_closed(self, client: Addr) -> None:
+        """A TCP or TLS client went: its allocation goes with it (RFC 8656 5)."""
+        self.streams.pop(client, None)
+        alloc = self.turn.by_client.get(client) if self.turn is not None else None
+        if alloc is not None and self.turn is not None:
+            self.turn.remove(alloc)
+
+    def handle(self, data: bytes, client: Addr) -> None:
+        """One STUN message or ChannelData frame from ``client``."""
         if data and 0x40 <= data[0] < 0x80:          # ChannelData
             alloc = self._allocation(client)
             if alloc is not None and len(data) >= 4:
@@ -294,6 +310,59 @@ class StunServer(asyncio.DatagramProtocol):
             alloc.send_to_peer(addr, data)
 
 
+class StunStream(asyncio.Protocol):
+    """A client over TCP or TLS: STUN messages and ChannelData frames one after the
+    other (ChannelData padded to 4 bytes, RFC 8656 12.5)."""
+
+    MAX_FRAME = 65536 + 20
+
+    def __init__(self, server: StunServer) -> None:
+        self.server = server
+        self.transport: Optional[asyncio.Transport] = None
+        self.client: Addr = ("", 0)
+        self.buf = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client = (str(peer[0]), int(peer[1]))
+        self.server.streams[self.client] = self
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        while len(self.buf) >= 4:
+            first = self.buf[0]
+            length = struct.unpack_from("!H", self.buf, 2)[0]
+            if first < 0x40:
+                size = need = 20 + length
+            elif first < 0x80:
+                need = 4 + length
+                size = need + (-length % 4)
+            else:   # neither STUN nor ChannelData: not a STUN client
+                self.close()
+                return
+            if size > self.MAX_FRAME:
+                self.close()
+                return
+            if len(self.buf) < size:
+                return
+            frame, self.buf = self.buf[:need], self.buf[size:]
+            self.server.handle(frame, self.client)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            if 0x40 <= data[0] < 0x80:
+                data += b"\0" * (-len(data) % 4)
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        self.server.stream_closed(self.client)
+
+
 class _Resend(m.StunError):
     """An Allocate sent again: the first answer goes again (or nothing yet)."""
 
@@ -305,36 +374,54 @@ class _Resend(m.StunError):
 class StunListener:
     """The listener as the server keeps it (``close``, ``wait_closed``)."""
 
-    def __init__(self, transport: asyncio.DatagramTransport, proto: StunServer,
-                 port: int) -> None:
-        self.transport = transport
+    def __init__(self, proto: StunServer, port: int, transport: str, tls: bool,
+                 closer: Any) -> None:
         self.proto = proto
         self.port = port
+        self.transport = transport   # udp or tcp
+        self.tls = tls
+        self._closer = closer        # the datagram transport, or the TCP server
 
     def services(self) -> list[dict[str, Any]]:
         """What mod_stun_disco offers of this listener (``offer_local_services``)."""
-        base = {"host": self.proto.announce_ip, "port": self.port, "transport": "udp"}
-        out = [{**base, "type": "stun", "restricted": False}]
+        base = {"host": self.proto.announce_ip, "port": self.port,
+                "transport": self.transport}
+        out = [{**base, "type": "stuns" if self.tls else "stun", "restricted": False}]
         if self.proto.turn is not None:
-            out.append({**base, "type": "turn",
+            out.append({**base, "type": "turns" if self.tls else "turn",
                         "restricted": self.proto.opts["auth_type"] != "anonymous"})
         return out
 
     def close(self) -> None:
-        self.transport.close()
+        self._closer.close()
+        for stream in list(self.proto.streams.values()):
+            stream.close()
+        if self.transport == "tcp":
+            self.proto.connection_lost(None)
 
     async def wait_closed(self) -> None:
-        pass
+        if self.transport == "tcp":
+            await self._closer.wait_closed()
 
 
 async def start_listener(server: Any, lconf: Any) -> StunListener:
     loop = asyncio.get_running_loop()
     family = socket.AF_INET6 if ":" in lconf.ip else socket.AF_INET
     proto = StunServer(server, lconf.stun, lconf.ip)
-    transport, _ = await loop.create_datagram_endpoint(
-        lambda: proto, local_addr=(lconf.ip, lconf.port), family=family,
-        reuse_port=server.reuse_port or None)
+    transport = lconf.stun["transport"]
+    closer: Any
+    if transport == "udp":
+        closer, _ = await loop.create_datagram_endpoint(
+            lambda: proto, local_addr=(lconf.ip, lconf.port), family=family,
+            reuse_port=server.reuse_port or None)
+    else:
+        ctx = server.certs.sni_context(next(iter(server.hosts))) if lconf.tls else None
+        closer = await loop.create_server(
+            lambda: StunStream(proto), host=lconf.ip, port=lconf.port, ssl=ctx,
+            backlog=lconf.backlog, reuse_address=True, reuse_port=server.reuse_port or None,
+            ssl_handshake_timeout=30 if ctx else None)
     if proto.turn is not None:
-        log.info("STUN/TURN on port %d: relay ports %d-%d announced at %s", lconf.port,
-                 proto.turn.min_port, proto.turn.max_port, proto.turn.announce_ip)
-    return StunListener(transport, proto, lconf.port)
+        log.info("STUN/TURN on port %d (%s%s): relay ports %d-%d announced at %s",
+                 lconf.port, transport, ", tls" if lconf.tls else "", proto.turn.min_port,
+                 proto.turn.max_port, proto.turn.announce_ip)
+    return StunListener(proto, lconf.port, transport, lconf.tls, closer)
