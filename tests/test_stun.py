@@ -258,6 +258,15 @@ def test_turn_refuses_what_it_should(tmp_path: Path) -> None:
     for data in (b"", b"\0" * 19, b"\x00\x01\x00\x08" + b"\x21\x12\xa4\x42" + b"x" * 12,
                  os.urandom(200), b"<stream:stream>"):
         junk.sock.sendto(data, junk.server)
+    # an unknown method: one error answer, nothing else
+    tid = os.urandom(12)
+    junk.sock.sendto(m.encode(0x0ABC, m.REQUEST, tid, []), junk.server)
+    answer = m.decode(junk.recv())
+    assert answer is not None and answer.tid == tid and code(answer) == 400
+    junk.sock.settimeout(0.5)
+    with pytest.raises(socket.timeout):
+        junk.recv()
+    junk.sock.settimeout(3)
     binding = junk.request(m.BINDING, [], sign=False)
     assert binding.cls == m.SUCCESS
     assert m.read_xor_address(binding.get(m.XOR_MAPPED_ADDRESS) or b"", binding.tid) == \

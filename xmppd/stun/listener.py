@@ -70,9 +70,8 @@ class StunServer(asyncio.DatagramProtocol):
         # where clients reach this server (mod_stun_disco offers it) and its relays
         self.announce_ip: str = opts["turn_ipv4_address"] or (
             relay_ip if relay_ip != "0.0.0.0" else default_ipv4())
-        announce = self.announce_ip
         self.turn: Optional[Allocations] = Allocations(
-            self.send, relay_ip=relay_ip, announce_ip=announce,
+            self.send, relay_ip=relay_ip, announce_ip=self.announce_ip,
             min_port=opts["turn_min_port"], max_port=opts["turn_max_port"],
             max_per_user=opts["turn_max_allocations"],
             max_permissions=opts["turn_max_permissions"],
@@ -123,8 +122,11 @@ class StunServer(asyncio.DatagramProtocol):
                 task = asyncio.ensure_future(self._turn_request(msg, client))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
+            elif msg.method == m.BINDING:
+                self._answer(msg, client, [(m.XOR_MAPPED_ADDRESS, m.xor_address(
+                    plain(client[0]), client[1], msg.tid))])
             else:
-                self._answer(msg, client, self._request(msg, client))
+                self._error(msg, client, m.StunError(400, "unknown method"))
         elif msg.cls == m.INDICATION and msg.method == m.SEND:
             self._send_indication(msg, client)
 
@@ -142,13 +144,6 @@ class StunServer(asyncio.DatagramProtocol):
     def _error(self, msg: m.Message, client: Addr, e: m.StunError) -> None:
         attrs = [m.error_attr(e.code, e.reason)] + e.attrs + [self.software]
         self.send(m.encode(msg.method, m.ERROR, msg.tid, attrs), client)
-
-    def _request(self, msg: m.Message, client: Addr) -> list[tuple[int, bytes]]:
-        """A Binding request (the only one without TURN): the client's address."""
-        if msg.method != m.BINDING:
-            self._error(msg, client, m.StunError(400, "unknown method"))
-            return []
-        return [(m.XOR_MAPPED_ADDRESS, m.xor_address(plain(client[0]), client[1], msg.tid))]
 
     # -- TURN -------------------------------------------------------------------------
     async def _turn_request(self, msg: m.Message, client: Addr) -> None:
