@@ -166,7 +166,12 @@ class Allocations:
                        ) -> tuple[Allocation, Optional[bytes]]:
         """A new allocation, and the token of the port it reserved (EVEN-PORT with its
         R bit); ``token``: use the port an earlier allocation reserved."""
-        if sum(1 for a in self.by_client.values() if a.user == user) >= self.max_per_user:
+        old = self.by_client.get(client)
+        if old is not None:   # expired, not swept yet: its relay port goes now
+            self.remove(old)
+        now = time.monotonic()
+        if sum(1 for a in self.by_client.values()
+               if a.user == user and a.expires > now) >= self.max_per_user:
             raise m.StunError(486)
         if token is not None:
             held = self.reserved.pop(token, None)
