@@ -17,7 +17,8 @@ from helpers.smclient import SMClient
 
 MakeServer = Callable[..., XmppdServer]
 MODULES = {"mod_disco": {}, "mod_roster": {}, "mod_offline": {},
-           "mod_stream_mgmt": {"max_resume_timeout": 60}, "mod_push": {"include_sender": True, "notify_on": "messages"}}
+           "mod_stream_mgmt": {"max_resume_timeout": 60},
+           "mod_push": {"include_sender": True, "notify_on": "messages"}}
 PUSH = "urn:xmpp:push:0"
 PUBSUB = "http://jabber.org/protocol/pubsub"
 DATA = "jabber:x:data"
@@ -43,6 +44,17 @@ def summary(iq: ET.Element) -> dict[str, str]:
     assert form is not None, ET.tostring(iq)
     return {f.get("var", ""): f.findtext(f"{{{DATA}}}value") or ""
             for f in form.iter(f"{{{DATA}}}field")}
+
+
+async def sleeping_phone(port: int, resource: str) -> SMClient:
+    """alice's phone with stream management enables push (node n-RESOURCE), then its
+    connection dies: the session waits for resumption."""
+    phone = await SMClient(port, "alice", "pw", resource).connect()
+    await phone.send(enable(f"n-{resource}"))
+    while (await phone.receive()).get("id") != f"en-n-{resource}":
+        pass
+    phone.drop()
+    return phone
 
 
 def chat(to: str, text: str) -> str:
@@ -160,20 +172,12 @@ def test_keepalive_keeps_push_sessions_longer_and_wakes_them(make_server: MakeSe
         srv.register(u, "pw")
     srv.start()
 
-    async def sleeping_phone(resource: str) -> SMClient:
-        phone = await SMClient(srv.c2s, "alice", "pw", resource).connect()
-        await phone.send(enable(f"n-{resource}"))
-        while (await phone.receive()).get("id") != f"en-n-{resource}":
-            pass
-        phone.drop()
-        return phone
-
     async def main() -> None:
         app = await Peer(srv.c2s, "app", "pw", resource="push").login()
         bob = await Peer(srv.c2s, "bob", "pw").login()
-        keep = await sleeping_phone("keep")
-        wake = await sleeping_phone("wake")
-        told = await sleeping_phone("told")
+        keep = await sleeping_phone(srv.c2s, "keep")
+        wake = await sleeping_phone(srv.c2s, "wake")
+        told = await sleeping_phone(srv.c2s, "told")
         await asyncio.sleep(0.3)
         await bob.send(chat("alice@localhost/told", "hi"))
         iq = await app.expect(is_push("n-told"))
@@ -220,20 +224,16 @@ def test_notify_on_all_wakes_for_any_stanza_and_old_registrations_go(
     async def main() -> None:
         app = await Peer(srv.c2s, "app", "pw", resource="push").login()
         bob = await Peer(srv.c2s, "bob", "pw").login()
-        phone = await SMClient(srv.c2s, "alice", "pw", "phone").connect()
-        await phone.send(enable("n-all"))
-        while (await phone.receive()).get("id") != "en-n-all":
-            pass
-        phone.drop()
+        phone = await sleeping_phone(srv.c2s, "all")
         await asyncio.sleep(0.3)
-        await bob.send("<message to='alice@localhost/phone' type='chat'>"
+        await bob.send("<message to='alice@localhost/all' type='chat'>"
                        "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
         iq = await app.expect(is_push("n-all"))
         fields = summary(iq)
         assert fields["FORM_TYPE"] == "urn:xmpp:push:summary"
         assert "message-count" not in fields and "last-message-sender" not in fields
         await app.send(f"<iq type='result' id='{iq.get('id')}' to='alice@localhost'/>")
-        await bob.send("<message to='alice@localhost/phone' type='chat' id='m-all'>"
+        await bob.send("<message to='alice@localhost/all' type='chat' id='m-all'>"
                        "<body>now a message</body></message>")
         iq = await app.expect(is_push("n-all"))
         assert summary(iq)["message-count"] == "1"

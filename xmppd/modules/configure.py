@@ -139,32 +139,39 @@ class Configure(Module):
                             f"disabled by {admin.bare}")
         return Done("Disabled: " + ", ".join(str(j) for j in jids))
 
+    @staticmethod
+    def _ask_account(title: str) -> Ask:
+        x = form(title, "", ADMIN)
+        add_field(x, "accountjid", "jid-single", "The Jabber ID of the account", [])
+        return Ask(x)
+
+    @staticmethod
+    def _about(jid: JID) -> Element:
+        """A result form that starts with the account it is about."""
+        x = form("Result", "", ADMIN, "result")
+        add_field(x, "accountjid", "jid-single", "The Jabber ID of the account", [str(jid)])
+        return x
+
     async def _last_login(self, admin: JID, values: Values) -> Step:
         if values is None:
-            x = form("A user's last login", "", ADMIN)
-            add_field(x, "accountjid", "jid-single", "The Jabber ID of the account", [])
-            return Ask(x)
+            return self._ask_account("A user's last login")
         jid = self._account(_one(values, "accountjid"))
         when, _, status = (await self._ctl("get_last", jid.local or "", self.host)).partition(
             "\t")
-        x = form("Result", "", ADMIN, "result")
-        add_field(x, "accountjid", "jid-single", "The Jabber ID of the account", [str(jid)])
+        x = self._about(jid)
         add_field(x, "lastlogin", "text-single", "The last login or logout",
                   ["online now" if status == "ONLINE" else when])
         return Done(form=x)
 
     async def _user_stats(self, admin: JID, values: Values) -> Step:
         if values is None:
-            x = form("A user's statistics", "", ADMIN)
-            add_field(x, "accountjid", "jid-single", "The Jabber ID of the account", [])
-            return Ask(x)
+            return self._ask_account("A user's statistics")
         jid = self._account(_one(values, "accountjid"))
         lines = [line.split("\t") for line in (await self._ctl(
             "user_sessions_info", jid.local or "", self.host)).splitlines() if line]
         roster = await self._ctl("get_roster", jid.local or "", self.host) \
             if "get_roster" in self.server.commands.names() else ""
-        x = form("Result", "", ADMIN, "result")
-        add_field(x, "accountjid", "jid-single", "The Jabber ID of the account", [str(jid)])
+        x = self._about(jid)
         add_field(x, "rostersize", "text-single", "Roster size",
                   [str(len([r for r in roster.splitlines() if r]))])
         add_field(x, "onlineresources", "text-multi", "Online resources",
