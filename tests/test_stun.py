@@ -34,10 +34,13 @@ def free_udp_port() -> int:
         return int(s.getsockname()[1])
 
 
-def stun_server(base: Path, **stun: Any) -> XmppdServer:
+MODULES = {"mod_disco": {}, "mod_stun_disco": {}}
+CONFIG = {"acl": {"local": {"user_regexp": ""}}}
+
+
+def stun_server(srv: XmppdServer, **stun: Any) -> XmppdServer:
+    """``srv`` (made, not started) with an ejabberd_stun listener on a free port."""
     port = free_udp_port()
-    srv = XmppdServer(base, modules={"mod_disco": {}, "mod_stun_disco": {}},
-                      config={"acl": {"local": {"user_regexp": ""}}})
     srv.config["listen"].append({"port": port, "ip": "127.0.0.1", "transport": "udp",
                                  "module": "ejabberd_stun", **stun})
     srv.write_config()
@@ -129,15 +132,19 @@ def echo_peer() -> tuple[socket.socket, int]:
 
 @pytest.fixture(scope="module")
 def turn_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[XmppdServer]:
-    srv = stun_server(tmp_path_factory.mktemp("turn"), use_turn=True, turn_blacklist=[],
-                      turn_ipv4_address="127.0.0.1", turn_max_allocations=100)
+    srv = stun_server(XmppdServer(tmp_path_factory.mktemp("turn"), modules=MODULES,
+                                  config=CONFIG),
+                      use_turn=True, turn_blacklist=[], turn_ipv4_address="127.0.0.1",
+                      turn_max_allocations=100)
     srv.start()
-    yield srv
-    srv.stop()
+    try:
+        yield srv
+    finally:
+        srv.stop()
 
 
-def test_binding_for_coturns_stun_client(tmp_path: Path) -> None:
-    srv = stun_server(tmp_path)
+def test_binding_for_coturns_stun_client(make_server: Any) -> None:
+    srv = stun_server(make_server(modules=MODULES, config=CONFIG))
     srv.start()
     out = subprocess.run([tool("turnutils_stunclient"), "-p", str(srv.stun), "127.0.0.1"],  # type: ignore[attr-defined]
                          capture_output=True, text=True, timeout=30)
@@ -215,10 +222,10 @@ def test_calls_relay_with_credentials_from_the_xmpp_server(turn_server: XmppdSer
     peer.close()
 
 
-def test_turn_refuses_what_it_should(tmp_path: Path) -> None:
+def test_turn_refuses_what_it_should(make_server: Any) -> None:
     """Loopback peers (ejabberd's default turn_blacklist), the allocation quota, bad
     credentials and nonces, unknown attributes, TCP relays, malformed datagrams."""
-    srv = stun_server(tmp_path, use_turn=True, turn_max_allocations=1,
+    srv = stun_server(make_server(modules=MODULES, config=CONFIG), use_turn=True, turn_max_allocations=1,
                       turn_ipv4_address="127.0.0.1")
     srv.start()
     port = srv.stun  # type: ignore[attr-defined]
@@ -240,7 +247,7 @@ def test_turn_refuses_what_it_should(tmp_path: Path) -> None:
     assert code(stale) == 438 and stale.get(m.NONCE) not in (None, b"1-forged")
     # credentials past their expiry
     from xmppd.stun.credentials import local_secret, turn_credentials
-    old_user, old_pw = turn_credentials(local_secret(tmp_path / "data"), "alice@localhost",
+    old_user, old_pw = turn_credentials(local_secret(srv.base / "data"), "alice@localhost",
                                         int(time.time()) - 10)
     assert code(Turn(port).login(old_user, old_pw)) == 401
     # an attribute the server must understand and does not
@@ -276,12 +283,12 @@ def test_turn_refuses_what_it_should(tmp_path: Path) -> None:
     srv.stop()
 
 
-def test_turn_over_tcp_and_tls(tmp_path: Path) -> None:
+def test_turn_over_tcp_and_tls(make_server: Any) -> None:
     """For networks that let no UDP out: the same relay reached over TCP and over TLS
     (coturn's client with -t, and -t -S), offered by mod_stun_disco as turn/tcp and
     turns; a client that is not a STUN client is disconnected; a closed connection
     takes its allocation with it."""
-    srv = stun_server(tmp_path, use_turn=True, turn_blacklist=[],
+    srv = stun_server(make_server(modules=MODULES, config=CONFIG), use_turn=True, turn_blacklist=[],
                       turn_ipv4_address="127.0.0.1", transport="tcp")
     tls_port = free_udp_port()
     srv.config["listen"].append({"port": tls_port, "ip": "127.0.0.1", "tls": True,
@@ -314,9 +321,9 @@ def test_turn_over_tcp_and_tls(tmp_path: Path) -> None:
     assert "closed (500 bytes out, 500 in)" in srv.log
 
 
-def test_anonymous_turn(tmp_path: Path) -> None:
-    srv = stun_server(tmp_path, use_turn=True, auth_type="anonymous", turn_blacklist=[],
-                      turn_ipv4_address="127.0.0.1")
+def test_anonymous_turn(make_server: Any) -> None:
+    srv = stun_server(make_server(modules=MODULES, config=CONFIG), use_turn=True,
+                      auth_type="anonymous", turn_blacklist=[], turn_ipv4_address="127.0.0.1")
     srv.start()
     c = Turn(srv.stun)  # type: ignore[attr-defined]
     ok = c.request(m.ALLOCATE, [(m.REQUESTED_TRANSPORT, b"\x11\0\0\0")], sign=False)
