@@ -11,6 +11,9 @@
   try again at once.
 - **Changing the password** of the account one is logged in to (``username`` and
   ``password`` in an iq set to the server, inside TLS): its SCRAM keys are replaced.
+- **Invitations** (``mod_invites``, XEP-0445): a stream that showed a valid token
+  registers whatever ``access``, ``ip_access`` and the rate limit say; the token is
+  used up, and an invitation for one account name allows that name only.
 - **Weak passwords**: with ``password_strength`` above 0 (bits, as in ejabberd; 32 is
   its recommendation), a new account's or a changed password must have at least that
   entropy (:func:`entropy`), or the client gets ``not-acceptable``.
@@ -120,9 +123,15 @@ class RegisterModule(Module):
             return
         stream.send(iq_result(el))
 
+    def _invites(self) -> Any:
+        from .invites import InvitesModule
+        return InvitesModule.of(self.server, self.host)
+
     async def _try_create(self, stream: Any, q: Element) -> None:
         ip = stream.conn.peer_ip
         user, password = _text(q, "username"), _text(q, "password")
+        invites = self._invites()
+        invite = invites.invite_of(stream) if invites is not None else None
         if q.find("{%s}remove" % NS) is not None:
             raise StanzaError("bad-request", text="log in to delete an account")
         if not stream.conn.secure:
@@ -134,6 +143,9 @@ class RegisterModule(Module):
         except JIDError:
             raise StanzaError("jid-malformed", text="not a valid user name") from None
         self._check_strength(password)
+        if invite is not None:
+            await self._create_invited(stream, jid, password, invite, invites)
+            return
         access = self.server.access
         if not self._ip_allowed(stream) or not access.access(self.opts["access"], jid, ip):
             raise StanzaError("forbidden", text="registration is not allowed here")
@@ -149,6 +161,19 @@ class RegisterModule(Module):
             await backend.release(key)  # nothing was made: the address may try again
             raise StanzaError("conflict", text="that name is taken")
         log.info("registered %s from %s (XEP-0077)", jid, ip)
+
+    async def _create_invited(self, stream: Any, jid: JID, password: str, invite: Any,
+                              invites: Any) -> None:
+        if invite.username and invite.username != jid.local:
+            raise StanzaError("not-allowed", text=f"this invitation is for {invite.username}")
+        if not await invites.store.use(invite.token):
+            stream.data.pop("invite", None)
+            raise StanzaError("item-not-found", text="the invitation was used already")
+        if not await self.server.accounts.create(self.host, jid.local or "", password):
+            await invites.store.add(invite)   # nothing was made: the token is good again
+            raise StanzaError("conflict", text="that name is taken")
+        log.info("registered %s with an invitation (XEP-0445)", jid)
+        await invites.redeemed(stream, jid)
 
     # -- logged in: the password, or the account itself -------------------------------
     @iq_handler("get", NS, "query", dest=("host", "self"))

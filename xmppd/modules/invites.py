@@ -1,0 +1,193 @@
+"""mod_invites: invitations (XEP-0401 easy onboarding, XEP-0445 pre-authenticated
+in-band registration, XEP-0379 mutual subscription), as Prosody's mod_invites and
+ejabberd's mod_invites offer them.
+
+- A user makes a **contact invitation** (ad-hoc command ``urn:xmpp:invite#invite``): a
+  link ``xmpp:alice@example.org?roster;preauth=TOKEN;ibr=y``. A friend without an
+  account opens it in a client such as Conversations, which creates an account on this
+  server with the token, whatever the registration rules (``mod_register``'s
+  ``access``, ``ip_access`` and rate limit); the two then find each other in their
+  rosters, subscribed both ways.
+- An administrator makes an **account invitation** (ad-hoc command
+  ``urn:xmpp:invite#create-account`` for ``access_create_account``, or ``xmppd ctl
+  generate_invite HOST``): ``xmpp:example.org?register;preauth=TOKEN`` (with a user
+  name: ``xmpp:bob@example.org?register;preauth=TOKEN``, for that name only).
+
+The client sees the stream feature ``<register xmlns='urn:xmpp:invite'/>`` (inside
+TLS), sends ``<preauth xmlns='urn:xmpp:pars:0' token='TOKEN'/>`` in an iq before
+logging in, then registers as XEP-0077 says. A token is good for one account and
+expires after ``token_expire_seconds``; ``max_invites`` bounds an account's valid
+contact invitations. ``list_invites HOST`` shows the valid tokens.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Optional
+
+from ..acl import v_access
+from ..commands import CommandError
+from ..confval import INFINITY, v_int, v_pos_int_or_infinity
+from ..dataforms import add_field
+from ..datetimes import stamp
+from ..jid import JID, JIDError, nodeprep
+from ..moduleapi import Module, Option
+from ..stanza import StanzaError, error_reply, iq_result
+from ..tokens import token_urlsafe
+from ..xml import Element
+from .adhoc import AdHoc, Ask, Command, Done, Step, Values, form
+from .invites_store import Invite, InviteStore
+
+log = logging.getLogger(__name__)
+
+INVITE_NS = "urn:xmpp:invite"
+PARS_NS = "urn:xmpp:pars:0"
+PREAUTH = "{%s}preauth" % PARS_NS
+
+
+class InvitesModule(Module):
+    name = "mod_invites"
+    xeps = ("XEP-0401", "XEP-0445", "XEP-0379")
+    depends = (AdHoc,)
+    stores = ("xmppd.modules.invites_store",)
+    options = {
+        "token_expire_seconds": Option(5 * 86400, v_int(1), "how long an invitation is good"),
+        "access_create_account": Option("none", v_access,
+                                        "who may make invitations to create an account"),
+        "max_invites": Option(INFINITY, v_pos_int_or_infinity,
+                              "valid contact invitations an account may have at once"),
+    }
+
+    def setup(self) -> None:
+        assert self.server.db is not None
+        self.store = InviteStore(self.server.db)
+        self.api.add_stream_feature("pre-auth", self._feature)
+        self.api.hook("c2s/pre-auth-iq", self._preauth, host_only=False)
+        adhoc = AdHoc.of(self.server, self.host)
+        assert adhoc is not None
+        self._adhoc = adhoc
+        adhoc.add(Command(INVITE_NS + "#invite", "Invite someone", self._local, self._invite))
+        adhoc.add(Command(INVITE_NS + "#create-account", "Create an account invitation",
+                          self._may_create, self._create_account))
+        self.api.add_command("generate_invite", self._cmd_generate,
+                             "generate_invite HOST: a link to create one account on HOST")
+        self.api.add_command("list_invites", self._cmd_list,
+                             "list_invites HOST: the valid invitations: token, inviter, "
+                             "account name, expiry")
+
+    def stop(self) -> None:
+        for node in (INVITE_NS + "#invite", INVITE_NS + "#create-account"):
+            self._adhoc.remove(node)
+
+    # -- before login: the token ---------------------------------------------------------
+    def _feature(self, stream: Any) -> Optional[Element]:
+        return Element("{%s}register" % INVITE_NS) if stream.conn.secure else None
+
+    def _preauth(self, stream: Any, el: Element) -> Optional[Any]:
+        pre = el.find(PREAUTH)
+        if stream.host != self.host or pre is None:
+            return None
+        return self._check(stream, el, pre.attrs.get("token", ""))
+
+    async def _check(self, stream: Any, el: Element, token: str) -> None:
+        invite = await self.store.get(self.host, token) if token else None
+        if invite is None or el.attrs.get("type") != "set":
+            stream.send(error_reply(el, StanzaError(
+                "item-not-found", text="no such invitation, or it expired")))
+            return
+        stream.data["invite"] = invite
+        stream.send(iq_result(el))
+
+    def invite_of(self, stream: Any) -> Optional[Invite]:
+        """The invitation a stream showed (mod_register lets it register)."""
+        invite = stream.data.get("invite")
+        return invite if isinstance(invite, Invite) and invite.host == self.host else None
+
+    async def redeemed(self, stream: Any, jid: JID) -> None:
+        """An account was made with the stream's invitation: the inviter and the new
+        account find each other in their rosters (XEP-0379: subscribed both ways)."""
+        invite = stream.data.pop("invite", None)
+        if not isinstance(invite, Invite) or not invite.inviter:
+            return
+        log.info("%s joined with an invitation of %s", jid, invite.inviter)
+        inviter = JID.parse(invite.inviter)
+        if "add_rosteritem" not in self.server.commands.names():
+            return
+        for a, b in ((jid, inviter), (inviter, jid)):
+            try:
+                await self.server.commands.call("add_rosteritem", [
+                    a.local or "", a.domain, b.local or "", b.domain, "", "", "both"])
+            except CommandError as e:
+                log.info("invitation of %s: roster of %s: %s", inviter, a, e)
+
+    # -- making invitations ---------------------------------------------------------------
+    async def make(self, inviter: str = "", username: str = "") -> Invite:
+        invite = Invite(token_urlsafe(18), self.host, inviter, username,
+                        int(time.time()) + int(self.opts["token_expire_seconds"]))
+        await self.store.add(invite)
+        return invite
+
+    @staticmethod
+    def uri(invite: Invite) -> str:
+        if invite.inviter:
+            return f"xmpp:{invite.inviter}?roster;preauth={invite.token};ibr=y"
+        who = f"{invite.username}@{invite.host}" if invite.username else invite.host
+        return f"xmpp:{who}?register;preauth={invite.token}"
+
+    def _local(self, jid: JID) -> bool:
+        return jid.domain == self.host and jid.local is not None
+
+    def _may_create(self, jid: JID) -> bool:
+        return self._local(jid) and self.server.access.access(
+            self.opts["access_create_account"], jid.bare)
+
+    def _result(self, invite: Invite) -> Done:
+        x = form("Invitation", "", INVITE_NS, "result")
+        add_field(x, "uri", "text-single", "Invitation link", [self.uri(invite)])
+        add_field(x, "expire", "text-single", "Valid until", [stamp(invite.expires,
+                                                                     millis=False)])
+        return Done("Send this link to the person you invite", form=x)
+
+    async def _invite(self, requester: JID, values: Values) -> Step:
+        mine = await self.store.count_by(self.host, str(requester.bare))
+        if mine >= self.opts["max_invites"]:
+            raise ValueError("you have as many open invitations as you may")
+        return self._result(await self.make(inviter=str(requester.bare)))
+
+    async def _create_account(self, requester: JID, values: Values) -> Step:
+        if values is None:
+            x = form("Create an account invitation",
+                     "Leave the name empty to let the invitee choose it.", INVITE_NS)
+            add_field(x, "username", "text-single", "Account name (optional)", [])
+            return Ask(x)
+        name = (values.get("username") or [""])[0].strip()
+        return self._result(await self.make(username=self._name(name)))
+
+    @staticmethod
+    def _name(name: str) -> str:
+        if not name:
+            return ""
+        try:
+            return nodeprep(name)
+        except JIDError:
+            raise ValueError(f"not a valid account name: {name!r}") from None
+
+    # -- commands -------------------------------------------------------------------------
+    def _mine(self, host: str) -> InvitesModule:
+        found = InvitesModule.of(self.server, host.lower())
+        if found is None:
+            raise CommandError(f"no mod_invites on host {host!r}", "not_found")
+        return found
+
+    async def _cmd_generate(self, host: str) -> str:
+        m = self._mine(host)
+        return m.uri(await m.make())
+
+    async def _cmd_list(self, host: str) -> str:
+        m = self._mine(host)
+        return "\n".join(f"{i.token}\t{i.inviter}\t{i.username}\t{stamp(i.expires, millis=False)}"
+                         for i in await m.store.valid(m.host))
+
+
+__all__ = ["InvitesModule", "Invite"]
