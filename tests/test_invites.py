@@ -12,7 +12,7 @@ from typing import Any
 
 from conftest import run
 from helpers.clients import Slix
-from helpers.peer import ROSTER, Peer, is_push
+from helpers.peer import ROSTER, Peer, is_presence, is_push
 from helpers.procs import XmppdServer
 from helpers.raw import RawClient
 from test_register import _condition, _register, _secured
@@ -128,6 +128,44 @@ def test_invitations_open_a_closed_server(make_server: MakeServer) -> None:
         assert srv.ctl("check_account", user, "localhost", check=False).returncode == 1
     assert srv.ctl("list_invites", "localhost").stdout.strip() == ""   # all used
     assert "erin@localhost joined with an invitation of alice@localhost" in srv.log
+
+
+def test_an_existing_account_subscribes_with_the_token(make_server: MakeServer) -> None:
+    """XEP-0379 without registration: bob has an account; his subscription request with
+    alice's token is approved at once and alice asks back; a second use of the token is
+    an ordinary request that waits for alice."""
+    srv = make_server(modules=MODULES, config=CONFIG)
+    for u in ("alice", "bob", "carol"):
+        srv.register(u, "pw")
+    srv.start()
+
+    async def main() -> None:
+        tok = token(uri_of(await adhoc("alice", f"{INVITE}#invite", srv.c2s)))
+        alice = await Peer(srv.c2s, "alice", "pw").login()
+        await alice.roster()
+        bob = await Peer(srv.c2s, "bob", "pw").login()
+        await bob.roster()
+        await bob.send(f"<presence to='alice@localhost' type='subscribe'>"
+                       f"<preauth xmlns='{PARS}' token='{tok}'/></presence>")
+        await bob.expect(is_presence("alice@localhost", "subscribed"), timeout=10)
+        await bob.expect(is_presence("alice@localhost", "subscribe"), timeout=10)
+        push = await alice.expect(is_push("bob@localhost"), timeout=10)
+        assert push.find(f"{ROSTER}query/{ROSTER}item").get("subscription") in ("from", "none")
+        await bob.send("<presence to='alice@localhost' type='subscribed'/>")
+        await asyncio.sleep(0.5)
+        assert (await alice.roster())["bob@localhost"].get("subscription") == "both"
+        assert (await bob.roster())["alice@localhost"].get("subscription") == "both"
+        # the token is used: carol's request is an ordinary one, shown to alice
+        carol = await Peer(srv.c2s, "carol", "pw").login()
+        await carol.send(f"<presence to='alice@localhost' type='subscribe'>"
+                         f"<preauth xmlns='{PARS}' token='{tok}'/></presence>")
+        req = await alice.expect(is_presence("carol@localhost", "subscribe"), timeout=10)
+        assert req.find(f"{{{PARS}}}preauth") is None
+        await carol.nothing(is_presence("alice@localhost", "subscribed"), 1.0)
+        for p in (alice, bob, carol):
+            await p.close()
+    run(main())
+    assert "bob@localhost subscribed to alice@localhost with an invitation" in srv.log
 
 
 def test_invitations_expire(make_server: MakeServer) -> None:

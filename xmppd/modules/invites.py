@@ -13,6 +13,13 @@ ejabberd's mod_invites offer them.
   generate_invite HOST``): ``xmpp:example.org?register;preauth=TOKEN`` (with a user
   name: ``xmpp:bob@example.org?register;preauth=TOKEN``, for that name only).
 
+Somebody who has an account already (here or on another server) opens the contact
+link too: the client sends the subscription request with the token (``<presence
+type='subscribe'><preauth xmlns='urn:xmpp:pars:0' token='TOKEN'/></presence>``). A
+valid token of the user it is addressed to approves it at once, and the user subscribes
+back (XEP-0379); the token is used up. Without a valid token the request waits for the
+user as any other.
+
 The client sees the stream feature ``<register xmlns='urn:xmpp:invite'/>`` (inside
 TLS), sends ``<preauth xmlns='urn:xmpp:pars:0' token='TOKEN'/>`` in an iq before
 logging in, then registers as XEP-0077 says. A token is good for one account and
@@ -33,7 +40,7 @@ from ..dataforms import add_field
 from ..datetimes import stamp
 from ..jid import JID, JIDError, nodeprep
 from ..moduleapi import Module, Option
-from ..stanza import StanzaError, error_reply, iq_result
+from ..stanza import StanzaError, StanzaEvent, error_reply, iq_result
 from ..tokens import token_urlsafe
 from ..xml import Element
 from .adhoc import AdHoc, Ask, Command, Done, Step, Values, form
@@ -42,6 +49,7 @@ from .invites_store import Invite, InviteStore
 log = logging.getLogger(__name__)
 
 INVITE_NS = "urn:xmpp:invite"
+PRESENCE = "{jabber:client}presence"
 PARS_NS = "urn:xmpp:pars:0"
 PREAUTH = "{%s}preauth" % PARS_NS
 
@@ -64,6 +72,8 @@ class InvitesModule(Module):
         self.store = InviteStore(self.server.db)
         self.api.add_stream_feature("pre-auth", self._feature)
         self.api.hook("c2s/pre-auth-iq", self._preauth, host_only=False)
+        # before mod_roster's subscription handling (priority 0)
+        self.api.hook("presence/bare", self._subscribe_with_token, priority=10)
         adhoc = AdHoc.of(self.server, self.host)
         assert adhoc is not None
         self._adhoc = adhoc
@@ -120,6 +130,47 @@ class InvitesModule(Module):
                     a.local or "", a.domain, b.local or "", b.domain, "", "", "both"])
             except CommandError as e:
                 log.info("invitation of %s: roster of %s: %s", inviter, a, e)
+
+    # -- XEP-0379: a subscription request with the token ------------------------------
+    def _subscribe_with_token(self, ev: StanzaEvent) -> Optional[bool]:
+        pre = ev.stanza.find(PREAUTH) if ev.type == "subscribe" else None
+        if pre is None:
+            return None
+        self.api.add_task(self._approve(ev, pre.attrs.get("token", "")))
+        return True
+
+    async def _approve(self, ev: StanzaEvent, token: str) -> None:
+        owner, contact = ev.to_jid.bare, ev.from_jid.bare
+        invite = await self.store.get(self.host, token) if token else None
+        plain = ev.stanza.copy()
+        plain.remove_all(PREAUTH)   # (the token is for this server, not for the user)
+        subs = getattr(self._roster(), "subscriptions", None)
+        if invite is not None and invite.inviter == str(owner) and subs is not None and \
+                await self.store.use(invite.token):
+            log.info("%s subscribed to %s with an invitation (XEP-0379)", contact, owner)
+            # the owner approves in advance (RFC 6121 3.4), then the request arrives and
+            # is answered at once; and the owner asks back
+            for kind in ("subscribed", "subscribe"):
+                out = Element(PRESENCE, {"type": kind, "to": str(contact), "from": str(owner)})
+                subs.outgoing(StanzaEvent(self.server, out, None, owner, contact, "presence",
+                                          kind, self.host))
+                if kind == "subscribed":
+                    await self._deliver(ev, plain, subs)
+            return
+        await self._deliver(ev, plain, subs)   # an ordinary request
+
+    async def _deliver(self, ev: StanzaEvent, plain: Element, subs: Any) -> None:
+        if subs is None:
+            return
+        subs.incoming(StanzaEvent(self.server, plain, ev.origin, ev.from_jid, ev.to_jid,
+                                  ev.kind, ev.type, ev.host))
+        roster = self._roster()
+        if roster is not None:
+            await roster.cache.run(ev.to_jid.bare, lambda r: None)  # (the change is done)
+
+    def _roster(self) -> Any:
+        from ..presence.roster import RosterModule
+        return RosterModule.of(self.server, self.host)
 
     # -- making invitations ---------------------------------------------------------------
     async def make(self, inviter: str = "", username: str = "") -> Invite:
