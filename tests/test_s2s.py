@@ -331,7 +331,10 @@ def test_config_errors_name_the_s2s_option() -> None:
             parse_config(data)
         assert str(e.value).startswith(path + ":"), str(e.value)
     ok = parse_config({"s2s_hosts": {"B.Test": "10.1.2.3"}})
-    assert ok["s2s_hosts"] == {"b.test": {"host": "10.1.2.3", "port": 5269}}
+    assert ok["s2s_hosts"] == {"b.test": {"host": "10.1.2.3", "port": 5269, "tls": False}}
+    with pytest.raises(ConfigError) as e:
+        parse_config({"s2s_hosts": {"b.test": {"host": "h", "tls": "maybe"}}})
+    assert str(e.value).startswith("s2s_hosts.b.test.tls:")
 
 
 def test_remote_user_in_a_group_chat(make_server: Callable[..., XmppdServer]) -> None:

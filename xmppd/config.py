@@ -113,22 +113,24 @@ def _v_trusted_proxies(value: Any, path: str) -> Any:
 
 
 def _v_s2s_hosts(value: Any, path: str) -> dict[str, dict[str, Any]]:
-    """``s2s_hosts: {domain: {host: 127.0.0.1, port: 5269}}``: where a domain's server is."""
+    """``s2s_hosts: {domain: {host: 127.0.0.1, port: 5269, tls: false}}``: where a domain's
+    server is (``tls``: Direct TLS, XEP-0368)."""
     out: dict[str, dict[str, Any]] = {}
     for domain, target in v_dict(_v_host, v_any)(value, path).items():
         tpath = join(path, domain)
         if isinstance(target, str):
             target = {"host": target}
-        target = check_keys(target, tpath, ["host", "port"], [])
-        unknown = [k for k in target if k not in ("host", "port")]
+        target = check_keys(target, tpath, ["host", "port", "tls"], [])
+        unknown = [k for k in target if k not in ("host", "port", "tls")]
         if unknown:
-            raise ConfigError(join(tpath, unknown[0]), "host or port", unknown[0],
+            raise ConfigError(join(tpath, unknown[0]), "host, port or tls", unknown[0],
                               show_got=False)
         if "host" not in target:
             raise ConfigError(join(tpath, "host"), "a host name or IP address", None,
                               show_got=False)
         out[domain] = {"host": v_nonempty_str(target["host"], join(tpath, "host")),
-                       "port": v_port(target.get("port", 5269), join(tpath, "port"))}
+                       "port": v_port(target.get("port", 5269), join(tpath, "port")),
+                       "tls": v_bool(target.get("tls", False), join(tpath, "tls"))}
     return out
 
 

@@ -28,7 +28,8 @@ local_interfaces = {{ "127.0.0.1" }}
 c2s_ports = {{ {c2s} }}
 s2s_ports = {{ {s2s} }}
 c2s_direct_tls_ports = {{ }}
-s2s_direct_tls_ports = {{ }}
+s2s_direct_tls_ports = {{ {s2s_tls} }}
+s2s_direct_tls_ssl = {{ certificate = "{dir}/{domain}.crt"; key = "{dir}/{domain}.key" }}
 http_ports = {{ }}
 https_ports = {{ }}
 admin_socket = "{dir}/admin.sock"
@@ -71,18 +72,20 @@ def _self_signed(domain: str, crt: Path, key_path: Path) -> None:
 
 
 class ProsodyServer:
-    def __init__(self, domain: str, dns_port: int) -> None:
+    def __init__(self, domain: str, dns_port: int, direct_tls: bool = False) -> None:
         if shutil.which("prosody") is None:
             raise RuntimeError("prosody is not installed (make services installs it)")
         self.domain = domain
         self.dir = Path(tempfile.mkdtemp(prefix="xmppd-prosody-"))
         self.c2s = free_port()
         self.s2s = free_port()
+        self.s2s_tls = free_port() if direct_tls else None   # XEP-0368 Direct TLS
         self.config = self.dir / "prosody.cfg.lua"
         self.proc: Optional[subprocess.Popen[bytes]] = None
         (self.dir / "data").mkdir()
         _self_signed(domain, self.dir / f"{domain}.crt", self.dir / f"{domain}.key")
         self.config.write_text(CONFIG.format(dir=self.dir, c2s=self.c2s, s2s=self.s2s,
+                                             s2s_tls=self.s2s_tls or "",
                                              dns_port=dns_port, domain=domain))
         self._user: dict[str, Any] = {}
         if os.geteuid() == 0:
@@ -99,7 +102,7 @@ class ProsodyServer:
     def register(self, user: str, password: str) -> None:
         self._run("register", user, self.domain, password)
 
-    def start(self) -> "ProsodyServer":
+    def start(self) -> ProsodyServer:
         self.proc = subprocess.Popen(["prosody", "--config", str(self.config), "-F"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                      cwd=str(self.dir), **self._user)

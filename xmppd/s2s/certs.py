@@ -111,6 +111,21 @@ class S2STLS:
             self._server_ctx[domain] = ctx
         return ctx
 
+    def sni_context(self) -> Optional[ssl.SSLContext]:
+        """For a Direct TLS listener (XEP-0368): the certificate of the domain the peer
+        names (SNI), else of the first host."""
+        first = self.server_context(next(iter(self.server.hosts)))
+        if first is None:
+            return None
+
+        def pick(sslobj: ssl.SSLObject, name: Optional[str], _ctx: ssl.SSLContext) -> None:
+            if name and self.cert_file(name.lower()) is not None:
+                ctx = self.server_context(name.lower())
+                if ctx is not None:
+                    sslobj.context = ctx
+        first.sni_callback = pick
+        return first
+
     def client_context(self, domain: str) -> ssl.SSLContext:
         ctx = self._client_ctx.get(domain)
         if ctx is None:

@@ -300,7 +300,8 @@ class S2SIn(S2SStream):
     def describe(self) -> dict[str, Any]:
         return {"direction": "in", "local": sorted({d for v in self.authed.values() for d in v}),
                 "remote": sorted(self.authed), "tls": self.conn.secure,
-                "auth": sorted(self.methods), "ip": self.conn.peer_ip}
+                "auth": sorted(self.methods),
+                "ip": self.conn.peer_ip + (" (direct TLS)" if self.listen.tls else "")}
 
     def __repr__(self) -> str:
         return f"<S2SIn {self.remote or self.conn.peer_ip} {self.stream_id}>"

@@ -76,6 +76,7 @@ class S2SOut(S2SStream):
         self.last_used = self.created
         self.stanzas_out = 0
         self.connected_to = ""
+        self.direct_tls = False   # XEP-0368: TLS from the first byte
         self._timer: Optional[asyncio.TimerHandle] = None
         self._out: list[bytes] = []
         self._task = asyncio.ensure_future(self._connect())
@@ -179,6 +180,16 @@ class S2SOut(S2SStream):
                     errors.append(f"{addr[0]} port {addr[1]}: {e.strerror or e}")
                     continue
                 self.connected_to = f"{addr[0]} port {addr[1]}"
+                if target.tls:
+                    try:   # Direct TLS (XEP-0368): TLS before the stream header
+                        await conn.start_tls(manager.tls.client_context(self.local),
+                                             server_side=False, server_hostname=self.remote)
+                    except (OSError, ConnectionError) as e:
+                        conn.close()
+                        errors.append(f"{addr[0]} port {addr[1]}: direct TLS: {e}")
+                        continue
+                    self.direct_tls = True
+                    self.connected_to += " (direct TLS)"
                 return conn
         why = "; ".join(errors) or "no address"
         raise Failed("remote-server-timeout" if timed_out else "remote-server-not-found",

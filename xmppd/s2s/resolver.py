@@ -1,8 +1,11 @@
 """Where a remote domain's server listens (RFC 6120 3.2).
 
-1. ``s2s_hosts`` (static overrides for tests and private deployments);
-2. DNS SRV ``_xmpp-server._tcp.DOMAIN``, by priority then weight (RFC 2782);
-   a single target of ``.`` means the domain offers no service;
+1. ``s2s_hosts`` (static overrides for tests and private deployments; ``tls: true``
+   for Direct TLS);
+2. DNS SRV ``_xmpps-server._tcp.DOMAIN`` (Direct TLS, XEP-0368) and
+   ``_xmpp-server._tcp.DOMAIN`` (STARTTLS), merged by priority (Direct TLS first at the
+   same priority), then weight (RFC 2782); a single target of ``.`` means the domain
+   offers no service;
 3. when there are no SRV records (or DNS fails): the domain itself on
    ``outgoing_s2s_port``.
 
@@ -27,9 +30,10 @@ class NoService(Exception):
 class Target:
     host: str
     port: int
+    tls: bool = False   # Direct TLS (XEP-0368): TLS from the first byte
 
 
-def order_srv(records: list[tuple[int, int, int, str]]) -> list[Target]:
+def order_srv(records: list[tuple[int, int, int, str]], tls: bool = False) -> list[Target]:
     """RFC 2782 order: ascending priority; weighted random order within one priority."""
     out: list[Target] = []
     for prio in sorted({r[0] for r in records}):
@@ -48,8 +52,20 @@ def order_srv(records: list[tuple[int, int, int, str]]) -> list[Target]:
                         pick = r
                         break
             group.remove(pick)
-            out.append(Target(pick[3], pick[2]))
+            out.append(Target(pick[3], pick[2], tls))
     return out
+
+
+def merge_srv(direct: list[tuple[int, int, int, str]],
+              plain: list[tuple[int, int, int, str]]) -> list[Target]:
+    """Both services' targets: by priority, Direct TLS first where priorities tie
+    (XEP-0368 3)."""
+    by_prio: dict[int, list[Target]] = {}
+    for records, tls in ((direct, True), (plain, False)):
+        for prio in sorted({r[0] for r in records}):
+            by_prio.setdefault(prio, []).extend(
+                order_srv([r for r in records if r[0] == prio], tls))
+    return [t for prio in sorted(by_prio) for t in by_prio[prio]]
 
 
 class Resolver:
@@ -81,23 +97,27 @@ class Resolver:
         """Targets to try in order; raises :class:`NoService`."""
         static = self.overrides.get(domain)
         if static is not None:
-            return [Target(static["host"], static["port"])]
+            return [Target(static["host"], static["port"], bool(static.get("tls")))]
         if domain == "invalid" or domain.endswith(".invalid"):
             raise NoService(f"{domain} is under .invalid, which never resolves (RFC 6761)")
+        direct = await self._srv(domain, "xmpps-server") or []
+        direct = [r for r in direct if r[3] not in (".", "")]
         records = await self._srv(domain)
-        if records is None:
+        if records is None and not direct:
             return [Target(domain, self.default_port)]
-        if len(records) == 1 and records[0][3] in (".", ""):
+        records = records or []
+        if len(records) == 1 and records[0][3] in (".", "") and not direct:
             raise NoService(f"{domain} has no XMPP service (SRV target '.')")
-        return order_srv(records)
+        return merge_srv(direct, [r for r in records if r[3] not in (".", "")])
 
-    async def _srv(self, domain: str) -> Optional[list[tuple[int, int, int, str]]]:
+    async def _srv(self, domain: str, service: str = "xmpp-server"
+                   ) -> Optional[list[tuple[int, int, int, str]]]:
         resolver = self._resolver()
         if resolver is None:
             return None
         import dns.exception
         import dns.resolver
-        name = f"_xmpp-server._tcp.{domain}."
+        name = f"_{service}._tcp.{domain}."
         try:
             answer = await resolver.resolve(name, "SRV", lifetime=self.timeout,
                                             raise_on_no_answer=False)
