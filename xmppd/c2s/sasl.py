@@ -1,5 +1,11 @@
 """SASL for client streams (RFC 6120 section 6): SCRAM-SHA-1/256 (+PLUS) and
 PLAIN (only inside TLS). Credentials come from the account store.
+
+The same exchange runs in SASL2's syntax too (XEP-0388, ``urn:xmpp:sasl:2``), which
+modern clients (Conversations, Monal) prefer: ``<authenticate/>`` with an
+``<initial-response/>``, and a ``<success/>`` that carries the rest of the login
+without a stream restart: resource binding (Bind2, XEP-0386), stream management
+enabled or resumed (XEP-0198), carbons and CSI (:meth:`C2SStream.authenticated2`).
 """
 
 from __future__ import annotations
@@ -22,7 +28,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SASL_NS = "urn:ietf:params:xml:ns:xmpp-sasl"
+SASL2_NS = "urn:xmpp:sasl:2"
 SASL_CB_NS = "urn:xmpp:sasl-cb:0"
+BIND2_NS = "urn:xmpp:bind:0"
+SM_NS = "urn:xmpp:sm:3"
+# what Bind2 can do inline, and the module that must be loaded for it
+BIND2_INLINE = (("mod_stream_mgmt", SM_NS), ("mod_carboncopy", "urn:xmpp:carbons:2"),
+                ("mod_client_state", "urn:xmpp:csi:0"))
 MAX_FAILURES = 3
 SCRAM = {
     "SCRAM-SHA-256-PLUS": ("SHA-256", True), "SCRAM-SHA-1-PLUS": ("SHA-1", True),
@@ -67,6 +79,27 @@ def features(stream: C2SStream) -> bytes:
     return out
 
 
+_FEATURES2: dict[tuple[bool, tuple[str, ...], tuple[str, ...]], bytes] = {}
+
+
+def features2(stream: C2SStream) -> bytes:
+    """The SASL2 stream feature (XEP-0388) with what can go inline: stream resumption,
+    and Bind2 with stream management, carbons and CSI where their modules run."""
+    cbs = channel_binding_types(stream)
+    loaded = stream.vhost.modules if stream.vhost is not None else {}
+    inline = tuple(ns for name, ns in BIND2_INLINE if name in loaded)
+    key = (stream.conn.secure, cbs, inline)
+    out = _FEATURES2.get(key)
+    if out is None:
+        mechs = "".join("<mechanism>%s</mechanism>" % m for m in mechanisms(stream))
+        bind = "<bind xmlns='%s'><inline>%s</inline></bind>" % (
+            BIND2_NS, "".join("<feature var='%s'/>" % ns for ns in inline))
+        sm = "<sm xmlns='%s'/>" % SM_NS if SM_NS in inline else ""
+        out = _FEATURES2[key] = ("<authentication xmlns='%s'>%s<inline>%s%s</inline>"
+                                 "</authentication>" % (SASL2_NS, mechs, sm, bind)).encode()
+    return out
+
+
 def _b64(el: Element) -> Optional[bytes]:
     text = el.text.strip()
     if text == "=":
@@ -82,23 +115,29 @@ def _b64(el: Element) -> Optional[bytes]:
 class SaslExchange:
     """The SASL state of one stream (between <auth/> and <success/>)."""
 
-    def __init__(self, stream: C2SStream) -> None:
+    def __init__(self, stream: C2SStream, v2: bool = False) -> None:
         self.stream = stream
         self.scram: Optional[ScramServer] = None
         self.failures = 0
         self.user: Optional[str] = None  # the account the current attempt is for
+        self.v2 = v2                     # SASL2 (XEP-0388) syntax
+        self.ns = SASL2_NS if v2 else SASL_NS
+        self.request: Optional[Element] = None   # SASL2's <authenticate/>
 
     def send(self, tag: str, data: Optional[bytes] = None) -> None:
         body = "" if data is None else (base64.b64encode(data).decode() if data else "=")
-        self.stream.conn.write(("<%s xmlns='%s'>%s</%s>" % (tag, SASL_NS, body, tag)).encode())
+        self.stream.conn.write(("<%s xmlns='%s'>%s</%s>" % (tag, self.ns, body, tag)).encode())
 
     def fail(self, condition: str, text: Optional[str] = None) -> None:
         self.scram = None
         self.failures += 1
-        inner = "<%s/>" % condition
+        if self.v2:   # the condition keeps RFC 6120's namespace
+            inner = "<%s xmlns='%s'/>" % (condition, SASL_NS)
+        else:
+            inner = "<%s/>" % condition
         if text:
             inner += "<text xml:lang='en'>%s</text>" % escape_text(text)
-        self.stream.conn.write(("<failure xmlns='%s'>%s</failure>" % (SASL_NS, inner)).encode())
+        self.stream.conn.write(("<failure xmlns='%s'>%s</failure>" % (self.ns, inner)).encode())
         if self.failures >= MAX_FAILURES:
             self.stream.stream_error("policy-violation", "too many failed authentications")
 
@@ -126,19 +165,24 @@ class SaslExchange:
             self._failed(e)
 
     def _handle(self, el: Element) -> Optional[Awaitable[None]]:
-        name = el.tag[len(SASL_NS) + 2:]
+        name = el.tag[len(self.ns) + 2:]
         stream = self.stream
         if name == "abort":
             raise SaslFailure("aborted")
-        if name == "auth":
+        if name == ("authenticate" if self.v2 else "auth"):
             self.scram = None
             self.user = None
+            self.request = el
             mech = el.attrs.get("mechanism", "")
             if mech not in mechanisms(stream):
                 if mech == "PLAIN" and not stream.conn.secure:
                     raise SaslFailure("encryption-required")
                 raise SaslFailure("invalid-mechanism")
-            data = _b64(el)
+            if self.v2:
+                initial = el.find("{%s}initial-response" % SASL2_NS)
+                data = _b64(initial) if initial is not None else None
+            else:
+                data = _b64(el)
             if mech == "PLAIN":
                 if data is None:
                     self.send("challenge", b"")
@@ -167,8 +211,7 @@ class SaslExchange:
                 return self._scram_first(data)
             final = scram.final(data)  # the proof is checked here: no waiting
             self.scram = None
-            self._success(scram.username, scram.authzid, final)
-            return None
+            return self._success(scram.username, scram.authzid, final)
         raise SaslFailure("malformed-request")
 
     async def _lookup(self, username: str) -> tuple[str, Optional[Credentials]]:
@@ -211,9 +254,14 @@ class SaslExchange:
             None, check_password, password, creds.sha256, "sha256")
         if not ok:
             raise SaslFailure("not-authorized")
-        self._success(user, authzid or None, None)
+        pending = self._success(user, authzid or None, None)
+        if pending is not None:
+            await pending
 
-    def _success(self, user: str, authzid: Optional[str], data: Optional[bytes]) -> None:
+    def _success(self, user: str, authzid: Optional[str], data: Optional[bytes]
+                 ) -> Optional[Awaitable[None]]:
+        """Authenticated: RFC 6120's ``<success/>`` (the client restarts the stream), or
+        SASL2's, which the stream makes with the rest of the login (an awaitable)."""
         stream = self.stream
         jid = JID(user, stream.host, None, prepped=True)
         if authzid:
@@ -227,5 +275,9 @@ class SaslExchange:
         veto = stream.server.hooks.fire("c2s/auth-check", stream, jid)
         if veto is not None:
             raise SaslFailure(str(veto))
+        if self.v2:
+            assert self.request is not None
+            return stream.authenticated2(jid, data, self.request)
         self.send("success", data)
         stream.authenticated(jid)
+        return None

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..confval import v_bool, v_enum, v_int, v_pos_int_or_infinity, v_timeout
@@ -231,9 +232,13 @@ class StreamMgmt(Module):
 
     # -- enable -------------------------------------------------------------
     def _enable(self, session: C2SStream, el: Element) -> None:
+        session.write_raw(self.enable(session, el))
+
+    def enable(self, session: C2SStream, el: Element) -> bytes:
+        """Turn stream management on for ``session``: the answer (``<enabled/>`` or
+        ``<failed/>``), to write, or to put in a Bind2 ``<bound/>`` (XEP-0386)."""
         if session.state != BOUND or session.sm is not None:
-            session.write_raw(_failed("unexpected-request", text="bind first, and enable once"))
-            return
+            return _failed("unexpected-request", text="bind first, and enable once")
         attrs: dict[str, str] = {}
         resume_id = None
         timeout = self.opts["resume_timeout"]
@@ -250,7 +255,7 @@ class StreamMgmt(Module):
         session.sm = SMState(self, resume_id, timeout)
         if resume_id is not None:
             self.resumable[resume_id] = session
-        session.write_raw(_nonza("enabled", attrs))
+        return _nonza("enabled", attrs)
 
     # -- acks ---------------------------------------------------------------
     def _r(self, session: C2SStream, el: Element) -> None:
@@ -333,47 +338,60 @@ class StreamMgmt(Module):
         session.ended("resumption timeout")
 
     async def _resume(self, new: C2SStream, el: Element) -> None:
+        session, answer, then = await self.resume(new, el)
+        session.write_raw(answer)
+        then()
+
+    async def resume(self, new: C2SStream, el: Element
+                     ) -> tuple[C2SStream, bytes, Callable[[], None]]:
+        """Resume the session ``el`` names on ``new``'s connection: (the session that
+        goes on, the answer to write, what to do once it is written). The answer is
+        ``<resumed/>`` or ``<failed/>``, written alone or inside SASL2's ``<success/>``
+        (XEP-0388); what follows resends the unacknowledged stanzas."""
+        def nothing() -> None:
+            pass
+
+        def no(condition: str, text: str) -> tuple[C2SStream, bytes, Callable[[], None]]:
+            return new, _failed(condition, text=text), nothing
         previd = el.attrs.get("previd", "")
         old = self.resumable.get(previd)
         if new.state != BIND:
-            new.write_raw(_failed("unexpected-request", text="resume right after authenticating"))
-            return
+            return no("unexpected-request", "resume right after authenticating")
         node = self.release.elsewhere(previd) if old is None else None
         if node is not None and new.auth_jid is not None:
             await self.release.release(node, previd, new.auth_jid.bare)
-            new.write_raw(_failed("item-not-found", text="the session was on another node: "
-                                  "what it had not delivered goes to your new session"))
-            return
+            return no("item-not-found", "the session was on another node: what it had not "
+                      "delivered goes to your new session")
         if old is None or old.sm is None or old.sm.dead or new.auth_jid is None or \
                 new.auth_jid.bare != old.jid.bare:
-            new.write_raw(_failed("item-not-found", text="no such session to resume"))
-            return
+            return no("item-not-found", "no such session to resume")
         try:
             h = int(el.attrs.get("h", ""))
         except ValueError:
-            new.write_raw(_failed("bad-request", text="h must be a number"))
-            return
+            return no("bad-request", "h must be a number")
         sm = old.sm
         handled = await sm.wait_durable()
         if old.sm is not sm or sm.dead or self.resumable.get(previd) is not old:
-            new.write_raw(_failed("item-not-found", text="the session ended meanwhile"))
-            return
+            return no("item-not-found", "the session ended meanwhile")
         sm.cancel_timers()
         sm.r_out = sm.r_scheduled = False
         old.adopt(new)
         sm.sent_h = max(sm.sent_h, handled)
-        old.write_raw(_nonza("resumed", {"previd": previd, "h": str(handled % MOD)}))
-        try:
-            sm.on_ack(old, h)
-        except _TooHigh as e:
-            self._too_high(old, e)
-            return
-        for stanza in list(sm.queue):
-            old.write_raw(stanza.to_bytes())
-        if sm.queue and not sm.r_scheduled:
-            sm.r_scheduled = True
-            asyncio.get_running_loop().call_soon(sm.request, old)
-        log.info("%s resumed (client had %d, we had handled %d)", old, h, handled)
+        answer = _nonza("resumed", {"previd": previd, "h": str(handled % MOD)})
+
+        def then() -> None:
+            try:
+                sm.on_ack(old, h)
+            except _TooHigh as e:
+                self._too_high(old, e)
+                return
+            for stanza in list(sm.queue):
+                old.write_raw(stanza.to_bytes())
+            if sm.queue and not sm.r_scheduled:
+                sm.r_scheduled = True
+                asyncio.get_running_loop().call_soon(sm.request, old)
+            log.info("%s resumed (client had %d, we had handled %d)", old, h, handled)
+        return old, answer, then
 
     # -- the end --------------------------------------------------------------
     def _ended(self, session: C2SStream, reason: str) -> None:

@@ -10,6 +10,7 @@ the stream holds further input back, so stanza order is kept.
 from __future__ import annotations
 
 import asyncio
+import base64
 import inspect
 import logging
 import time
@@ -20,7 +21,7 @@ from .. import tokens
 from ..jid import JID, JIDError, resourceprep
 from ..shaper import TokenBucket, per_second
 from ..stanza import IQ, StanzaError, error_reply, iq_result
-from ..xml import Element, serialize
+from ..xml import Element, escape_text, serialize
 from ..xmlstream import Event, StreamClose, StreamError, StreamOpen
 from . import sasl
 
@@ -39,6 +40,7 @@ BIND_TAG = "{%s}bind" % BIND_NS
 SESSION_TAG = "{%s}session" % SESSION_NS
 STARTTLS_TAG = "{%s}starttls" % TLS_NS
 SASL_PREFIX = "{%s}" % sasl.SASL_NS
+SASL2_PREFIX = "{%s}" % sasl.SASL2_NS
 
 
 class Framing(Protocol):
@@ -262,6 +264,7 @@ class C2SStream:
                     TLS_NS.encode(), b"<required/>" if tls_needed else b""))
             if not tls_needed:
                 parts.append(sasl.features(self))
+                parts.append(sasl.features2(self))
         else:
             stage = "post-auth"
             parts.append(b"<bind xmlns='%s'/>" % BIND_NS.encode())
@@ -282,11 +285,12 @@ class C2SStream:
                 self.close()
                 return None
             return self._starttls()
-        if tag.startswith(SASL_PREFIX):
+        v2 = tag.startswith(SASL2_PREFIX)
+        if v2 or tag.startswith(SASL_PREFIX):
             if not self.conn.secure and self.listen.starttls_required:
                 raise StreamError("policy-violation", "STARTTLS is required first")
-            if self.sasl is None:
-                self.sasl = sasl.SaslExchange(self)
+            if self.sasl is None or self.sasl.v2 != v2:
+                self.sasl = sasl.SaslExchange(self, v2)
             return self.sasl.handle(el)
         if not self.conn.secure and self.listen.starttls_required:
             raise StreamError("policy-violation", "STARTTLS is required first")
@@ -339,6 +343,19 @@ class C2SStream:
         except JIDError:
             self.send(error_reply(iq, StanzaError("bad-request", text="invalid resource")))
             return True
+        refused = self._bind(resource)
+        if refused is not None:
+            self.send(error_reply(iq, refused))
+            return True
+        result = iq_result(_strip(iq), Element(BIND_TAG, {}, [
+            Element("{%s}jid" % BIND_NS, {}, [self.jid_str])]))
+        self.send(result)
+        self.server.hooks.fire_all("c2s/bound", self)
+        return True
+
+    def _bind(self, resource: str) -> Optional[StanzaError]:
+        """Bind ``resource`` (the caller answers, then fires ``c2s/bound``); an error
+        when the account has as many sessions as ``max_user_sessions`` allows."""
         auth = self.auth_jid
         assert auth is not None
         limit = self.server.access.shaper_value("max_user_sessions", auth, self.conn.peer_ip)
@@ -346,9 +363,8 @@ class C2SStream:
             others = [s for s in self.server.sessions.resources(auth)
                       if s.jid.resource != resource]
             if len(others) >= limit:
-                self.send(error_reply(iq, StanzaError(
-                    "resource-constraint", "wait", "too many sessions for this account")))
-                return True
+                return StanzaError("resource-constraint", "wait",
+                                   "too many sessions for this account")
         self.jid = JID(auth.local, auth.domain, resource, prepped=True)
         self.jid_str = str(self.jid)
         self.state = BOUND
@@ -356,11 +372,73 @@ class C2SStream:
         old = self.server.sessions.add(self)
         if old is not None and old is not self:
             old.replaced()
-        result = iq_result(_strip(iq), Element(BIND_TAG, {}, [
-            Element("{%s}jid" % BIND_NS, {}, [self.jid_str])]))
-        self.send(result)
+        return None
+
+    async def authenticated2(self, jid: JID, additional: Optional[bytes],
+                             request: Element) -> None:
+        """SASL2 succeeded (XEP-0388): no stream restart. The ``<success/>`` carries
+        what ``request`` (the ``<authenticate/>``) asked for inline: a resumed session
+        (XEP-0198), or a resource bound (Bind2, XEP-0386, named after the client's
+        ``<tag/>``) with stream management, carbons and CSI."""
+        self.auth_jid = jid
+        self.sasl = None
+        self.state = BIND
+        agent = request.find("{%s}user-agent" % sasl.SASL2_NS)
+        if agent is not None:
+            self.data["user-agent"] = (agent.attrs.get("id", ""),
+                                       agent.findtext("{%s}software" % sasl.SASL2_NS) or "",
+                                       agent.findtext("{%s}device" % sasl.SASL2_NS) or "")
+        vhost = self.vhost
+        assert vhost is not None
+        sm: Any = vhost.modules.get("mod_stream_mgmt")
+        head = b"<success xmlns='%s'>" % sasl.SASL2_NS.encode()
+        if additional is not None:
+            head += b"<additional-data>%s</additional-data>" % (
+                base64.b64encode(additional) if additional else b"=")
+        inline = b""
+        resume = request.find("{%s}resume" % sasl.SM_NS)
+        if resume is not None and sm is not None:
+            session, answer, then = await sm.resume(self, resume)
+            if session is not self:   # resumed: the old session goes on on this connection
+                session.write_raw(head + _authz(session.jid_str) + answer + b"</success>")
+                then()
+                return
+            inline += answer          # <failed/>: a new session, bound below if asked
+        bind = request.find("{%s}bind" % sasl.BIND2_NS)
+        if bind is None:
+            self.write_raw(head + _authz(str(jid)) + inline + b"</success>")
+            return
+        refused = self._bind(_bind2_resource(bind))
+        if refused is not None:
+            self.write_raw(b"<failure xmlns='%s'><not-authorized xmlns='%s'/>"
+                           b"<text xml:lang='en'>%s</text></failure>" % (
+                               sasl.SASL2_NS.encode(), sasl.SASL_NS.encode(),
+                               escape_text(refused.text or refused.condition).encode()))
+            self.close()
+            return
+        bound = b"".join(self._bind2_inline(bind, sm))
+        self.write_raw(head + _authz(self.jid_str) + inline +
+                       b"<bound xmlns='%s'>%s</bound></success>" % (sasl.BIND2_NS.encode(), bound))
         self.server.hooks.fire_all("c2s/bound", self)
-        return True
+
+    def _bind2_inline(self, bind: Element, sm: Any) -> list[bytes]:
+        """Bind2's inline requests: their answers, for ``<bound/>``."""
+        out: list[bytes] = []
+        vhost = self.vhost
+        assert vhost is not None
+        for child in bind.elements():
+            if child.tag == "{%s}enable" % sasl.SM_NS:
+                if sm is not None:
+                    out.append(sm.enable(self, child))
+            elif child.tag == "{urn:xmpp:carbons:2}enable":
+                if "mod_carboncopy" in vhost.modules:
+                    from ..receipts.carbons import KEY
+                    self.server.sessions.set_flag(self, KEY, True)
+            elif child.tag.startswith("{urn:xmpp:csi:0}"):
+                handler = vhost.stream_handlers.get(child.tag)
+                if handler is not None:
+                    handler(self, child)
+        return out
 
     def _shape_for_user(self) -> None:
         """A listener ``shaper`` that is a shaper rule is evaluated again for the user
@@ -500,6 +578,21 @@ class C2SStream:
 
     def __repr__(self) -> str:
         return f"<C2SStream {self.jid_str or self.conn.peer_ip} {self.stream_id}>"
+
+
+def _authz(jid: str) -> bytes:
+    return b"<authorization-identifier>%s</authorization-identifier>" % escape_text(jid).encode()
+
+
+def _bind2_resource(bind: Element) -> str:
+    """A new resource for Bind2: the client's ``<tag/>`` (its name) and random letters."""
+    tag = (bind.findtext("{%s}tag" % sasl.BIND2_NS) or "").strip()[:32]
+    try:
+        tag = resourceprep(tag) if tag else ""
+    except JIDError:
+        tag = ""
+    suffix = tokens.token_hex(4)
+    return f"{tag}.{suffix}" if tag else tokens.token_hex(6)
 
 
 def _strip(iq: Element) -> Element:
