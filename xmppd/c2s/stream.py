@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import inspect
 import logging
 import time
@@ -343,15 +344,32 @@ class C2SStream:
         except JIDError:
             self.send(error_reply(iq, StanzaError("bad-request", text="invalid resource")))
             return True
+        release = self._hold_stanzas()
         refused = self._bind(resource)
         if refused is not None:
-            self.send(error_reply(iq, refused))
+            release(error_reply(iq, refused).to_bytes())
             return True
-        result = iq_result(_strip(iq), Element(BIND_TAG, {}, [
-            Element("{%s}jid" % BIND_NS, {}, [self.jid_str])]))
-        self.send(result)
+        release(iq_result(_strip(iq), Element(BIND_TAG, {}, [
+            Element("{%s}jid" % BIND_NS, {}, [self.jid_str])])).to_bytes())
         self.server.hooks.fire_all("c2s/bound", self)
         return True
+
+    def _hold_stanzas(self) -> Callable[[bytes], None]:
+        """Hold the stanzas sent to this stream while it binds (an old session that the
+        new one replaces hands its unacknowledged stanzas over at once): the returned
+        function writes the answer to the binding, then them."""
+        held: list[Element] = []
+
+        def hold(_session: Any, stanza: Element) -> None:
+            held.append(stanza)
+        self.filters = (hold,) + self.filters
+
+        def release(answer: bytes) -> None:
+            self.filters = tuple(f for f in self.filters if f is not hold)
+            self.write_raw(answer)
+            for stanza in held:
+                self.send(stanza)
+        return release
 
     def _bind(self, resource: str) -> Optional[StanzaError]:
         """Bind ``resource`` (the caller answers, then fires ``c2s/bound``); an error
@@ -408,17 +426,18 @@ class C2SStream:
         if bind is None:
             self.write_raw(head + _authz(str(jid)) + inline + b"</success>")
             return
-        refused = self._bind(_bind2_resource(bind))
+        release = self._hold_stanzas()
+        refused = self._bind(_bind2_resource(bind, jid, agent))
         if refused is not None:
-            self.write_raw(b"<failure xmlns='%s'><not-authorized xmlns='%s'/>"
-                           b"<text xml:lang='en'>%s</text></failure>" % (
-                               sasl.SASL2_NS.encode(), sasl.SASL_NS.encode(),
-                               escape_text(refused.text or refused.condition).encode()))
+            release(b"<failure xmlns='%s'><not-authorized xmlns='%s'/>"
+                    b"<text xml:lang='en'>%s</text></failure>" % (
+                        sasl.SASL2_NS.encode(), sasl.SASL_NS.encode(),
+                        escape_text(refused.text or refused.condition).encode()))
             self.close()
             return
         bound = b"".join(self._bind2_inline(bind, sm))
-        self.write_raw(head + _authz(self.jid_str) + inline +
-                       b"<bound xmlns='%s'>%s</bound></success>" % (sasl.BIND2_NS.encode(), bound))
+        release(head + _authz(self.jid_str) + inline +
+                b"<bound xmlns='%s'>%s</bound></success>" % (sasl.BIND2_NS.encode(), bound))
         self.server.hooks.fire_all("c2s/bound", self)
 
     def _bind2_inline(self, bind: Element, sm: Any) -> list[bytes]:
@@ -584,15 +603,19 @@ def _authz(jid: str) -> bytes:
     return b"<authorization-identifier>%s</authorization-identifier>" % escape_text(jid).encode()
 
 
-def _bind2_resource(bind: Element) -> str:
-    """A new resource for Bind2: the client's ``<tag/>`` (its name) and random letters."""
+def _bind2_resource(bind: Element, jid: JID, agent: Optional[Element]) -> str:
+    """The resource for Bind2: the client's ``<tag/>`` (its name) and letters derived
+    from its SASL2 user-agent id, so that the same installation gets the same resource
+    every time (random letters without an id)."""
     tag = (bind.findtext("{%s}tag" % sasl.BIND2_NS) or "").strip()[:32]
     try:
         tag = resourceprep(tag) if tag else ""
     except JIDError:
         tag = ""
-    suffix = tokens.token_hex(4)
-    return f"{tag}.{suffix}" if tag else tokens.token_hex(6)
+    ua = agent.attrs.get("id", "") if agent is not None else ""
+    suffix = hashlib.sha256(f"{jid}\0{ua}".encode()).hexdigest()[:8] if ua \
+        else tokens.token_hex(4)
+    return f"{tag}.{suffix}" if tag else suffix
 
 
 def _strip(iq: Element) -> Element:
