@@ -105,6 +105,10 @@ def test_sasl2_with_bind2_and_stream_management(make_server: MakeServer) -> None
         enabled = ok.find(f"{{{BIND2}}}bound/{{{SM}}}enabled")
         assert enabled is not None and enabled.get("resume") == "true"
         previd = enabled.get("id")
+        # the stream features follow (no restart), without binding: bound already
+        feats = await c.recv()
+        assert local(feats.tag) == "features", ET.tostring(feats)
+        assert feats.find("{urn:ietf:params:xml:ns:xmpp-bind}bind") is None
         # no stream restart: stanzas right away
         await c.send("<presence/>")
         await c.send("<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>")
@@ -153,11 +157,21 @@ def test_sasl2_with_bind2_and_stream_management(make_server: MakeServer) -> None
         # the same user agent id gets the same resource (a stable full JID)
         assert authz(ok) == first_jid
         await c.close()
-        # without Bind2: the bare JID, then RFC 6120 binding on the same stream
+        # without Bind2: the bare JID, the features offer binding, RFC 6120 binding
         c, _ = await secured(srv.c2s)
         ok = await scram2(c, "bob", "pw-bob")
         assert authz(ok) == "bob@localhost"
+        feats = await c.recv()
+        assert feats.find("{urn:ietf:params:xml:ns:xmpp-bind}bind") is not None
+        assert feats.find(f"{{{SM}}}sm") is not None
         assert await c.bind("desk") == "bob@localhost/desk"
+        await c.close()
+        # failures count across SASL and SASL2 on one stream: the third ends it
+        c, _ = await secured(srv.c2s)
+        assert local((await c.auth_scram("bob", "wrong")).tag) == "failure"
+        assert local((await scram2(c, "bob", "wrong")).tag) == "failure"
+        assert local((await c.auth_scram("bob", "wrong")).tag) == "failure"
+        assert await c.stream_error() == "policy-violation"
         await c.close()
     run(unknown_session_and_no_bind())
     assert "resumed (client had 0" in srv.log

@@ -183,6 +183,10 @@ def test_calls_relay_with_credentials_from_the_xmpp_server(turn_server: XmppdSer
     assert struct.unpack("!I", ok.get(m.LIFETIME) or b"")[0] == 600
     assert m.integrity_ok(ok, c.key or b"")                 # the answer is signed too
     to_peer = [(m.XOR_PEER_ADDRESS, m.xor_address("127.0.0.1", peer_port, b""))]
+    # "this host" and multicast are never relayed to, whatever turn_blacklist says
+    for bad in ("0.0.0.0", "224.0.0.1"):
+        assert code(c.request(m.CREATE_PERMISSION, [(m.XOR_PEER_ADDRESS, m.xor_address(
+            bad, peer_port, b""))])) == 403
     # no permission yet: what the client sends is dropped
     c.sock.sendto(m.encode(m.SEND, m.INDICATION, os.urandom(12),
                            to_peer + [(m.DATA_ATTR, b"too early")]), c.server)
@@ -290,6 +294,10 @@ def test_turn_over_tcp_and_tls(make_server: Any) -> None:
     takes its allocation with it."""
     srv = stun_server(make_server(modules=MODULES, config=CONFIG), use_turn=True, turn_blacklist=[],
                       turn_ipv4_address="127.0.0.1", transport="tcp")
+    limited = free_udp_port()   # a STUN-only TCP listener with limits
+    srv.config["listen"].append({"port": limited, "ip": "127.0.0.1", "transport": "tcp",
+                                 "module": "ejabberd_stun", "max_sessions_per_ip": 3,
+                                 "idle_timeout": 2})
     tls_port = free_udp_port()
     srv.config["listen"].append({"port": tls_port, "ip": "127.0.0.1", "tls": True,
                                  "module": "ejabberd_stun", "use_turn": True,
@@ -299,7 +307,7 @@ def test_turn_over_tcp_and_tls(make_server: Any) -> None:
     port = srv.stun  # type: ignore[attr-defined]
     found = run(services(srv))
     assert [(s.get("type"), s.get("transport"), s.get("port")) for s in found] == [
-        ("stun", "tcp", str(port)), ("turn", "tcp", str(port)),
+        ("stun", "tcp", str(port)), ("turn", "tcp", str(port)), ("stun", "tcp", str(limited)),
         ("stuns", "tcp", str(tls_port)), ("turns", "tcp", str(tls_port))]
     username, password = found[1].get("username", ""), found[1].get("password", "")
     for extra, p in ((("-t",), port), (("-t", "-S"), tls_port)):
@@ -317,6 +325,13 @@ def test_turn_over_tcp_and_tls(make_server: Any) -> None:
         assert got is not None and got.cls == m.SUCCESS and got.tid == tid
         s.sendall(b"\xff" * 8)
         assert s.recv(4096) == b""   # closed
+    # max_sessions_per_ip (3): the fourth connection is closed at once; idle ones go
+    socks = [socket.create_connection(("127.0.0.1", limited), timeout=5) for _ in range(4)]
+    assert socks[3].recv(16) == b""
+    time.sleep(0.2)
+    assert socks[0].recv(16) == b"" and socks[1].recv(16) == b""   # idle_timeout: 2 s
+    for s in socks:
+        s.close()
     srv.stop()
     assert "closed (500 bytes out, 500 in)" in srv.log
 

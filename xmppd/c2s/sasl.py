@@ -118,19 +118,20 @@ class SaslExchange:
     def __init__(self, stream: C2SStream, v2: bool = False) -> None:
         self.stream = stream
         self.scram: Optional[ScramServer] = None
-        self.failures = 0
         self.user: Optional[str] = None  # the account the current attempt is for
         self.v2 = v2                     # SASL2 (XEP-0388) syntax
         self.ns = SASL2_NS if v2 else SASL_NS
         self.request: Optional[Element] = None   # SASL2's <authenticate/>
 
     def send(self, tag: str, data: Optional[bytes] = None) -> None:
-        body = "" if data is None else (base64.b64encode(data).decode() if data else "=")
+        # empty data: "=" in RFC 6120, an empty element in SASL2
+        body = "" if data is None else (base64.b64encode(data).decode() if data else
+                                        ("" if self.v2 else "="))
         self.stream.conn.write(("<%s xmlns='%s'>%s</%s>" % (tag, self.ns, body, tag)).encode())
 
     def fail(self, condition: str, text: Optional[str] = None) -> None:
         self.scram = None
-        self.failures += 1
+        self.stream.sasl_failures += 1   # (on the stream: SASL and SASL2 attempts count alike)
         if self.v2:   # the condition keeps RFC 6120's namespace
             inner = "<%s xmlns='%s'/>" % (condition, SASL_NS)
         else:
@@ -138,7 +139,7 @@ class SaslExchange:
         if text:
             inner += "<text xml:lang='en'>%s</text>" % escape_text(text)
         self.stream.conn.write(("<failure xmlns='%s'>%s</failure>" % (self.ns, inner)).encode())
-        if self.failures >= MAX_FAILURES:
+        if self.stream.sasl_failures >= MAX_FAILURES:
             self.stream.stream_error("policy-violation", "too many failed authentications")
 
     def handle(self, el: Element) -> Optional[Awaitable[None]]:
@@ -178,9 +179,10 @@ class SaslExchange:
                 if mech == "PLAIN" and not stream.conn.secure:
                     raise SaslFailure("encryption-required")
                 raise SaslFailure("invalid-mechanism")
-            if self.v2:
+            if self.v2:   # (an empty <initial-response/> is empty data, not none)
                 initial = el.find("{%s}initial-response" % SASL2_NS)
-                data = _b64(initial) if initial is not None else None
+                data = None if initial is None else (
+                    _b64(initial) if initial.text.strip() else b"")
             else:
                 data = _b64(el)
             if mech == "PLAIN":

@@ -36,7 +36,7 @@ from ..receipts.journal import Journal
 from ..stanza import IQ, MESSAGE, STANZAS_NS, StanzaError, error_reply
 from ..xml import Element, serialize
 from .sm_cluster import RELEASED, ClusterRelease, new_resume_id
-from .stream import BIND, BOUND
+from .stream import BIND, BOUND, CLOSED
 
 if TYPE_CHECKING:
     from .stream import C2SStream
@@ -373,6 +373,8 @@ class StreamMgmt(Module):
         handled = await sm.wait_durable()
         if old.sm is not sm or sm.dead or self.resumable.get(previd) is not old:
             return no("item-not-found", "the session ended meanwhile")
+        if new.state == CLOSED:   # the new connection went while we waited
+            return no("item-not-found", "the connection closed")
         sm.cancel_timers()
         sm.r_out = sm.r_scheduled = False
         old.adopt(new)

@@ -96,7 +96,7 @@ def _feature_bytes(el: Element) -> bytes:
 class C2SStream:
     __slots__ = (
         "server", "conn", "listen", "state", "vhost", "host", "stream_id", "jid", "jid_str",
-        "priority", "available", "presence", "node", "sasl", "sasl_pending", "last_recv",
+        "priority", "available", "presence", "node", "sasl", "sasl_pending", "sasl_failures", "last_recv",
         "busy", "queue", "data", "sm", "filters", "closing", "auth_jid", "created", "rate",
         "__weakref__",
     )
@@ -117,6 +117,7 @@ class C2SStream:
         self.node = server.sessions.node
         self.sasl: Optional[sasl.SaslExchange] = None
         self.sasl_pending: Optional[str] = None
+        self.sasl_failures = 0   # failed SASL (and SASL2) attempts on this stream
         self.last_recv = time.monotonic()
         self.created = self.last_recv
         self.busy = False
@@ -268,8 +269,9 @@ class C2SStream:
                 parts.append(sasl.features2(self))
         else:
             stage = "post-auth"
-            parts.append(b"<bind xmlns='%s'/>" % BIND_NS.encode())
-            parts.append(b"<session xmlns='%s'><optional/></session>" % SESSION_NS.encode())
+            if self.state == BIND:   # (after SASL2 with Bind2 the stream is bound already)
+                parts.append(b"<bind xmlns='%s'/>" % BIND_NS.encode())
+                parts.append(b"<session xmlns='%s'><optional/></session>" % SESSION_NS.encode())
         for factory in vhost.stream_features[stage]:
             el = factory(self)
             if el is not None:
@@ -292,6 +294,7 @@ class C2SStream:
                 raise StreamError("policy-violation", "STARTTLS is required first")
             if self.sasl is None or self.sasl.v2 != v2:
                 self.sasl = sasl.SaslExchange(self, v2)
+                self.sasl_pending = None
             return self.sasl.handle(el)
         if not self.conn.secure and self.listen.starttls_required:
             raise StreamError("policy-violation", "STARTTLS is required first")
@@ -419,12 +422,16 @@ class C2SStream:
             session, answer, then = await sm.resume(self, resume)
             if session is not self:   # resumed: the old session goes on on this connection
                 session.write_raw(head + _authz(session.jid_str) + answer + b"</success>")
+                session.write_features()
                 then()
+                return
+            if self.state == CLOSED:  # (the connection went while the resumption waited)
                 return
             inline += answer          # <failed/>: a new session, bound below if asked
         bind = request.find("{%s}bind" % sasl.BIND2_NS)
         if bind is None:
             self.write_raw(head + _authz(str(jid)) + inline + b"</success>")
+            self.write_features()
             return
         release = self._hold_stanzas()
         refused = self._bind(_bind2_resource(bind, jid, agent))
@@ -437,8 +444,13 @@ class C2SStream:
             return
         bound = b"".join(self._bind2_inline(bind, sm))
         release(head + _authz(self.jid_str) + inline +
-                b"<bound xmlns='%s'>%s</bound></success>" % (sasl.BIND2_NS.encode(), bound))
+                b"<bound xmlns='%s'>%s</bound></success>" % (sasl.BIND2_NS.encode(), bound) +
+                self.conn.framing.features(self._features()))
         self.server.hooks.fire_all("c2s/bound", self)
+
+    def write_features(self) -> None:
+        """The stream features again, after SASL2's success (there is no restart)."""
+        self.write_raw(self.conn.framing.features(self._features()))
 
     def _bind2_inline(self, bind: Element, sm: Any) -> list[bytes]:
         """Bind2's inline requests: their answers, for ``<bound/>``."""

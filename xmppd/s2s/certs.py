@@ -97,18 +97,18 @@ class S2STLS:
         return None
 
     def server_context(self, domain: str) -> Optional[ssl.SSLContext]:
-        ctx = self._server_ctx.get(domain)
+        path = self.cert_file(domain) or self.cert_file(next(iter(self.server.hosts)))
+        if path is None:
+            return None
+        ctx = self._server_ctx.get(str(path))   # one per certificate, whatever names a peer asks
         if ctx is None:
-            path = self.cert_file(domain) or self.cert_file(next(iter(self.server.hosts)))
-            if path is None:
-                return None
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.minimum_version = ssl.TLSVersion.TLSv1_2
             ctx.load_cert_chain(path)
             if self.cafile is not None:
                 ctx.verify_mode = ssl.CERT_OPTIONAL
                 ctx.load_verify_locations(cafile=str(self.cafile))
-            self._server_ctx[domain] = ctx
+            self._server_ctx[str(path)] = ctx
         return ctx
 
     def sni_context(self) -> Optional[ssl.SSLContext]:

@@ -307,27 +307,56 @@ class StunServer(asyncio.DatagramProtocol):
 
 class StunStream(asyncio.Protocol):
     """A client over TCP or TLS: STUN messages and ChannelData frames one after the
-    other (ChannelData padded to 4 bytes, RFC 8656 12.5)."""
+    other (ChannelData padded to 4 bytes, RFC 8656 12.5). The listener's
+    ``max_sessions_per_ip`` and ``idle_timeout`` apply; a client that does not read
+    what it asked for is not read from either."""
 
     MAX_FRAME = 65536 + 20
 
-    def __init__(self, server: StunServer) -> None:
+    def __init__(self, server: StunServer, listen: Any) -> None:
         self.server = server
+        self.listen = listen
         self.transport: Optional[asyncio.Transport] = None
         self.client: Addr = ("", 0)
         self.buf = b""
+        self.last = time.monotonic()
+        self._idle: Optional[asyncio.TimerHandle] = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         peer = transport.get_extra_info("peername")
         self.client = (str(peer[0]), int(peer[1]))
+        same_ip = sum(1 for c in self.server.streams if c[0] == self.client[0])
+        if same_ip >= self.listen.max_sessions_per_ip:
+            transport.close()
+            return
         self.server.streams[self.client] = self
+        if self.listen.idle_timeout != float("inf"):
+            self._idle = asyncio.get_running_loop().call_later(self.listen.idle_timeout,
+                                                               self._check_idle)
+
+    def _check_idle(self) -> None:
+        left = self.last + self.listen.idle_timeout - time.monotonic()
+        if left <= 0:
+            self.close()
+        else:
+            self._idle = asyncio.get_running_loop().call_later(left, self._check_idle)
+
+    def pause_writing(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def data_received(self, data: bytes) -> None:
-        self.buf += data
-        while len(self.buf) >= 4:
-            first = self.buf[0]
-            length = struct.unpack_from("!H", self.buf, 2)[0]
+        self.last = time.monotonic()
+        buf = self.buf + data if self.buf else data
+        pos, end = 0, len(buf)
+        while end - pos >= 4:
+            first = buf[pos]
+            length = struct.unpack_from("!H", buf, pos + 2)[0]
             if first < 0x40:
                 size = need = 20 + length
             elif first < 0x80:
@@ -339,10 +368,11 @@ class StunStream(asyncio.Protocol):
             if size > self.MAX_FRAME:
                 self.close()
                 return
-            if len(self.buf) < size:
-                return
-            frame, self.buf = self.buf[:need], self.buf[size:]
-            self.server.handle(frame, self.client)
+            if end - pos < size:
+                break
+            self.server.handle(buf[pos:pos + need], self.client)
+            pos += size
+        self.buf = buf[pos:]
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -355,7 +385,10 @@ class StunStream(asyncio.Protocol):
             self.transport.close()
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
-        self.server.stream_closed(self.client)
+        if self._idle is not None:
+            self._idle.cancel()
+        if self.server.streams.get(self.client) is self:
+            self.server.stream_closed(self.client)
 
 
 class _Resend(m.StunError):
@@ -412,7 +445,7 @@ async def start_listener(server: Any, lconf: Any) -> StunListener:
     else:
         ctx = server.certs.sni_context(next(iter(server.hosts))) if lconf.tls else None
         closer = await loop.create_server(
-            lambda: StunStream(proto), host=lconf.ip, port=lconf.port, ssl=ctx,
+            lambda: StunStream(proto, lconf), host=lconf.ip, port=lconf.port, ssl=ctx,
             backlog=lconf.backlog, reuse_address=True, reuse_port=server.reuse_port or None,
             ssl_handshake_timeout=30 if ctx else None)
     if proto.turn is not None:

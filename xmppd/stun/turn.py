@@ -28,6 +28,10 @@ from . import message as m
 log = logging.getLogger(__name__)
 
 Addr = tuple[str, int]
+# peers never relayed to, whatever turn_blacklist says: "this host" (0.0.0.0 reaches the
+# relay's own machine on Linux), multicast, reserved and broadcast (coturn's CVE-2020-26262)
+ALWAYS_FORBIDDEN = [ipaddress.ip_network(n) for n in (
+    "0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4", "::/128", "ff00::/8")]
 PERMISSION_LIFETIME = 300.0
 CHANNEL_LIFETIME = 600.0
 DEFAULT_LIFETIME = 600
@@ -159,7 +163,8 @@ class Allocations:
 
     def forbidden(self, ip: str) -> bool:
         addr = ipaddress.ip_address(ip)
-        return any(addr in net for net in self.blacklist if net.version == addr.version)
+        return any(addr in net for net in (*ALWAYS_FORBIDDEN, *self.blacklist)
+                   if net.version == addr.version)
 
     async def allocate(self, client: Addr, user: str, lifetime: int, tid: bytes,
                        even: Optional[bytes] = None, token: Optional[bytes] = None
