@@ -60,10 +60,11 @@ class InviteStore:
         return Invite(str(row[0]), str(row[1]), str(row[2]), str(row[3]), int(row[4]))
 
     async def use(self, token: str) -> bool:
-        """Delete the token; False if it was gone already (used by another stream)."""
-        t = invite_token
+        """Delete the token; False if it was gone already (used by another stream) or
+        has expired since it was shown."""
+        t, now = invite_token, int(time.time())
         return bool(await self.db.run(lambda conn: conn.execute(
-            delete(t).where(t.c.token == token)).rowcount))
+            delete(t).where(t.c.token == token, t.c.expires >= now)).rowcount))
 
     async def valid(self, host: str) -> list[Invite]:
         """The host's tokens that have not expired (the others are deleted)."""

@@ -175,7 +175,11 @@ class PushModule(Module):
                 continue
             key = (user.local or "", reg.service, reg.node)
             if key in self._busy:
-                self._next[key] = (reg, summary)   # the newest goes when this one is answered
+                # the newest goes when this one is answered; one about a message is not
+                # replaced by one that tells nothing (notify_on: all)
+                pending = self._next.get(key)
+                if pending is None or _tells(summary) or not _tells(pending[1]):
+                    self._next[key] = (reg, summary)
                 continue
             self._busy.add(key)
             self.api.add_task(self._publish(user, key, reg, summary))
@@ -233,6 +237,12 @@ class PushModule(Module):
                          e.condition)
         except TimeoutError:
             log.info("push: no answer from %s for %s", reg.service, user)
+
+
+def _tells(summary: Element) -> bool:
+    """A summary about a message (it has a count)."""
+    return any(isinstance(c, Element) and c.attrs.get("var") == "message-count"
+               for c in summary.children)
 
 
 def _summary_form() -> Element:

@@ -12,7 +12,8 @@
 - **Changing the password** of the account one is logged in to (``username`` and
   ``password`` in an iq set to the server, inside TLS): its SCRAM keys are replaced.
 - **Invitations** (``mod_invites``, XEP-0445): a stream that showed a valid token
-  registers whatever ``access``, ``ip_access`` and the rate limit say; the token is
+  registers whatever ``ip_access`` and the rate limit say (``access`` still decides
+  which names may be taken); the token is
   used up, and an invitation for one account name allows that name only.
 - **Weak passwords**: with ``password_strength`` above 0 (bits, as in ejabberd; 32 is
   its recommendation), a new account's or a changed password must have at least that
@@ -143,7 +144,9 @@ class RegisterModule(Module):
         except JIDError:
             raise StanzaError("jid-malformed", text="not a valid user name") from None
         self._check_strength(password)
-        if invite is not None:
+        if invite is not None:   # (not ip_access nor the rate: the token vouches)
+            if not self.server.access.access(self.opts["access"], jid, ip):
+                raise StanzaError("forbidden", text="that name may not be registered")
             await self._create_invited(stream, jid, password, invite, invites)
             return
         access = self.server.access

@@ -101,8 +101,10 @@ class StunDisco(Module):
                  "transport": svc["transport"]}
         if svc["restricted"]:
             expires = int(time.time() + self.opts["credentials_lifetime"])
+            # xmppd's own listener checks with the server's shared secret, on every host
+            secret = shared_secret(self.server) if svc.get("local") else self.opts["secret"]
             attrs["username"], attrs["password"] = turn_credentials(
-                self.opts["secret"] or shared_secret(self.server), str(requester.bare), expires)
+                secret, str(requester.bare), expires)
             attrs["expires"] = stamp(expires, millis=False)
             attrs["restricted"] = "1"
         return Element(SERVICE, attrs)

@@ -99,6 +99,9 @@ class SharedRosterModule(Module):
             self.api.hook(name, self._session_changed)
         self._online_timer: Optional[asyncio.TimerHandle] = None  # refresh for @online@
         self._online_tell = False
+        self._online_now_set: Optional[set[str]] = None   # fixed while a refresh runs
+        self._refreshing = False
+        self._refresh_again = False
         for name, fn in (("srg_create", self._create), ("srg_delete", self._delete),
                          ("srg_list", self._list), ("srg_get_info", self._info),
                          ("srg_get_members", self._members_cmd),
@@ -122,6 +125,9 @@ class SharedRosterModule(Module):
             (ONLINE in group.members and user in self._online())
 
     def _online(self) -> set[str]:
+        """Every account with a session (during a refresh: as it was at its start)."""
+        if self._online_now_set is not None:
+            return self._online_now_set
         return {str(j.bare) for j in self.server.sessions.online(self.host)}
 
     def _uses_online(self) -> bool:
@@ -186,10 +192,27 @@ class SharedRosterModule(Module):
         self.api.add_task(self._refresh(skip))
 
     async def _refresh(self, skip: str = "") -> None:
-        """Bring the rosters this node holds in step with the groups."""
-        for user in self.roster.cache.loaded_users():
-            if str(user) != skip:
-                await self.roster.cache.run(user, self._apply)
+        """Bring the rosters this node holds in step with the groups (one refresh at a
+        time: one asked for meanwhile runs once after it)."""
+        if self._refreshing:
+            self._refresh_again = True
+            return
+        self._refreshing = True
+        try:
+            while True:
+                self._refresh_again = False
+                self._online_now_set = None
+                if self._uses_online():
+                    self._online_now_set = self._online()
+                for user in self.roster.cache.loaded_users():
+                    if str(user) != skip:
+                        await self.roster.cache.run(user, self._apply)
+                if not self._refresh_again:
+                    break
+                skip = ""
+        finally:
+            self._online_now_set = None
+            self._refreshing = False
 
     def _apply(self, r: Roster) -> None:
         want = self.contacts(str(r.user))

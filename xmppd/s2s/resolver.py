@@ -100,9 +100,10 @@ class Resolver:
             return [Target(static["host"], static["port"], bool(static.get("tls")))]
         if domain == "invalid" or domain.endswith(".invalid"):
             raise NoService(f"{domain} is under .invalid, which never resolves (RFC 6761)")
-        direct = await self._srv(domain, "xmpps-server") or []
-        direct = [r for r in direct if r[3] not in (".", "")]
-        records = await self._srv(domain)
+        import asyncio
+        found_direct, records = await asyncio.gather(self._srv(domain, "xmpps-server"),
+                                                     self._srv(domain))
+        direct = [r for r in found_direct or [] if r[3] not in (".", "")]
         if records is None and not direct:
             return [Target(domain, self.default_port)]
         records = records or []

@@ -47,8 +47,9 @@ def local_secret(data_dir: Path) -> str:
         pass
     data_dir.mkdir(parents=True, exist_ok=True)
     tmp = data_dir / f".turn_secret.{os.getpid()}"
-    tmp.write_text(secrets.token_urlsafe(32) + "\n")
-    os.chmod(tmp, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
     try:
         os.link(tmp, path)   # atomic, fails if another worker was first
     except FileExistsError:

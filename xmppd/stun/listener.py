@@ -413,7 +413,7 @@ class StunListener:
     def services(self) -> list[dict[str, Any]]:
         """What mod_stun_disco offers of this listener (``offer_local_services``)."""
         base = {"host": self.proto.announce_ip, "port": self.port,
-                "transport": self.transport}
+                "transport": self.transport, "local": True}
         out = [{**base, "type": "stuns" if self.tls else "stun", "restricted": False}]
         if self.proto.turn is not None:
             out.append({**base, "type": "turns" if self.tls else "turn",
