@@ -201,3 +201,76 @@ def test_sasl2_plain_and_limits(make_server: MakeServer) -> None:
         await c.close()
         await c2.close()
     run(main())
+
+
+FAST = "urn:xmpp:fast:0"
+HT = "HT-SHA-256-NONE"
+
+
+async def fast_login(port: int, user: str, token: str, agent: str = AGENT,
+                     extra: str = "") -> tuple[ET.Element, RawClient]:
+    """A FAST login (XEP-0484, HT-SHA-256-NONE) with Bind2."""
+    c, _ = await secured(port)
+    mac = hmac.new(token.encode(), b"Initiator", "sha256").digest()
+    initial = base64.b64encode(user.encode() + b"\0" + mac).decode()
+    await c.send(f"<authenticate xmlns='{SASL2}' mechanism='{HT}'><initial-response>{initial}"
+                 f"</initial-response>{agent}<fast xmlns='{FAST}'{extra}/>"
+                 f"<bind xmlns='{BIND2}'><tag>TestXMPP</tag></bind></authenticate>")
+    return await c.recv(), c
+
+
+def test_fast_tokens(make_server: MakeServer) -> None:
+    """A token asked for with a password login logs the same client in again without
+    the password; the server proves it knows the token too. Another client id, a wrong
+    proof, a changed password or an invalidated token: not-authorized."""
+    srv = make_server(modules=MODULES)
+    srv.register("alice", "pw-alice")
+    srv.start()
+
+    async def main() -> str:
+        c, feats = await secured(srv.c2s)
+        mech = feats.find(f"{{{SASL2}}}authentication/{{{SASL2}}}inline/{{{FAST}}}fast/"
+                          f"{{{FAST}}}mechanism")
+        assert mech is not None and mech.text == HT
+        ok = await scram2(c, "alice", "pw-alice",
+                          f"<request-token xmlns='{FAST}' mechanism='{HT}'/>{BIND_ALL}")
+        tok = ok.find(f"{{{FAST}}}token")
+        assert tok is not None and tok.get("expiry", "").endswith("Z"), ET.tostring(ok)
+        token = tok.get("token", "")
+        await c.close()
+        # the token logs the client in; the server's proof is checked
+        ok, c = await fast_login(srv.c2s, "alice", token)
+        assert ok.tag == f"{{{SASL2}}}success", ET.tostring(ok)
+        want = hmac.new(token.encode(), b"Responder", "sha256").digest()
+        assert base64.b64decode(ok.findtext(f"{{{SASL2}}}additional-data") or "") == want
+        assert authz(ok).startswith("alice@localhost/TestXMPP.")
+        await c.close()
+        # another client id, or a made-up token
+        other = AGENT.replace("d4565fa7", "00000000")
+        for no, c in (await fast_login(srv.c2s, "alice", token, agent=other),
+                      await fast_login(srv.c2s, "alice", "made-up")):
+            assert no.tag == f"{{{SASL2}}}failure" and no.find(f"{{{SASL}}}not-authorized") \
+                is not None, ET.tostring(no)
+            await c.close()
+        # invalidate: a last login, then the token is gone
+        ok, c = await fast_login(srv.c2s, "alice", token, extra=" invalidate='true'")
+        assert ok.tag == f"{{{SASL2}}}success"
+        await c.close()
+        no, c = await fast_login(srv.c2s, "alice", token)
+        assert no.tag == f"{{{SASL2}}}failure"
+        await c.close()
+        # a fresh token dies with a password change
+        c, _ = await secured(srv.c2s)
+        ok = await scram2(c, "alice", "pw-alice", f"<request-token xmlns='{FAST}' "
+                          f"mechanism='{HT}'/>")
+        await c.close()
+        return ok.find(f"{{{FAST}}}token").get("token", "")  # type: ignore[union-attr]
+
+    fresh = run(main())
+    srv.ctl("change_password", "alice", "localhost", "new-pw")
+
+    async def after() -> None:
+        no, c = await fast_login(srv.c2s, "alice", fresh)
+        assert no.tag == f"{{{SASL2}}}failure", ET.tostring(no)
+        await c.close()
+    run(after())

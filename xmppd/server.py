@@ -137,6 +137,7 @@ class Server:
         self.reads_open.set()
         self.listeners: list[Any] = []
         self.oauth: Any = None   # xmppd.oauth.OAuth, made with the admin commands
+        self.fast_tokens: Any = None   # xmppd.c2s.fast.FastTokens, made at the first use
         self.started_at = time.time()
         self.reuse_port = False
         self.warnings: list[str] = list(config.warnings)

@@ -14,12 +14,14 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Optional
 
 from ..jid import JID, JIDError, nodeprep
 from ..storage.accounts import Credentials
 from ..xml import Element, escape_text
+from . import fast
 from .scram import SaslFailure, ScramServer, check_password
 
 if TYPE_CHECKING:
@@ -95,8 +97,9 @@ def features2(stream: C2SStream) -> bytes:
         bind = "<bind xmlns='%s'><inline>%s</inline></bind>" % (
             BIND2_NS, "".join("<feature var='%s'/>" % ns for ns in inline))
         sm = "<sm xmlns='%s'/>" % SM_NS if SM_NS in inline else ""
-        out = _FEATURES2[key] = ("<authentication xmlns='%s'>%s<inline>%s%s</inline>"
-                                 "</authentication>" % (SASL2_NS, mechs, sm, bind)).encode()
+        out = _FEATURES2[key] = ("<authentication xmlns='%s'>%s<inline>%s%s%s</inline>"
+                                 "</authentication>" % (SASL2_NS, mechs, sm, bind,
+                                                        fast.feature())).encode()
     return out
 
 
@@ -122,6 +125,7 @@ class SaslExchange:
         self.v2 = v2                     # SASL2 (XEP-0388) syntax
         self.ns = SASL2_NS if v2 else SASL_NS
         self.request: Optional[Element] = None   # SASL2's <authenticate/>
+        self.rotate = False   # FAST: the token used is old, the success carries a new one
 
     def send(self, tag: str, data: Optional[bytes] = None) -> None:
         # empty data: "=" in RFC 6120, an empty element in SASL2
@@ -175,6 +179,10 @@ class SaslExchange:
             self.user = None
             self.request = el
             mech = el.attrs.get("mechanism", "")
+            if self.v2 and mech == fast.MECHANISM and \
+                    el.find("{%s}fast" % fast.FAST_NS) is not None:
+                initial = el.find("{%s}initial-response" % SASL2_NS)
+                return self._fast(_b64(initial) if initial is not None else None, el)
             if mech not in mechanisms(stream):
                 if mech == "PLAIN" and not stream.conn.secure:
                     raise SaslFailure("encryption-required")
@@ -242,6 +250,67 @@ class SaslExchange:
         keys = creds.for_hash(scram.hashname) if creds is not None else None
         self.send("challenge", scram.challenge(keys))
 
+    async def _success2(self, jid: JID, data: Optional[bytes]) -> None:
+        request = self.request
+        assert request is not None
+        extra = await self._new_token(jid.local or "")
+        await self.stream.authenticated2(jid, data, request, extra)
+
+    # -- FAST (XEP-0484) ------------------------------------------------------------------
+    def _client_id(self) -> str:
+        agent = self.request.find("{%s}user-agent" % SASL2_NS) if self.request else None
+        return agent.attrs.get("id", "") if agent is not None else ""
+
+    def _tokens(self) -> fast.FastTokens:
+        server = self.stream.server
+        tokens: Optional[fast.FastTokens] = getattr(server, "fast_tokens", None)
+        if tokens is None:
+            assert server.db is not None
+            tokens = server.fast_tokens = fast.FastTokens(server.db)
+        return tokens
+
+    async def _fast(self, data: Optional[bytes], el: Element) -> None:
+        """A login with a FAST token (HT-SHA-256-NONE): the user name, NUL, the
+        Initiator proof."""
+        client_id = self._client_id()
+        if not data or b"\0" not in data or not client_id:
+            raise SaslFailure("malformed-request", "a user name, NUL and the token's proof, "
+                              "and a user-agent id")
+        authcid, given = data.split(b"\0", 1)
+        try:
+            username = authcid.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SaslFailure("malformed-request") from None
+        user, creds = await self._lookup(username)
+        found = None if creds is None else await self._tokens().check(
+            self.stream.host, user, client_id, given, creds.sha256.salt.hex())
+        if found is None:
+            raise SaslFailure("not-authorized", "no such token for this client")
+        token, created = found
+        fast_el = el.find("{%s}fast" % fast.FAST_NS)
+        if fast_el is not None and fast_el.attrs.get("invalidate") in ("true", "1"):
+            await self._tokens().revoke(token)   # (the client logs out: a last login)
+        elif time.time() - created > fast.TOKEN_LIFETIME / 2:
+            self.rotate = True
+        pending = self._success(user, None, fast.proof(token, b"Responder"))
+        if pending is not None:
+            await pending
+
+    async def _new_token(self, user: str) -> bytes:
+        """A ``<token/>`` for the success, when the client asked for one (or its token
+        is old); nothing otherwise."""
+        req = self.request.find("{%s}request-token" % fast.FAST_NS) if self.request else None
+        asked = req is not None and req.attrs.get("mechanism") == fast.MECHANISM
+        client_id = self._client_id()
+        if not (asked or self.rotate) or not client_id:
+            return b""
+        creds = await self.stream.server.accounts.get(self.stream.host, user)
+        if creds is None:
+            return b""
+        token, expires = await self._tokens().issue(self.stream.host, user, client_id,
+                                                    creds.sha256.salt.hex())
+        return fast.token_element(token, expires)
+
     async def _plain(self, data: bytes) -> None:
         if not self.stream.conn.secure:
             raise SaslFailure("encryption-required")
@@ -278,8 +347,7 @@ class SaslExchange:
         if veto is not None:
             raise SaslFailure(str(veto))
         if self.v2:
-            assert self.request is not None
-            return stream.authenticated2(jid, data, self.request)
+            return self._success2(jid, data)
         self.send("success", data)
         stream.authenticated(jid)
         return None

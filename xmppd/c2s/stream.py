@@ -396,7 +396,7 @@ class C2SStream:
         return None
 
     async def authenticated2(self, jid: JID, additional: Optional[bytes],
-                             request: Element) -> None:
+                             request: Element, extra: bytes = b"") -> None:
         """SASL2 succeeded (XEP-0388): no stream restart. The ``<success/>`` carries
         what ``request`` (the ``<authenticate/>``) asked for inline: a resumed session
         (XEP-0198), or a resource bound (Bind2, XEP-0386, named after the client's
@@ -415,7 +415,8 @@ class C2SStream:
         head = b"<success xmlns='%s'>" % sasl.SASL2_NS.encode()
         if additional is not None:
             head += b"<additional-data>%s</additional-data>" % (
-                base64.b64encode(additional) if additional else b"=")
+                base64.b64encode(additional) if additional else b"")
+        head += extra   # (a FAST token, XEP-0484)
         inline = b""
         resume = request.find("{%s}resume" % sasl.SM_NS)
         if resume is not None and sm is not None:
