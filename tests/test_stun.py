@@ -239,7 +239,9 @@ def test_turn_refuses_what_it_should(make_server: Any) -> None:
     c = Turn(port)
     assert c.login(username, password).cls == m.SUCCESS
     peer = [(m.XOR_PEER_ADDRESS, m.xor_address("127.0.0.1", 9, b""))]
-    assert code(c.request(m.CREATE_PERMISSION, peer)) == 403
+    forbidden = c.request(m.CREATE_PERMISSION, peer)
+    assert code(forbidden) == 403
+    assert m.integrity_ok(forbidden, c.key or b"")   # signed: the request was authenticated
     assert code(c.request(m.CREATE_PERMISSION, [])) == 400
     other = Turn(port)
     assert code(other.login(username, password)) == 486   # one allocation per user

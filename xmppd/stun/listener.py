@@ -141,12 +141,16 @@ class StunServer(asyncio.DatagramProtocol):
         self.send(m.encode(msg.method, m.SUCCESS, msg.tid, attrs + [self.software], key),
                   client)
 
-    def _error(self, msg: m.Message, client: Addr, e: m.StunError) -> None:
+    def _error(self, msg: m.Message, client: Addr, e: m.StunError,
+               key: Optional[bytes] = None) -> None:
+        """An error response; signed (``key``) once the request was authenticated
+        (RFC 8489 9.2.4)."""
         attrs = [m.error_attr(e.code, e.reason)] + e.attrs + [self.software]
-        self.send(m.encode(msg.method, m.ERROR, msg.tid, attrs), client)
+        self.send(m.encode(msg.method, m.ERROR, msg.tid, attrs, key), client)
 
     # -- TURN -------------------------------------------------------------------------
     async def _turn_request(self, msg: m.Message, client: Addr) -> None:
+        key: Optional[bytes] = None
         try:
             unknown = m.unknown_required(msg)
             if unknown:
@@ -161,7 +165,7 @@ class StunServer(asyncio.DatagramProtocol):
                 self.send(again.response, client)
             return
         except m.StunError as e:
-            self._error(msg, client, e)
+            self._error(msg, client, e, key)
             return
         if msg.method == m.ALLOCATE:
             alloc = self._allocation(client)
