@@ -168,6 +168,27 @@ def test_an_existing_account_subscribes_with_the_token(make_server: MakeServer) 
     assert "bob@localhost subscribed to alice@localhost with an invitation" in srv.log
 
 
+def test_an_invitation_takes_no_name_access_denies(make_server: MakeServer) -> None:
+    """mod_register's ``access`` still decides which names may be taken."""
+    srv = make_server(modules={**MODULES, "mod_register": {"ip_access": "none",
+                                                           "access": "register"}},
+                      config={**CONFIG, "acl": {**CONFIG["acl"],
+                                                "reserved": {"user": ["admin@localhost"]}},
+                              # (a list: the YAML dump sorts a mapping's keys)
+                              "access_rules": {"register": [{"deny": "reserved"},
+                                                            {"allow": "all"}]}})
+    srv.start()
+    uri = srv.ctl("generate_invite", "localhost").stdout.strip()
+
+    async def main() -> None:
+        _, reg = await invited(srv.c2s, token(uri), "admin", "pw-admin")
+        assert _condition(reg) == "forbidden", ET.tostring(reg)
+        _, reg = await invited(srv.c2s, token(uri), "dora", "pw-dora")   # (not used up)
+        assert reg.get("type") == "result", ET.tostring(reg)
+    run(main())
+    assert srv.ctl("check_account", "admin", "localhost", check=False).returncode == 1
+
+
 def test_invitations_expire(make_server: MakeServer) -> None:
     srv = make_server(modules={**MODULES, "mod_invites": {"token_expire_seconds": 1}},
                       config=CONFIG)

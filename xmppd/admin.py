@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import __version__, admin_sessions, oauth
-from .c2s import scram
+from .c2s import fast, scram
 from .cli import LEVELS
 from .commands import CommandError, per_node
 from .jid import JID, JIDError
@@ -323,6 +323,7 @@ def install(server: Server) -> None:
     cmds.register("set_loglevel", set_loglevel, HELP["set_loglevel"], merge=per_node)
     admin_sessions.install(server)
     oauth.install(server)
+    fast.install(server)
 
 
 async def account_deleted(server: Server, bare: JID) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from sqlalchemy import BigInteger, Column, MetaData, String, Table, Text, delete, select
 from sqlalchemy.engine import Connection
@@ -106,9 +106,33 @@ class FastTokens:
                 found = (str(token), int(created))
         return found
 
+    async def forget_user(self, host: str, user: str) -> None:
+        """An account was deleted: its tokens go (they were void already)."""
+        t = fast_token
+        await self.db.run(lambda conn: conn.execute(delete(t).where(
+            t.c.server_host == host, t.c.username == user)))
+
     async def revoke(self, token: str) -> None:
         t = fast_token
         await self.db.run(lambda conn: conn.execute(delete(t).where(t.c.token == token)))
+
+
+def tokens_of(server: Any) -> FastTokens:
+    """The server's token store (made at the first use)."""
+    tokens: Optional[FastTokens] = server.fast_tokens
+    if tokens is None:
+        assert server.db is not None
+        tokens = server.fast_tokens = FastTokens(server.db)
+    return tokens
+
+
+def install(server: Any) -> None:
+    """A deleted account's tokens are deleted with it (they were void already: a new
+    account of the name has a new salt)."""
+    async def removed(user: Any) -> None:
+        if user.local is not None and server.db is not None:
+            await tokens_of(server).forget_user(user.domain, user.local)
+    server.hooks.add("account/removed", removed)
 
 
 def token_element(token: str, expires: int) -> bytes:

@@ -262,12 +262,7 @@ class SaslExchange:
         return agent.attrs.get("id", "") if agent is not None else ""
 
     def _tokens(self) -> fast.FastTokens:
-        server = self.stream.server
-        tokens: Optional[fast.FastTokens] = getattr(server, "fast_tokens", None)
-        if tokens is None:
-            assert server.db is not None
-            tokens = server.fast_tokens = fast.FastTokens(server.db)
-        return tokens
+        return fast.tokens_of(self.stream.server)
 
     async def _fast(self, data: Optional[bytes], el: Element) -> None:
         """A login with a FAST token (HT-SHA-256-NONE): the user name, NUL, the
