@@ -155,6 +155,13 @@ class ModuleAPI:
         lst.append(factory)
         self._record(lambda: lst.remove(factory))
 
+    def add_bind2_inline(self, ns: str,
+                         handler: Callable[[Any, Element], Optional[bytes]]) -> None:
+        """Handle Bind2's inline requests in namespace ``ns`` (XEP-0386): the answer goes
+        in ``<bound/>`` (None: nothing to say). SASL2 advertises the namespace."""
+        self.vhost.bind2_inline[ns] = handler
+        self._record(lambda: _discard(self.vhost.bind2_inline, ns))
+
     def add_stream_handler(self, tag: str, handler: Callable[[Any, Element], Any]) -> None:
         """Handle a non-stanza top-level element (``{ns}name``) on bound c2s streams."""
         self.vhost.stream_handlers[tag] = handler

@@ -47,6 +47,8 @@ class VirtualHost:
         self.stream_features: dict[str, list[Callable[[Any], Optional[Element]]]] = {
             "pre-auth": [], "post-auth": []}
         self.stream_handlers: dict[str, Callable[[Any, Element], Any]] = {}
+        # Bind2 (XEP-0386): namespace -> handler(session, request) -> answer bytes or None
+        self.bind2_inline: dict[str, Callable[[Any, Element], Optional[bytes]]] = {}
         self.modules: dict[str, Module] = {}
         self.apis: dict[str, ModuleAPI] = {}
 

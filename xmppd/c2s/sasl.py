@@ -34,9 +34,6 @@ SASL2_NS = "urn:xmpp:sasl:2"
 SASL_CB_NS = "urn:xmpp:sasl-cb:0"
 BIND2_NS = "urn:xmpp:bind:0"
 SM_NS = "urn:xmpp:sm:3"
-# what Bind2 can do inline, and the module that must be loaded for it
-BIND2_INLINE = (("mod_stream_mgmt", SM_NS), ("mod_carboncopy", "urn:xmpp:carbons:2"),
-                ("mod_client_state", "urn:xmpp:csi:0"))
 MAX_FAILURES = 3
 SCRAM = {
     "SCRAM-SHA-256-PLUS": ("SHA-256", True), "SCRAM-SHA-1-PLUS": ("SHA-1", True),
@@ -85,11 +82,11 @@ _FEATURES2: dict[tuple[bool, tuple[str, ...], tuple[str, ...]], bytes] = {}
 
 
 def features2(stream: C2SStream) -> bytes:
-    """The SASL2 stream feature (XEP-0388) with what can go inline: stream resumption,
-    and Bind2 with stream management, carbons and CSI where their modules run."""
+    """The SASL2 stream feature (XEP-0388) with what can go inline: Bind2 with what the
+    host's modules take inline (stream management, carbons, CSI), and stream resumption
+    where stream management runs."""
     cbs = channel_binding_types(stream)
-    loaded = stream.vhost.modules if stream.vhost is not None else {}
-    inline = tuple(ns for name, ns in BIND2_INLINE if name in loaded)
+    inline = tuple(sorted(stream.vhost.bind2_inline)) if stream.vhost is not None else ()
     key = (stream.conn.secure, cbs, inline)
     out = _FEATURES2.get(key)
     if out is None:
@@ -261,9 +258,6 @@ class SaslExchange:
         agent = self.request.find("{%s}user-agent" % SASL2_NS) if self.request else None
         return agent.attrs.get("id", "") if agent is not None else ""
 
-    def _tokens(self) -> fast.FastTokens:
-        return fast.tokens_of(self.stream.server)
-
     async def _fast(self, data: Optional[bytes], el: Element) -> None:
         """A login with a FAST token (HT-SHA-256-NONE): the user name, NUL, the
         Initiator proof."""
@@ -277,14 +271,14 @@ class SaslExchange:
         except UnicodeDecodeError:
             raise SaslFailure("malformed-request") from None
         user, creds = await self._lookup(username)
-        found = None if creds is None else await self._tokens().check(
+        found = None if creds is None else await fast.tokens_of(self.stream.server).check(
             self.stream.host, user, client_id, given, creds.sha256.salt.hex())
         if found is None:
             raise SaslFailure("not-authorized", "no such token for this client")
         token, created = found
         fast_el = el.find("{%s}fast" % fast.FAST_NS)
         if fast_el is not None and fast_el.attrs.get("invalidate") in ("true", "1"):
-            await self._tokens().revoke(token)   # (the client logs out: a last login)
+            await fast.tokens_of(self.stream.server).revoke(token)   # (the client logs out: a last login)
         elif time.time() - created > fast.TOKEN_LIFETIME / 2:
             self.rotate = True
         pending = self._success(user, None, fast.proof(token, b"Responder"))
@@ -302,7 +296,7 @@ class SaslExchange:
         creds = await self.stream.server.accounts.get(self.stream.host, user)
         if creds is None:
             return b""
-        token, expires = await self._tokens().issue(self.stream.host, user, client_id,
+        token, expires = await fast.tokens_of(self.stream.server).issue(self.stream.host, user, client_id,
                                                     creds.sha256.salt.hex())
         return fast.token_element(token, expires)
 

@@ -216,6 +216,8 @@ class StreamMgmt(Module):
         for name, fn in (("enable", self._enable), ("r", self._r), ("a", self._a),
                          ("resume", self._resume)):
             api.add_stream_handler("{%s}%s" % (NS, name), fn)
+        api.add_bind2_inline(NS, lambda session, el: self.enable(session, el)
+                             if el.tag == "{%s}enable" % NS else None)
         api.hook("c2s/disconnected", self._disconnected, host_only=False)
         api.hook("c2s/ended", self._ended, host_only=False)
         self.release = ClusterRelease(self)   # sessions resumed on another cluster node

@@ -443,7 +443,7 @@ class C2SStream:
                         escape_text(refused.text or refused.condition).encode()))
             self.close()
             return
-        bound = b"".join(self._bind2_inline(bind, sm))
+        bound = b"".join(self._bind2_inline(bind))
         release(head + _authz(self.jid_str) + inline +
                 b"<bound xmlns='%s'>%s</bound></success>" % (sasl.BIND2_NS.encode(), bound) +
                 self.conn.framing.features(self._features()))
@@ -453,23 +453,17 @@ class C2SStream:
         """The stream features again, after SASL2's success (there is no restart)."""
         self.write_raw(self.conn.framing.features(self._features()))
 
-    def _bind2_inline(self, bind: Element, sm: Any) -> list[bytes]:
-        """Bind2's inline requests: their answers, for ``<bound/>``."""
+    def _bind2_inline(self, bind: Element) -> list[bytes]:
+        """Bind2's inline requests, each to the module that registered its namespace
+        (:meth:`ModuleAPI.add_bind2_inline`): their answers, for ``<bound/>``."""
         out: list[bytes] = []
         vhost = self.vhost
         assert vhost is not None
         for child in bind.elements():
-            if child.tag == "{%s}enable" % sasl.SM_NS:
-                if sm is not None:
-                    out.append(sm.enable(self, child))
-            elif child.tag == "{urn:xmpp:carbons:2}enable":
-                if "mod_carboncopy" in vhost.modules:
-                    from ..receipts.carbons import KEY
-                    self.server.sessions.set_flag(self, KEY, True)
-            elif child.tag.startswith("{urn:xmpp:csi:0}"):
-                handler = vhost.stream_handlers.get(child.tag)
-                if handler is not None:
-                    handler(self, child)
+            handler = vhost.bind2_inline.get(child.tag[1:].split("}", 1)[0])
+            answer = handler(self, child) if handler is not None else None
+            if answer is not None:
+                out.append(answer)
         return out
 
     def _shape_for_user(self) -> None:

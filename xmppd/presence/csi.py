@@ -61,6 +61,14 @@ class ClientStateModule(Module):
         self.api.add_stream_feature("post-auth", lambda s: Element("{%s}csi" % NS))
         self.api.add_stream_handler("{%s}inactive" % NS, self._inactive)
         self.api.add_stream_handler("{%s}active" % NS, self._active)
+        self.api.add_bind2_inline(NS, self._bind2)
+
+    def _bind2(self, session: Any, el: Element) -> None:
+        """``<inactive/>`` or ``<active/>`` inside Bind2 (XEP-0386)."""
+        if el.tag == "{%s}inactive" % NS:
+            self._inactive(session, el)
+        elif el.tag == "{%s}active" % NS:
+            self._active(session, el)
 
     # -- the client's state ---------------------------------------------------------
     def _inactive(self, session: Any, el: Element) -> None:

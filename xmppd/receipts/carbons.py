@@ -59,6 +59,14 @@ class Carbons(Module):
     xeps = ("XEP-0280",)
     features = (NS, "urn:xmpp:carbons:rules:0")
 
+    def setup(self) -> None:
+        self.api.add_bind2_inline(NS, self._bind2)
+
+    def _bind2(self, session: Any, el: Element) -> None:
+        """``<enable/>`` inside Bind2 (XEP-0386)."""
+        if el.tag == "{%s}enable" % NS:
+            self.server.sessions.set_flag(session, KEY, True)
+
     @iq_handler("set", NS, "enable", dest="self")
     def enable(self, ev: StanzaEvent) -> None:
         if ev.origin is not None and hasattr(ev.origin, "data"):

@@ -62,9 +62,10 @@ def local_secret(data_dir: Path) -> str:
 def shared_secret(server: Any) -> str:
     """The secret for ``server``'s TURN credentials: mod_stun_disco's ``secret`` on any
     host that sets one, else the local secret."""
-    for vhost in server.hosts.values():
-        mod = vhost.modules.get("mod_stun_disco")
-        secret = mod.opts.get("secret") if mod is not None else None
+    from ..modules.stun_disco import StunDisco
+    for host in server.hosts:
+        mod = StunDisco.of(server, host)
+        secret = mod.opts["secret"] if mod is not None else None
         if secret:
             return str(secret)
     cached: Optional[str] = getattr(server, "_turn_secret", None)
