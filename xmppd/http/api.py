@@ -65,7 +65,8 @@ LISTS = frozenset({"registered_users", "connected_users", "user_resources", "reg
                    "get_user_rooms", "srg_list", "srg_get_members"})
 NUMBERS = frozenset({"connected_users_number", "num_resources", "stats",
                      "get_room_occupants_number", "incoming_s2s_number", "outgoing_s2s_number",
-                     "get_offline_count"})
+                     "get_offline_count", "expire_invite_tokens",
+                     "cleanup_expired_invite_tokens"})
 RESCODES = frozenset({"unregister", "change_password", "check_account", "check_password",
                       "kick_session", "send_message", "send_stanza", "set_loglevel", "stop",
                       "add_rosteritem", "delete_rosteritem", "set_load", "create_room",
@@ -83,10 +84,14 @@ ROWS = {"get_roster": ("jid", "nick", "subscription", "groups"),
         "connected_users_info": ("jid", "connection", "ip", "port", "priority", "node",
                                  "uptime", "status", "resource", "statustext"),
         "oauth_list_tokens": ("token", "jid", "scope", "expires_in"),
+        "list_invites": ("token", "inviter", "account_name", "expires", "token_uri",
+                         "landing_page"),
         "user_sessions_info": ("connection", "ip", "port", "priority", "node", "uptime",
                                "status", "resource", "statustext")}
 OBJECTS = {"get_last": ("timestamp", "status"), "get_presence": ("jid", "show", "status"),
-           "oauth_issue_token": ("token", "scopes", "expires_in")}
+           "oauth_issue_token": ("token", "scopes", "expires_in"),
+           "generate_invite": ("invite_uri", "landing_page"),
+           "generate_invite_with_username": ("invite_uri", "landing_page")}
 HIDDEN = frozenset({"password", "newpass"})
 
 

@@ -24,18 +24,26 @@ The client sees the stream feature ``<register xmlns='urn:xmpp:invite'/>`` (insi
 TLS), sends ``<preauth xmlns='urn:xmpp:pars:0' token='TOKEN'/>`` in an iq before
 logging in, then registers as XEP-0077 says. A token is good for one account and
 expires after ``token_expire_seconds``; ``max_invites`` bounds an account's valid
-contact invitations. ``list_invites HOST`` shows the valid tokens.
+contact invitations. ``list_invites HOST`` shows the valid tokens. An account name an
+invitation is for stays reserved for it until it expires.
+
+With ``landing_page`` (``auto``: this server's own page, ``request_handlers: {/invites:
+mod_invites}`` on an ``ejabberd_http`` listener; or a URL template for another site),
+every invitation also has an https link for people without an XMPP app yet: the page
+(:mod:`invites_page`) says who invites them, which apps to install and opens the
+``xmpp:`` link, or creates the account in the browser.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from typing import Any, Optional
 
 from ..acl import v_access
 from ..commands import CommandError
-from ..confval import INFINITY, v_int, v_pos_int_or_infinity
+from ..confval import INFINITY, ConfigError, v_int, v_pos_int_or_infinity, v_str
 from ..dataforms import add_field
 from ..datetimes import stamp
 from ..jid import JID, JIDError, nodeprep
@@ -52,6 +60,34 @@ INVITE_NS = "urn:xmpp:invite"
 PRESENCE = "{jabber:client}presence"
 PARS_NS = "urn:xmpp:pars:0"
 PREAUTH = "{%s}preauth" % PARS_NS
+INVITATION_FORM = INVITE_NS + "#invitation"
+# ejabberd's landing_page template: {{ host }}, {{ invite.token }}, {{ invite.uri }},
+# each with the filter |strip_protocol (the URI without "xmpp:")
+TEMPLATE_VAR = re.compile(r"\{\{\s*([\w.]+)\s*(?:\|\s*(\w+)\s*)?\}\}")
+TEMPLATE_NAMES = ("host", "invite.token", "invite.uri")
+
+
+def v_landing_page(value: Any, path: str) -> str:
+    """``none``, ``auto`` or a URL template of ejabberd's form."""
+    text = v_str(value, path)
+    if text in ("none", "auto"):
+        return text
+    if not text.startswith(("https://", "http://")):
+        raise ConfigError(path, "none, auto or an http(s) URL template", value)
+    for m in TEMPLATE_VAR.finditer(text):
+        if m.group(1) not in TEMPLATE_NAMES or m.group(2) not in (None, "strip_protocol"):
+            raise ConfigError(path, "a template of {{ host }}, {{ invite.token }} and "
+                              "{{ invite.uri }} (filter: |strip_protocol)", m.group(0))
+    return text
+
+
+def fill_template(template: str, host: str, token: str, uri: str) -> str:
+    values = {"host": host, "invite.token": token, "invite.uri": uri}
+
+    def one(m: re.Match[str]) -> str:
+        value = values[m.group(1)]
+        return value.split(":", 1)[1] if m.group(2) and ":" in value else value
+    return TEMPLATE_VAR.sub(one, template)
 
 
 class InvitesModule(Module):
@@ -65,6 +101,10 @@ class InvitesModule(Module):
                                         "who may make invitations to create an account"),
         "max_invites": Option(INFINITY, v_pos_int_or_infinity,
                               "valid contact invitations an account may have at once"),
+        "landing_page": Option("none", v_landing_page,
+                               "an https page for each invitation: none, auto (this "
+                               "server's /invites handler) or a URL template"),
+        "site_name": Option("", v_str, "the name the landing page shows (the host's)"),
     }
 
     def setup(self) -> None:
@@ -81,10 +121,26 @@ class InvitesModule(Module):
         adhoc.add(Command(INVITE_NS + "#create-account", "Create an account invitation",
                           self._may_create, self._create_account))
         self.api.add_command("generate_invite", self._cmd_generate,
-                             "generate_invite HOST: a link to create one account on HOST")
+                             "generate_invite HOST: a link to create one account on HOST "
+                             "(and, with landing_page, its web page)")
+        self.api.add_command("generate_invite_with_username", self._cmd_generate_named,
+                             "generate_invite_with_username USERNAME HOST: a link to create "
+                             "the account USERNAME@HOST")
         self.api.add_command("list_invites", self._cmd_list,
                              "list_invites HOST: the valid invitations: token, inviter, "
-                             "account name, expiry")
+                             "account name, expiry, link, web page")
+        self.api.add_command("expire_invite_tokens", self._cmd_expire,
+                             "expire_invite_tokens USERNAME HOST: end the account's valid "
+                             "invitations; how many")
+        self.api.add_command("cleanup_expired_invite_tokens", self._cmd_cleanup,
+                             "cleanup_expired_invite_tokens: delete the expired invitations "
+                             "of every host; how many")
+        if self.opts["landing_page"] == "auto" and self._page_base() is None:
+            msg = ("modules.mod_invites.landing_page: auto, but no ejabberd_http listener "
+                   "has a request handler mod_invites; invitations have no web page")
+            if msg not in self.server.warnings:
+                self.server.warnings.append(msg)
+                log.warning("config: %s", msg)
 
     def stop(self) -> None:
         for node in (INVITE_NS + "#invite", INVITE_NS + "#create-account"):
@@ -114,11 +170,10 @@ class InvitesModule(Module):
         invite = stream.data.get("invite")
         return invite if isinstance(invite, Invite) and invite.host == self.host else None
 
-    async def redeemed(self, stream: Any, jid: JID) -> None:
-        """An account was made with the stream's invitation: the inviter and the new
-        account find each other in their rosters (XEP-0379: subscribed both ways)."""
-        invite = stream.data.pop("invite", None)
-        if not isinstance(invite, Invite) or not invite.inviter:
+    async def joined(self, invite: Invite, jid: JID) -> None:
+        """An account was made with ``invite``: the inviter and the new account find
+        each other in their rosters (XEP-0379: subscribed both ways)."""
+        if not invite.inviter:
             return
         log.info("%s joined with an invitation of %s", jid, invite.inviter)
         inviter = JID.parse(invite.inviter)
@@ -186,6 +241,34 @@ class InvitesModule(Module):
         who = f"{invite.username}@{invite.host}" if invite.username else invite.host
         return f"xmpp:{who}?register;preauth={invite.token}"
 
+    def _page_base(self) -> Optional[str]:
+        """The URL of this server's landing pages (``landing_page: auto``): the first
+        ``ejabberd_http`` listener with a ``mod_invites`` handler, TLS ones first."""
+        found = sorted(((not lc.tls, lc.port, path.rstrip("/"))
+                        for lc in self.server.config.listen
+                        for path, handler in lc.request_handlers.items()
+                        if handler == "mod_invites"))
+        if not found:
+            return None
+        plain, port, path = found[0]
+        scheme = "http" if plain else "https"
+        default = 80 if plain else 443
+        return f"{scheme}://{self.host}{'' if port == default else f':{port}'}{path}"
+
+    def landing_url(self, invite: Invite) -> str:
+        """The invitation's web page ("" without ``landing_page``)."""
+        page = self.opts["landing_page"]
+        if page == "none":
+            return ""
+        if page == "auto":
+            base = self._page_base()
+            return f"{base}/{invite.token}" if base else ""
+        return fill_template(page, self.host, invite.token, self.uri(invite))
+
+    @property
+    def site_name(self) -> str:
+        return str(self.opts["site_name"] or self.host)
+
     def _local(self, jid: JID) -> bool:
         return jid.domain == self.host and jid.local is not None
 
@@ -194,8 +277,11 @@ class InvitesModule(Module):
             self.opts["access_create_account"], jid.bare)
 
     def _result(self, invite: Invite) -> Done:
-        x = form("Invitation", "", INVITE_NS, "result")
+        x = form("Invitation", "", INVITATION_FORM, "result")
         add_field(x, "uri", "text-single", "Invitation link", [self.uri(invite)])
+        landing = self.landing_url(invite)
+        if landing:
+            add_field(x, "landing-url", "text-single", "Invitation web page", [landing])
         add_field(x, "expire", "text-single", "Valid until", [stamp(invite.expires,
                                                                      millis=False)])
         return Done("Send this link to the person you invite", form=x)
@@ -233,12 +319,36 @@ class InvitesModule(Module):
 
     async def _cmd_generate(self, host: str) -> str:
         m = self._mine(host)
-        return m.uri(await m.make())
+        invite = await m.make()
+        return "\t".join(filter(None, (m.uri(invite), m.landing_url(invite))))
+
+    async def _cmd_generate_named(self, username: str, host: str) -> str:
+        m = self._mine(host)
+        try:
+            name = self._name(username.strip()) if username.strip() else ""
+        except ValueError as e:
+            raise CommandError(str(e)) from None
+        if not name:
+            raise CommandError("an account name")
+        if await self.server.accounts.get(m.host, name) is not None or \
+                await m.store.reserved(m.host, name):
+            raise CommandError(f"{name}@{m.host} is taken", "conflict")
+        invite = await m.make(username=name)
+        return "\t".join(filter(None, (m.uri(invite), m.landing_url(invite))))
 
     async def _cmd_list(self, host: str) -> str:
         m = self._mine(host)
-        return "\n".join(f"{i.token}\t{i.inviter}\t{i.username}\t{stamp(i.expires, millis=False)}"
+        return "\n".join("\t".join((i.token, i.inviter, i.username,
+                                     stamp(i.expires, millis=False), m.uri(i),
+                                     m.landing_url(i)))
                          for i in await m.store.valid(m.host))
+
+    async def _cmd_expire(self, username: str, host: str) -> str:
+        m = self._mine(host)
+        return str(await m.store.expire_by(m.host, f"{username.lower()}@{m.host}"))
+
+    async def _cmd_cleanup(self) -> str:
+        return str(await self.store.cleanup())
 
 
 __all__ = ["InvitesModule", "Invite"]

@@ -78,6 +78,33 @@ class InviteStore:
                     ).where(t.c.server_host == host).order_by(t.c.expires))]
         return await self.db.run(run)
 
+    async def find(self, token: str) -> Optional[Invite]:
+        """A valid token of any host (the landing page knows only the token)."""
+        t = invite_token
+        row = await self.db.run(lambda conn: conn.execute(
+            select(t.c.server_host).where(t.c.token == token)).first())
+        return await self.get(str(row[0]), token) if row is not None else None
+
+    async def reserved(self, host: str, username: str) -> bool:
+        """A valid invitation keeps ``username`` for its invitee (XEP-0401 5.1)."""
+        t, now = invite_token, int(time.time())
+        return await self.db.run(lambda conn: conn.execute(select(t.c.token).where(
+            t.c.server_host == host, t.c.username == username,
+            t.c.expires >= now)).first()) is not None
+
+    async def expire_by(self, host: str, inviter: str) -> int:
+        """Delete the valid invitations ``inviter`` made; how many."""
+        t, now = invite_token, int(time.time())
+        return int(await self.db.run(lambda conn: conn.execute(delete(t).where(
+            t.c.server_host == host, t.c.inviter == inviter,
+            t.c.expires >= now)).rowcount))
+
+    async def cleanup(self) -> int:
+        """Delete the expired invitations of every host; how many."""
+        t, now = invite_token, int(time.time())
+        return int(await self.db.run(lambda conn: conn.execute(
+            delete(t).where(t.c.expires < now)).rowcount))
+
     async def count_by(self, host: str, inviter: str) -> int:
         t, now = invite_token, int(time.time())
         return len(await self.db.run(lambda conn: conn.execute(select(t.c.token).where(

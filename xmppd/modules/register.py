@@ -143,15 +143,21 @@ class RegisterModule(Module):
             jid = JID(user, self.host)
         except JIDError:
             raise StanzaError("jid-malformed", text="not a valid user name") from None
-        self._check_strength(password)
-        if invite is not None:   # (not ip_access nor the rate: the token vouches)
-            if not self.server.access.access(self.opts["access"], jid, ip):
-                raise StanzaError("forbidden", text="that name may not be registered")
-            await self._create_invited(stream, jid, password, invite, invites)
+        if invite is not None:
+            try:
+                await self.create_invited(jid, password, invite, ip)
+            except StanzaError as e:
+                if e.condition == "item-not-found":
+                    stream.data.pop("invite", None)
+                raise
+            stream.data.pop("invite", None)
             return
+        self._check_strength(password)
         access = self.server.access
         if not self._ip_allowed(stream) or not access.access(self.opts["access"], jid, ip):
             raise StanzaError("forbidden", text="registration is not allowed here")
+        if invites is not None and await invites.store.reserved(self.host, jid.local or ""):
+            raise StanzaError("conflict", text="that name is taken")
         # one new account per address and registration_timeout, counted once for the
         # whole cluster (all nodes and workers: the cluster backend's claim)
         backend = self.server.sessions.backend
@@ -165,18 +171,26 @@ class RegisterModule(Module):
             raise StanzaError("conflict", text="that name is taken")
         log.info("registered %s from %s (XEP-0077)", jid, ip)
 
-    async def _create_invited(self, stream: Any, jid: JID, password: str, invite: Any,
-                              invites: Any) -> None:
+    async def create_invited(self, jid: JID, password: str, invite: Any, ip: str) -> None:
+        """Make the account ``jid`` with an invitation (XEP-0445, or the invitation's web
+        page); a :class:`StanzaError` says why not. Not ``ip_access`` nor the rate: the
+        token vouches; ``access`` still decides which names may be taken."""
+        invites = self._invites()
+        assert invites is not None
+        self._check_strength(password)
+        if not self.server.access.access(self.opts["access"], jid, ip):
+            raise StanzaError("forbidden", text="that name may not be registered")
         if invite.username and invite.username != jid.local:
             raise StanzaError("not-allowed", text=f"this invitation is for {invite.username}")
+        if not invite.username and await invites.store.reserved(self.host, jid.local or ""):
+            raise StanzaError("conflict", text="that name is taken")
         if not await invites.store.use(invite.token):
-            stream.data.pop("invite", None)
             raise StanzaError("item-not-found", text="the invitation was used already")
         if not await self.server.accounts.create(self.host, jid.local or "", password):
             await invites.store.add(invite)   # nothing was made: the token is good again
             raise StanzaError("conflict", text="that name is taken")
-        log.info("registered %s with an invitation (XEP-0445)", jid)
-        await invites.redeemed(stream, jid)
+        log.info("registered %s with an invitation (XEP-0445) from %s", jid, ip)
+        await invites.joined(invite, jid)
 
     # -- logged in: the password, or the account itself -------------------------------
     @iq_handler("get", NS, "query", dest=("host", "self"))
