@@ -1,5 +1,7 @@
-"""The lean Redis connection of the hand-over path (xmppd/cluster/resp.py), on a real
-redis-server: replies in order, errors, a lost connection, AUTH and SELECT."""
+"""The lean Redis connections of the hand-over path (xmppd/cluster/resp.py, and the queue
+reader's polled one, xmppd/cluster/polled.py), on a real redis-server: replies in order,
+errors, a lost connection, AUTH and SELECT; a polled connection's replies read between two
+turns of the event loop."""
 
 from __future__ import annotations
 
@@ -11,18 +13,24 @@ import redis
 from helpers.nodes import hand_over, two_backends, until
 from helpers.procs import RedisServer
 
+from xmppd.cluster.polled import PolledConnection
 from xmppd.cluster.resp import RespConnection, RespError, pack, stream_entries
 
 WORD = "s3cret"  # the private server's requirepass
+# every test of a connection runs with both kinds
+Conn = pytest.mark.parametrize("conn", [RespConnection, PolledConnection],
+                               ids=["transport", "polled"])
 
 
 def test_pack_is_resp() -> None:
     assert pack(["SET", b"k", 12]) == b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n12\r\n"
 
 
-def test_pipelined_replies_come_in_order(redis_server: RedisServer) -> None:
+@Conn
+def test_pipelined_replies_come_in_order(redis_server: RedisServer,
+                                         conn: type[RespConnection]) -> None:
     async def main() -> list[object]:
-        c = RespConnection(host="127.0.0.1", port=redis_server.port)
+        c = conn(host="127.0.0.1", port=redis_server.port)
         try:
             await c.execute([["DEL", "resp:s", "resp:n"]])
             return await c.execute([["INCR", "resp:n"], ["INCR", "resp:n"],
@@ -41,9 +49,11 @@ def test_pipelined_replies_come_in_order(redis_server: RedisServer) -> None:
                                                      (id2, {b"m": b"two"})]]]
 
 
-def test_an_error_reply_raises_and_the_connection_goes_on(redis_server: RedisServer) -> None:
+@Conn
+def test_an_error_reply_raises_and_the_connection_goes_on(redis_server: RedisServer,
+                                                          conn: type[RespConnection]) -> None:
     async def main() -> tuple[str, list[object]]:
-        c = RespConnection(host="127.0.0.1", port=redis_server.port)
+        c = conn(host="127.0.0.1", port=redis_server.port)
         try:
             with pytest.raises(RespError) as err:
                 await c.execute([["SET", "resp:k", "word"], ["INCR", "resp:k"],
@@ -57,9 +67,11 @@ def test_an_error_reply_raises_and_the_connection_goes_on(redis_server: RedisSer
     assert after == [b"word", b"1"]  # the other commands of the batch ran
 
 
-def test_a_cancelled_call_does_not_shift_the_replies(redis_server: RedisServer) -> None:
+@Conn
+def test_a_cancelled_call_does_not_shift_the_replies(redis_server: RedisServer,
+                                                     conn: type[RespConnection]) -> None:
     async def main() -> list[object]:
-        c = RespConnection(host="127.0.0.1", port=redis_server.port)
+        c = conn(host="127.0.0.1", port=redis_server.port)
         try:
             await c.execute([["DEL", "resp:empty"]])
             blocked = asyncio.ensure_future(
@@ -74,11 +86,13 @@ def test_a_cancelled_call_does_not_shift_the_replies(redis_server: RedisServer) 
     assert asyncio.run(main()) == [b"PONG", b"x"]
 
 
-def test_a_lost_connection_fails_and_the_next_call_connects_again() -> None:
+@Conn
+def test_a_lost_connection_fails_and_the_next_call_connects_again(
+        conn: type[RespConnection]) -> None:
     srv = RedisServer().start()
     try:
         async def main() -> tuple[BaseException, list[object]]:
-            c = RespConnection(host="127.0.0.1", port=srv.port)
+            c = conn(host="127.0.0.1", port=srv.port)
             await c.execute([["SET", "resp:x", "1"]])
             srv.stop()
             try:
@@ -100,7 +114,8 @@ def test_a_lost_connection_fails_and_the_next_call_connects_again() -> None:
         srv.stop()
 
 
-def test_password_and_database() -> None:
+@Conn
+def test_password_and_database(conn: type[RespConnection]) -> None:
     srv = RedisServer().start()
     try:
         admin = redis.Redis(host="127.0.0.1", port=srv.port)
@@ -108,7 +123,7 @@ def test_password_and_database() -> None:
         admin = redis.Redis(host="127.0.0.1", port=srv.port, password=WORD, db=3)
 
         async def main() -> tuple[BaseException, list[object]]:
-            wrong = RespConnection(host="127.0.0.1", port=srv.port, password=WORD + "x")
+            wrong = conn(host="127.0.0.1", port=srv.port, password=WORD + "x")
             try:
                 await wrong.execute([["PING"]])
             except RespError as e:
@@ -117,7 +132,7 @@ def test_password_and_database() -> None:
                 raise AssertionError("a wrong password was taken")
             finally:
                 wrong.close()
-            c = RespConnection(host="127.0.0.1", port=srv.port, password=WORD, db=3)
+            c = conn(host="127.0.0.1", port=srv.port, password=WORD, db=3)
             try:
                 return refused, await c.execute([["SET", "resp:db", "three"]])
             finally:
@@ -164,12 +179,13 @@ def test_hand_overs_go_on_after_redis_restarts() -> None:
                                        b"D0 x@localhost/r\n<message id='during'/>"])
 
 
+@Conn
 def test_a_reply_that_does_not_come_times_out_and_the_next_call_connects_again(
-        redis_server: RedisServer) -> None:
+        redis_server: RedisServer, conn: type[RespConnection]) -> None:
     admin = redis.Redis(host="127.0.0.1", port=redis_server.port)
 
     async def main() -> tuple[BaseException, float, list[object]]:
-        c = RespConnection(host="127.0.0.1", port=redis_server.port, timeout=0.5)
+        c = conn(host="127.0.0.1", port=redis_server.port, timeout=0.5)
         try:
             await c.execute([["PING"]])
             admin.execute_command("CLIENT", "PAUSE", "10000", "WRITE")  # writes wait
@@ -189,3 +205,23 @@ def test_a_reply_that_does_not_come_times_out_and_the_next_call_connects_again(
     err, waited, after = asyncio.run(main())
     assert "did not answer" in str(err) and 0.4 < waited < 5
     assert after == [b"reads go on"]
+
+
+def test_a_polled_connection_reads_replies_between_turns(redis_server: RedisServer) -> None:
+    """The queue reader's connection (polled.py): its replies are read by ``poll()`` while
+    the event loop does not turn (as between two client reads of one turn)."""
+    async def main() -> list[object]:
+        c = PolledConnection(host="127.0.0.1", port=redis_server.port)
+        await c.connect()
+        got: list[object] = []
+        try:
+            assert c.call([["PING"], ["ECHO", "x"]], got.append)
+            deadline = time.monotonic() + 5
+            while not got and time.monotonic() < deadline:  # (no await: no turn)
+                c.poll()
+                time.sleep(0.001)
+            return got
+        finally:
+            c.close()
+
+    assert asyncio.run(main()) == [[b"PONG", b"x"]]

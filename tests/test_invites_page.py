@@ -170,3 +170,13 @@ def test_a_bad_landing_page_names_the_yaml_path(make_server: MakeServer) -> None
     srv.start()
     assert srv.ctl("generate_invite", "localhost").stdout.strip().count("\t") == 0
     assert "no ejabberd_http listener has a request handler mod_invites" in srv.log
+
+
+def test_without_registration_a_contact_invitation_offers_none(make_server: MakeServer) -> None:
+    """XEP-0401 3.1: no ``ibr=y`` where the invitee cannot register (no mod_register)."""
+    srv = make_server(modules={"mod_disco": {}, "mod_roster": {}, "mod_adhoc": {},
+                               "mod_invites": {}}, config=CONFIG)
+    srv.register("alice", "pw")
+    srv.start()
+    uri = uri_of(run(adhoc("alice", f"{INVITE}#invite", srv.c2s)))
+    assert uri == f"xmpp:alice@localhost?roster;preauth={token(uri)}"

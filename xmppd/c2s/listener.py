@@ -8,6 +8,7 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Optional
 
 from ..shaper import ShapedReading
@@ -28,6 +29,19 @@ log = logging.getLogger(__name__)
 # handles more input, so batches grow just when syscalls cost the most.
 _dirty: list[C2SConnection] = []
 _flush_pending = False
+
+# Work that should not wait for the end of a long turn (a cluster node's hand-overs to
+# Redis and its queue of stanzas from the other nodes, see xmppd.cluster.polled): run
+# every POLL_EVERY client reads.
+POLL_EVERY = 16
+_between_reads: Optional[Callable[[], None]] = None
+_reads = 0
+
+
+def set_between_reads(fn: Optional[Callable[[], None]]) -> None:
+    """``fn`` runs between client reads, every :data:`POLL_EVERY` of them (None: nothing)."""
+    global _between_reads
+    _between_reads = fn
 
 
 def flush_writes() -> None:
@@ -80,6 +94,15 @@ class C2SConnection(ShapedReading, asyncio.Protocol):
                 # ejabberd shaper semantics: stop reading for a while, drop nothing
                 self.throttle(delay)
         self.stream.feed(data)
+        global _reads
+        _reads += 1
+        if _reads >= POLL_EVERY:
+            _reads = 0
+            if _between_reads is not None:
+                try:
+                    _between_reads()
+                except Exception:  # noqa: BLE001 - not this client's fault
+                    log.exception("work between client reads failed")
 
     def connection_lost(self, exc: Optional[Exception]) -> None:
         self._out = None

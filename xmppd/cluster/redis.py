@@ -36,6 +36,7 @@ from typing import Any, Optional, Union
 from ..jid import JID, JIDError
 from .base import SessionEntry
 from .entries import pack_entry, split_entries
+from .polled import PolledConnection
 from .reader import QueueReader, forget, handle_in_chunks
 from .resp import RespConnection, stream_entries
 
@@ -108,6 +109,7 @@ class RedisBackend:
         self.on_backlog: Callable[[bool], None] = lambda held: None
         self._held = False
         self._writes_ok = True
+        self._last_write = 0.0  # time.monotonic() of the writer's last write
 
     # -- lifecycle -------------------------------------------------------------
     async def start(self, deliver: Callable[[list[bytes]], Any]) -> None:
@@ -128,9 +130,12 @@ class RedisBackend:
         await self._load_directory()
         self._tasks = [asyncio.ensure_future(t) for t in (
             self._writer(), self._listen(), self._watch_nodes())]
-        self._reader = QueueReader(RespConnection(**self._conn_args),
-                                   (PREFIX + "q:" + self.node).encode(), deliver, self._linger)
+        from ..c2s.listener import set_between_reads
+        conn = PolledConnection(**self._conn_args)
+        self._reader = QueueReader(conn, (PREFIX + "q:" + self.node).encode(), deliver,
+                                   self._linger)
         self._reader.start()
+        set_between_reads(self.between_reads)
         self._beating = _Heartbeat(self, asyncio.get_running_loop())
         self._beating.start()
         log.info("cluster: node %s joined (%d other nodes alive)", self.node, len(self._alive) - 1)
@@ -140,6 +145,8 @@ class RedisBackend:
             t.cancel()
         reader, self._reader = self._reader, None
         if reader is not None:
+            from ..c2s.listener import set_between_reads
+            set_between_reads(None)
             await reader.stop()
         beating, self._beating = self._beating, None
         if beating is not None:
@@ -332,7 +339,6 @@ class RedisBackend:
 
     async def _writer(self) -> None:
         loop = asyncio.get_running_loop()
-        last = 0.0
         ops = self._ops
         w = self._w
         assert w is not None
@@ -343,35 +349,58 @@ class RedisBackend:
                 self._wake = loop.create_future()
                 await self._wake
                 continue
-            wait = last + WRITE_LINGER - loop.time()
+            wait = self._last_write + WRITE_LINGER - time.monotonic()
             if wait > 0 and len(ops) < WRITE_BATCH:
                 # at most one write every WRITE_LINGER: each write wakes Redis, its
                 # reply wakes this node and the entry wakes the reading node, and on
                 # a busy machine those wake-ups cost more than the stanzas themselves
                 # (when idle, a lone write goes at once; a backlog goes without a pause)
                 await asyncio.sleep(wait)
-            if len(ops) <= WRITE_BATCH:
-                batch = list(ops)
-                ops.clear()
-            else:
-                batch = [ops.popleft() for _ in range(WRITE_BATCH)]
-            last = loop.time()
-            cmds = self._commands(batch)
-            # the reply is handled where it is read, and the next write need not wait
-            # for it: under load that is a turn of the loop (a round of client reads)
-            # sooner for the stanzas of the next batch
-            replied = functools.partial(self._replied, batch)
-            if not w.call(cmds, replied):
+                if not ops:  # (sent between client reads meanwhile)
+                    continue
+            batch = self._take()
+            if not self._send(w, batch):
                 try:  # not connected (yet, or any more): connect, or retry later
                     await w.connect()
                 except Exception as e:  # noqa: BLE001 - Redis unreachable
                     self._written(batch, e)
                     continue
-                if not w.call(cmds, replied):
+                if not self._send(w, batch):
                     self._written(batch, ConnectionError("redis connection lost"))
-                    continue
-            self._in_flight += 1
-            self._in_flight_ops += len(batch)
+
+    def _take(self) -> list[tuple[Any, ...]]:
+        ops = self._ops
+        if len(ops) <= WRITE_BATCH:
+            batch = list(ops)
+            ops.clear()
+            return batch
+        return [ops.popleft() for _ in range(WRITE_BATCH)]
+
+    def _send(self, w: RespConnection, batch: list[tuple[Any, ...]]) -> bool:
+        """Write ``batch`` if connected; the reply is handled where it is read, and the
+        next write need not wait for it."""
+        self._last_write = time.monotonic()
+        if not w.call(self._commands(batch), functools.partial(self._replied, batch)):
+            return False
+        self._in_flight += 1
+        self._in_flight_ops += len(batch)
+        return True
+
+    def between_reads(self) -> None:
+        """Between two client reads of a long turn of the event loop: what waits for the
+        writer goes now if its pause is over (it would wait for the turn's end, and the
+        reading node for the end of its own next turn), and what the queue reader's
+        connection has read is handled (see :mod:`.polled`)."""
+        if self._ops and self._in_flight < MAX_IN_FLIGHT and \
+                time.monotonic() - self._last_write >= WRITE_LINGER:
+            w = self._w
+            if w is not None:
+                batch = self._take()
+                if not self._send(w, batch):
+                    self._ops.extendleft(reversed(batch))  # (the writer connects)
+        reader = self._reader
+        if reader is not None:
+            reader.conn.poll()  # type: ignore[attr-defined]
 
     def _replied(self, batch: list[tuple[Any, ...]], res: Union[list[Any], Exception]) -> None:
         self._in_flight -= 1

@@ -53,6 +53,7 @@ from ..tokens import token_urlsafe
 from ..xml import Element
 from .adhoc import AdHoc, Ask, Command, Done, Step, Values, form
 from .invites_store import Invite, InviteStore
+from .register import RegisterModule
 
 log = logging.getLogger(__name__)
 
@@ -234,12 +235,17 @@ class InvitesModule(Module):
         await self.store.add(invite)
         return invite
 
-    @staticmethod
-    def uri(invite: Invite) -> str:
+    def uri(self, invite: Invite) -> str:
         if invite.inviter:
-            return f"xmpp:{invite.inviter}?roster;preauth={invite.token};ibr=y"
+            # ibr=y: the invitee may create an account here (XEP-0401 3.1: not without
+            # in-band registration)
+            ibr = ";ibr=y" if self._registration() else ""
+            return f"xmpp:{invite.inviter}?roster;preauth={invite.token}{ibr}"
         who = f"{invite.username}@{invite.host}" if invite.username else invite.host
         return f"xmpp:{who}?register;preauth={invite.token}"
+
+    def _registration(self) -> bool:
+        return RegisterModule.of(self.server, self.host) is not None
 
     def _page_base(self) -> Optional[str]:
         """The URL of this server's landing pages (``landing_page: auto``): the first
