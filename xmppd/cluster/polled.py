@@ -25,7 +25,7 @@ import asyncio
 import socket
 from typing import Any, Optional
 
-from .resp import Arg, RespConnection, _Protocol
+from .resp import RespConnection, _Protocol
 
 RECV = 262144
 
@@ -109,7 +109,7 @@ class _SocketTransport:
 class PolledConnection(RespConnection):
     """A :class:`.resp.RespConnection` whose replies :meth:`poll` reads at once."""
 
-    async def _connect(self) -> _Protocol:
+    async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         if self.unix_socket_path:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -126,19 +126,7 @@ class PolledConnection(RespConnection):
             sock.close()
             raise
         proto = _Protocol()
-        transport = _SocketTransport(sock, proto, loop)
-        proto.transport = transport  # type: ignore[assignment]
-        hello: list[list[Arg]] = []
-        if self.password:
-            hello.append(["AUTH", self.password])
-        if self.db:
-            hello.append(["SELECT", self.db])
-        if hello:
-            try:
-                await self._send(proto, hello)
-            except BaseException:
-                transport.close()
-                raise
+        proto.transport = _SocketTransport(sock, proto, loop)  # type: ignore[assignment]
         return proto
 
     def poll(self) -> None:

@@ -397,7 +397,8 @@ class RedisBackend:
             if w is not None:
                 batch = self._take()
                 if not self._send(w, batch):
-                    self._ops.extendleft(reversed(batch))  # (the writer connects)
+                    self._ops.extendleft(reversed(batch))
+                    self._wake_writer()  # (the writer connects)
         reader = self._reader
         if reader is not None:
             reader.conn.poll()  # type: ignore[attr-defined]

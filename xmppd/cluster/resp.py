@@ -107,13 +107,18 @@ class RespConnection:
         self.timeout = REPLY_TIMEOUT if timeout is None else timeout
         self._proto: Optional[_Protocol] = None
 
-    async def _connect(self) -> _Protocol:
+    async def _open(self) -> _Protocol:
+        """A connected protocol object (its transport set)."""
         loop = asyncio.get_running_loop()
         if self.unix_socket_path:
             opening = loop.create_unix_connection(_Protocol, self.unix_socket_path)
         else:
             opening = loop.create_connection(_Protocol, self.host, self.port)
         _t, proto = await asyncio.wait_for(opening, self.timeout)
+        return proto
+
+    async def _connect(self) -> _Protocol:
+        proto = await self._open()
         hello: list[list[Arg]] = []
         if self.password:
             hello.append(["AUTH", self.password])
