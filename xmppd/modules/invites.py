@@ -171,6 +171,18 @@ class InvitesModule(Module):
         invite = stream.data.get("invite")
         return invite if isinstance(invite, Invite) and invite.host == self.host else None
 
+    async def reserved(self, username: str) -> bool:
+        """A valid invitation keeps the account name for its invitee (XEP-0401 5.1)."""
+        return await self.store.reserved(self.host, username)
+
+    async def use(self, invite: Invite) -> bool:
+        """Use ``invite`` up for an account about to be made; False if it is gone."""
+        return await self.store.use(invite.token)
+
+    async def give_back(self, invite: Invite) -> None:
+        """The account was not made after all: the invitation is good again."""
+        await self.store.add(invite)
+
     async def joined(self, invite: Invite, jid: JID) -> None:
         """An account was made with ``invite``: the inviter and the new account find
         each other in their rosters (XEP-0379: subscribed both ways)."""

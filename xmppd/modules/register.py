@@ -156,7 +156,7 @@ class RegisterModule(Module):
         access = self.server.access
         if not self._ip_allowed(stream) or not access.access(self.opts["access"], jid, ip):
             raise StanzaError("forbidden", text="registration is not allowed here")
-        if invites is not None and await invites.store.reserved(self.host, jid.local or ""):
+        if invites is not None and await invites.reserved(jid.local or ""):
             raise StanzaError("conflict", text="that name is taken")
         # one new account per address and registration_timeout, counted once for the
         # whole cluster (all nodes and workers: the cluster backend's claim)
@@ -182,12 +182,12 @@ class RegisterModule(Module):
             raise StanzaError("forbidden", text="that name may not be registered")
         if invite.username and invite.username != jid.local:
             raise StanzaError("not-allowed", text=f"this invitation is for {invite.username}")
-        if not invite.username and await invites.store.reserved(self.host, jid.local or ""):
+        if not invite.username and await invites.reserved(jid.local or ""):
             raise StanzaError("conflict", text="that name is taken")
-        if not await invites.store.use(invite.token):
+        if not await invites.use(invite):
             raise StanzaError("item-not-found", text="the invitation was used already")
         if not await self.server.accounts.create(self.host, jid.local or "", password):
-            await invites.store.add(invite)   # nothing was made: the token is good again
+            await invites.give_back(invite)   # nothing was made: the token is good again
             raise StanzaError("conflict", text="that name is taken")
         log.info("registered %s with an invitation (XEP-0445) from %s", jid, ip)
         await invites.joined(invite, jid)
