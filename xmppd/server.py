@@ -155,6 +155,13 @@ class Server:
         from .s2s import install as install_s2s
         self.s2s = install_s2s(self)
 
+    def config_warning(self, msg: str) -> None:
+        """A configuration warning found after start-up (once, in the log and in
+        ``xmppd ctl status``'s warnings)."""
+        if msg not in self.warnings:
+            self.warnings.append(msg)
+            log.warning("config: %s", msg)
+
     # -- start / stop --------------------------------------------------------
     async def start(self, *, listen: bool = True) -> None:
         cfg = self.config

@@ -97,6 +97,7 @@ class RedisBackend:
         self._in_flight_ops = 0  # ...and the operations in them
         self._tasks: list[asyncio.Task[Any]] = []
         self._reader: Optional[QueueReader] = None
+        self._polled = PolledConnection()  # the reader's connection (replaced at start)
         self._deliver: Callable[[list[bytes]], Any] = lambda payloads: None
         self.on_conflict: Callable[[SessionEntry], None] = lambda e: None
         self.on_node_down: Callable[[str], Any] = lambda n: None
@@ -131,7 +132,7 @@ class RedisBackend:
         self._tasks = [asyncio.ensure_future(t) for t in (
             self._writer(), self._listen(), self._watch_nodes())]
         from ..c2s.listener import set_between_reads
-        conn = PolledConnection(**self._conn_args)
+        conn = self._polled = PolledConnection(**self._conn_args)
         self._reader = QueueReader(conn, (PREFIX + "q:" + self.node).encode(), deliver,
                                    self._linger)
         self._reader.start()
@@ -399,9 +400,8 @@ class RedisBackend:
                 if not self._send(w, batch):
                     self._ops.extendleft(reversed(batch))
                     self._wake_writer()  # (the writer connects)
-        reader = self._reader
-        if reader is not None:
-            reader.conn.poll()  # type: ignore[attr-defined]
+        if self._reader is not None:
+            self._polled.poll()
 
     def _replied(self, batch: list[tuple[Any, ...]], res: Union[list[Any], Exception]) -> None:
         self._in_flight -= 1

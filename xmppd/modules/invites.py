@@ -137,11 +137,9 @@ class InvitesModule(Module):
                              "cleanup_expired_invite_tokens: delete the expired invitations "
                              "of every host; how many")
         if self.opts["landing_page"] == "auto" and self._page_base() is None:
-            msg = ("modules.mod_invites.landing_page: auto, but no ejabberd_http listener "
-                   "has a request handler mod_invites; invitations have no web page")
-            if msg not in self.server.warnings:
-                self.server.warnings.append(msg)
-                log.warning("config: %s", msg)
+            self.server.config_warning(
+                "modules.mod_invites.landing_page: auto, but no ejabberd_http listener "
+                "has a request handler mod_invites; invitations have no web page")
 
     def stop(self) -> None:
         for node in (INVITE_NS + "#invite", INVITE_NS + "#create-account"):
@@ -337,22 +335,24 @@ class InvitesModule(Module):
 
     async def _cmd_generate(self, host: str) -> str:
         m = self._mine(host)
-        invite = await m.make()
-        return "\t".join(filter(None, (m.uri(invite), m.landing_url(invite))))
+        return m._links(await m.make())
 
     async def _cmd_generate_named(self, username: str, host: str) -> str:
         m = self._mine(host)
         try:
-            name = self._name(username.strip()) if username.strip() else ""
+            name = self._name(username.strip())
         except ValueError as e:
             raise CommandError(str(e)) from None
         if not name:
             raise CommandError("an account name")
         if await self.server.accounts.get(m.host, name) is not None or \
-                await m.store.reserved(m.host, name):
+                await m.reserved(name):
             raise CommandError(f"{name}@{m.host} is taken", "conflict")
-        invite = await m.make(username=name)
-        return "\t".join(filter(None, (m.uri(invite), m.landing_url(invite))))
+        return m._links(await m.make(username=name))
+
+    def _links(self, invite: Invite) -> str:
+        """A command's answer: the link, and its web page if there is one."""
+        return "\t".join(filter(None, (self.uri(invite), self.landing_url(invite))))
 
     async def _cmd_list(self, host: str) -> str:
         m = self._mine(host)

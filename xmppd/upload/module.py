@@ -116,9 +116,7 @@ class HttpUpload(Module):
                    f"that rewrites it")
         else:
             return
-        if msg not in self.server.warnings:
-            self.server.warnings.append(msg)
-            log.warning("config: %s", msg)
+        self.server.config_warning(msg)
 
     def _service(self, host: Optional[str]) -> Optional[HttpUpload]:
         return self if host is None or host == self.host else None
