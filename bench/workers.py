@@ -158,6 +158,14 @@ def round_ratios(results: dict[str, Any], one: str, two: str) -> list[float]:
     return [b / a for a, b in zip(us(one), us(two), strict=False) if a and b]
 
 
+def held_ratios(results: dict[str, Any], phase: str, one: str, two: str) -> list[float]:
+    """The rate that held by ``two`` over that of ``one`` in each round: the machine's
+    speed drifts between rounds more than within one."""
+    def held(key: str) -> list[Optional[float]]:
+        return [compare.headline(phase, r) for r in results["runs"].get(key, [])]
+    return [b / a for a, b in zip(held(one), held(two), strict=False) if a and b]
+
+
 def print_fixed(results: dict[str, Any], counts: list[int], args: argparse.Namespace) -> None:
     print("| workers | msgs/s | server CPU us/delivery (median) | runs | p99 ms (median) |")
     print("|---|---|---|---|---|")
@@ -298,6 +306,12 @@ def main() -> None:
         a, b = (medians[n] for n in counts)
         assert a and b
         print("\n%d workers / %d worker: %.2fx" % (counts[1], counts[0], b / a))
+        per_round = held_ratios(results, args.phase, *("xmppd-w%d" % n for n in counts))
+        if per_round:
+            print("round by round (each round runs the setups one after the other): %s; "
+                  "median %.2fx, %d of %d rounds at or above 1.8x"
+                  % (", ".join("%.2f" % r for r in per_round), statistics.median(per_round),
+                     sum(r >= 1.8 for r in per_round), len(per_round)))
     print("JSON: %s" % compare.write_results(results, args.out, "workers"))
 
 

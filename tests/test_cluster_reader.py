@@ -82,6 +82,38 @@ def test_the_reader_hands_entries_over_where_it_reads_them(redis_server: RedisSe
     assert left == 0
 
 
+def test_what_a_busy_node_reads_at_once_is_handled_in_the_callback(
+        redis_server: RedisServer) -> None:
+    """Eight writes of the other node, 512 stanzas each (its biggest), read together after
+    a long turn: still handled where they are read, in one call. Chunked, each part would
+    wait a turn, and the next read for the last part (the crossing fell behind)."""
+    key = "rd:q3"
+    payloads = [b"w%d" % i for i in range(8 * 512)]
+    for i in range(0, len(payloads), 512):
+        _add(redis_server, key, payloads[i:i + 512])
+
+    async def main() -> tuple[list[int], list[Optional[asyncio.Task[Any]]], list[bytes]]:
+        sizes: list[int] = []
+        tasks: list[Optional[asyncio.Task[Any]]] = []
+        seen: list[bytes] = []
+
+        def deliver(batch: list[bytes]) -> None:
+            sizes.append(len(batch))
+            tasks.append(asyncio.current_task())
+            seen.extend(batch)
+
+        reader = QueueReader(_conn(redis_server), key.encode(), deliver, lambda: 0.0)
+        reader.start()
+        await until(lambda: len(seen) == len(payloads), 5)
+        await reader.stop()
+        return sizes, tasks, seen
+
+    sizes, tasks, seen = asyncio.run(main())
+    assert sizes == [len(payloads)]
+    assert tasks == [None]
+    assert seen == payloads
+
+
 def test_a_backlog_is_handled_in_chunks(redis_server: RedisServer) -> None:
     key = "rd:q2"
     payloads = [b"p%d" % i for i in range(2 * YIELD_EVERY + 200)]

@@ -10,8 +10,13 @@ another node goes out with the same flush as one from a local client.
 
 A read that brings more than :data:`YIELD_EVERY` stanzas (a backlog), or
 stanzas that must be stored first (the journal), is finished in a task, which
-gives clients and timers their turn in between. Handled entries are deleted
-with the next read, so a node that dies meanwhile leaves them to a survivor.
+gives clients and timers their turn in between. The next read waits until that
+task is done, so the bound must be one that only a backlog exceeds: at 500, a
+busy node's ordinary read (several writes of the other node, gathered during a
+long turn) went in chunks of one turn each, the crossing stanzas fell behind the
+local ones, and the reads grew, until their latency ran away (bench/RESULTS.md,
+"A read handled in one go"). Handled entries are deleted with the next read, so
+a node that dies meanwhile leaves them to a survivor.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from .resp import RespConnection, stream_entries
 log = logging.getLogger(__name__)
 
 READ_COUNT = 500     # stream entries per read at most
-YIELD_EVERY = 500    # stanzas handled between two turns of the event loop
+YIELD_EVERY = 5000   # stanzas handled between two turns of the event loop (a backlog)
 
 Deliver = Callable[[list[bytes]], Optional[list[Awaitable[Any]]]]
 
