@@ -380,6 +380,31 @@ def test_monitor_escalates_in_order_and_recovers() -> None:
     assert mon.shed("presence-inactive") and not mon.shed("chat-states")
 
 
+def test_monitor_walks_the_send_queues_only_for_a_limit_or_the_status() -> None:
+    """The sum of queued output walks every connection: a sample takes it only when
+    ``overload_max_send_queue`` is set; the status line takes it when shown."""
+    class Transport:
+        asked = 0
+
+        def get_write_buffer_size(self) -> int:
+            Transport.asked += 1
+            return 300 * 1024
+
+    class Conn:
+        transport = Transport()
+
+    fake = _FakeServer()
+    fake.connections = {Conn(), Conn()}
+    mon = LoadMonitor(fake, lag_high=0.2, lag_low=0.05)  # type: ignore[arg-type]
+    mon.sample(0.0)
+    assert Transport.asked == 0 and mon.level == 0
+    assert "send queues 600 KiB" in mon.description and Transport.asked == 2
+    limited = LoadMonitor(fake, lag_high=0.2, lag_low=0.05,  # type: ignore[arg-type]
+                          max_send_queue=512 * 1024)
+    limited.sample(0.0)
+    assert Transport.asked == 4 and limited.level == 1 and fake.overload
+
+
 def test_connection_rates_of_many_addresses_keep_the_flooder_limited() -> None:
     """A full table of connection rates makes room without forgetting an address that
     keeps connecting: a flood from many new addresses does not reset its count."""
