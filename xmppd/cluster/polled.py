@@ -109,6 +109,8 @@ class _SocketTransport:
 class PolledConnection(RespConnection):
     """A :class:`.resp.RespConnection` whose replies :meth:`poll` reads at once."""
 
+    _socket: Optional[_SocketTransport] = None  # of the last connection opened
+
     async def _open(self) -> _Protocol:
         loop = asyncio.get_running_loop()
         if self.unix_socket_path:
@@ -126,11 +128,11 @@ class PolledConnection(RespConnection):
             sock.close()
             raise
         proto = _Protocol()
-        proto.transport = _SocketTransport(sock, proto, loop)  # type: ignore[assignment]
+        self._socket = _SocketTransport(sock, proto, loop)
+        proto.transport = self._socket  # type: ignore[assignment]
         return proto
 
     def poll(self) -> None:
         """Handle Redis's replies that have come (between two client reads)."""
-        proto = self._proto
-        if proto is not None and proto.transport is not None:
-            proto.transport.poll()  # type: ignore[attr-defined]
+        if self._socket is not None:
+            self._socket.poll()  # (a closed one reads nothing)

@@ -350,7 +350,7 @@ class RedisBackend:
                 self._wake = loop.create_future()
                 await self._wake
                 continue
-            wait = self._last_write + WRITE_LINGER - time.monotonic()
+            wait = self._pause_left()
             if wait > 0 and len(ops) < WRITE_BATCH:
                 # at most one write every WRITE_LINGER: each write wakes Redis, its
                 # reply wakes this node and the entry wakes the reading node, and on
@@ -368,6 +368,11 @@ class RedisBackend:
                     continue
                 if not self._send(w, batch):
                     self._written(batch, ConnectionError("redis connection lost"))
+
+    def _pause_left(self) -> float:
+        """Seconds until the writer may write again (at most one write every
+        WRITE_LINGER); zero or less: now."""
+        return self._last_write + WRITE_LINGER - time.monotonic()
 
     def _take(self) -> list[tuple[Any, ...]]:
         ops = self._ops
@@ -392,8 +397,7 @@ class RedisBackend:
         writer goes now if its pause is over (it would wait for the turn's end, and the
         reading node for the end of its own next turn), and what the queue reader's
         connection has read is handled (see :mod:`.polled`)."""
-        if self._ops and self._in_flight < MAX_IN_FLIGHT and \
-                time.monotonic() - self._last_write >= WRITE_LINGER:
+        if self._ops and self._in_flight < MAX_IN_FLIGHT and self._pause_left() <= 0:
             w = self._w
             if w is not None:
                 batch = self._take()
