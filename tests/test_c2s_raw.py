@@ -181,6 +181,24 @@ def test_stanza_before_bind(server: XmppdServer) -> None:
     run(main())
 
 
+def test_the_answer_to_binding_escapes_the_id_and_the_jid(server: XmppdServer) -> None:
+    """The answer to a binding is written without the serializer (every login gets
+    one): an id and a resource with XML's special characters come back as sent."""
+    async def main() -> None:
+        c = await RawClient(server.c2s_tls, tls=True).connect()
+        await c.open()
+        assert local((await c.auth_scram("erin", "secret")).tag) == "success"
+        c._new_parser()
+        await c.open()
+        await c.send(f"<iq type='set' id=\"b'&amp;&quot;&lt;1\"><bind xmlns='{BIND}'>"
+                     "<resource>desk &amp; &lt;chair&gt; 'x'</resource></bind></iq>")
+        res = await c.recv()
+        assert res.get("type") == "result" and res.get("id") == "b'&\"<1"
+        assert res.findtext(f"{{{BIND}}}bind/{{{BIND}}}jid") == "erin@localhost/desk & <chair> 'x'"
+        await c.close()
+    run(main())
+
+
 async def _pair(server: XmppdServer, a: str = "alice", b: str = "bob") -> tuple[RawClient, RawClient]:
     ca = RawClient(server.c2s_tls, tls=True)
     cb = RawClient(server.c2s_tls, tls=True)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import pyexpat
 import re
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from typing import NoReturn, Optional, Union
 
 from .xml import CLIENT_NS, STREAM_NS, Element, escape_attr, escape_text
 
@@ -61,12 +61,10 @@ class _Restricted(Exception):
     pass
 
 
-_RESTRICTED_HANDLERS = (
-    "StartDoctypeDeclHandler", "CommentHandler", "ProcessingInstructionHandler",
-    "EntityDeclHandler", "UnparsedEntityDeclHandler", "NotationDeclHandler",
-    "ElementDeclHandler", "AttlistDeclHandler", "ExternalEntityRefHandler",
-    "SkippedEntityHandler",
-)
+def _restricted(*args: object) -> NoReturn:
+    """The handler of DTDs, comments, processing instructions and entities."""
+    raise _Restricted()
+
 
 _NAMES: dict[str, str] = {}  # expat name -> Clark tag, shared by all parsers
 
@@ -125,8 +123,11 @@ class XMLStreamParser:
         p.CharacterDataHandler = self._chars
         p.StartNamespaceDeclHandler = self._ns_decl
         p.XmlDeclHandler = self._xml_decl
-        for name in _RESTRICTED_HANDLERS:
-            setattr(p, name, self._restricted)
+        # (one chained assignment: a parser is made for every stream and restart)
+        p.StartDoctypeDeclHandler = p.CommentHandler = p.ProcessingInstructionHandler = \
+            p.EntityDeclHandler = p.UnparsedEntityDeclHandler = p.NotationDeclHandler = \
+            p.ElementDeclHandler = p.AttlistDeclHandler = p.ExternalEntityRefHandler = \
+            p.SkippedEntityHandler = _restricted
         return p
 
     def reset(self) -> None:
@@ -246,9 +247,6 @@ class XMLStreamParser:
         raise err
 
     # -- expat callbacks -----------------------------------------------------
-    def _restricted(self, *args: object) -> None:
-        raise _Restricted()
-
     def _xml_decl(self, version: Optional[str], encoding: Optional[str], standalone: int) -> None:
         if encoding is not None and encoding.lower().replace("_", "-") not in ("utf-8", "utf8"):
             raise StreamError("unsupported-encoding")
@@ -375,11 +373,10 @@ class TCPFraming:
         return self.parser.release()
 
     def header(self, attrs: dict[str, str]) -> bytes:
-        parts = ["<?xml version='1.0'?><stream:stream xmlns='%s' "
-                 "xmlns:stream='http://etherx.jabber.org/streams'" % self.content_ns]
-        parts += [" %s='%s'" % (k, escape_attr(v)) for k, v in attrs.items()]
-        parts.append(">")
-        return "".join(parts).encode()
+        return ("<?xml version='1.0'?><stream:stream xmlns='%s' "
+                "xmlns:stream='http://etherx.jabber.org/streams'%s>" % (
+                    self.content_ns,
+                    "".join([" %s='%s'" % (k, escape_attr(v)) for k, v in attrs.items()]))).encode()
 
     def footer(self) -> bytes:
         return b"</stream:stream>"

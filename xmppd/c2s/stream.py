@@ -22,7 +22,7 @@ from .. import tokens
 from ..jid import JID, JIDError, resourceprep
 from ..shaper import TokenBucket, per_second
 from ..stanza import IQ, StanzaError, error_reply, iq_result
-from ..xml import Element, escape_text, serialize
+from ..xml import Element, escape_attr, escape_text, serialize
 from ..xmlstream import Event, StreamClose, StreamError, StreamOpen
 from . import sasl
 
@@ -352,8 +352,9 @@ class C2SStream:
         if refused is not None:
             release(error_reply(iq, refused).to_bytes())
             return True
-        release(iq_result(_strip(iq), Element(BIND_TAG, {}, [
-            Element("{%s}jid" % BIND_NS, {}, [self.jid_str])])).to_bytes())
+        # (the answer every login gets: written directly, as the serializer would)
+        release(("<iq type='result' id='%s'><bind xmlns='%s'><jid>%s</jid></bind></iq>" % (
+            escape_attr(iq.attrs.get("id", "")), BIND_NS, escape_text(self.jid_str))).encode())
         self.server.hooks.fire_all("c2s/bound", self)
         return True
 
