@@ -181,6 +181,35 @@ def test_stanza_before_bind(server: XmppdServer) -> None:
     run(main())
 
 
+def test_the_caps_the_features_advertise_answer_disco_info(server: XmppdServer) -> None:
+    """XEP-0115 in the stream features (made once and kept as bytes by mod_disco):
+    disco#info answers for the node and hash they advertise, not for another hash."""
+    async def main() -> None:
+        c = await RawClient(server.c2s_tls, tls=True).connect()
+        await c.open()
+        assert local((await c.auth_scram("dave", "secret")).tag) == "success"
+        c._new_parser()
+        feats = await c.open()
+        assert feats.find(f"{{{BIND}}}bind") is not None
+        caps = feats.find("{http://jabber.org/protocol/caps}c")
+        assert caps is not None and caps.get("hash") == "sha-1" and caps.get("ver")
+        await c.bind("caps")
+        info = "http://jabber.org/protocol/disco#info"
+        for n, node in enumerate((f"{caps.get('node')}#{caps.get('ver')}",
+                                  f"{caps.get('node')}#not-the-hash")):
+            await c.send(f"<iq type='get' id='caps{n}' to='localhost'>"
+                         f"<query xmlns='{info}' node='{node}'/></iq>")
+            res = await c.recv_until(lambda e: e.get("id") == f"caps{n}")
+            if n == 0:
+                assert res.get("type") == "result"
+                assert res.find(f"{{{info}}}query/{{{info}}}feature") is not None
+            else:
+                assert res.get("type") == "error"
+                assert res.find(f"{C}error/{{{STANZA_ERR}}}item-not-found") is not None
+        await c.close()
+    run(main())
+
+
 def test_the_answer_to_binding_escapes_the_id_and_the_jid(server: XmppdServer) -> None:
     """The answer to a binding is written without the serializer (every login gets
     one): an id and a resource with XML's special characters come back as sent."""

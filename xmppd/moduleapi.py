@@ -149,8 +149,11 @@ class ModuleAPI:
         self.vhost.extensions.append(form_factory)
         self._record(lambda: self.vhost.extensions.remove(form_factory))
 
-    def add_stream_feature(self, stage: str, factory: Callable[[Any], Optional[Element]]) -> None:
-        """``stage`` is 'pre-auth' or 'post-auth'; ``factory(stream)`` returns a feature."""
+    def add_stream_feature(self, stage: str,
+                           factory: Callable[[Any], Optional[Union[Element, bytes]]]) -> None:
+        """``stage`` is 'pre-auth' or 'post-auth'; ``factory(stream)`` returns a feature:
+        an element, or its serialized bytes (a feature the same for every stream, made
+        once: every login asks twice), or None."""
         lst = self.vhost.stream_features[stage]
         lst.append(factory)
         self._record(lambda: lst.remove(factory))

@@ -9,7 +9,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 from . import delivery
 from .acl import AccessControl
@@ -44,7 +44,7 @@ class VirtualHost:
         self.identities: list[tuple[str, str, Optional[str]]] = []
         self.items: list[tuple[str, Optional[str], Optional[str]]] = []
         self.extensions: list[Callable[[], Element]] = []
-        self.stream_features: dict[str, list[Callable[[Any], Optional[Element]]]] = {
+        self.stream_features: dict[str, list[Callable[[Any], Optional[Union[Element, bytes]]]]] = {
             "pre-auth": [], "post-auth": []}
         self.stream_handlers: dict[str, Callable[[Any, Element], Any]] = {}
         # Bind2 (XEP-0386): namespace -> handler(session, request) -> answer bytes or None

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 
 NS = "urn:xmpp:sm:3"
 MOD = 1 << 32
+_SM_FEATURE = b"<sm xmlns='%s'/>" % NS.encode()
 
 
 def _nonza(name: str, attrs: Optional[dict[str, str]] = None, *children: Element) -> bytes:
@@ -229,8 +230,8 @@ class StreamMgmt(Module):
     def _mine(self, session: C2SStream) -> bool:
         return session.host == self.host
 
-    def _feature(self, stream: Any) -> Element:
-        return Element("{%s}sm" % NS)
+    def _feature(self, stream: Any) -> bytes:
+        return _SM_FEATURE
 
     # -- enable -------------------------------------------------------------
     def _enable(self, session: C2SStream, el: Element) -> None:

@@ -275,7 +275,7 @@ class C2SStream:
         for factory in vhost.stream_features[stage]:
             el = factory(self)
             if el is not None:
-                parts.append(_feature_bytes(el))
+                parts.append(el if isinstance(el, bytes) else _feature_bytes(el))
         return b"".join(parts)
 
     # -- negotiation -------------------------------------------------------

@@ -71,7 +71,7 @@ class Disco(Module):
             self.api.add_extension(self._contact_form)
         self.api.add_stream_feature("pre-auth", self._caps_feature)
         self.api.add_stream_feature("post-auth", self._caps_feature)
-        self._ver: Optional[tuple[int, str]] = None
+        self._ver: Optional[tuple[int, str, bytes]] = None
 
     def _contact_form(self) -> Element:
         form = Element("{jabber:x:data}x", {"type": "result"})
@@ -87,18 +87,25 @@ class Disco(Module):
         vh = self.api.vhost
         return list(vh.identities), list(vh.features), [f() for f in vh.extensions]
 
-    def _caps_feature(self, stream: Any) -> Element:
+    def _caps(self) -> tuple[str, bytes]:
+        """The host's XEP-0115 hash and its stream feature, made again when the host's
+        features change."""
         vh = self.api.vhost
         key = len(vh.features) * 1000 + len(vh.identities) * 10 + len(vh.extensions)
         if self._ver is None or self._ver[0] != key:
-            self._ver = (key, caps_ver(*self.host_info()))
-        return Element("{%s}c" % CAPS, {"hash": "sha-1", "node": CAPS_NODE, "ver": self._ver[1]})
+            ver = caps_ver(*self.host_info())
+            self._ver = (key, ver, Element("{%s}c" % CAPS, {
+                "hash": "sha-1", "node": CAPS_NODE, "ver": ver}).to_bytes(""))
+        return self._ver[1], self._ver[2]
+
+    def _caps_feature(self, stream: Any) -> bytes:
+        return self._caps()[1]
 
     @iq_handler("get", INFO, "query", dest="host")
     def info(self, ev: StanzaEvent) -> Element:
         node = ev.stanza.first_child().attrs.get("node")  # type: ignore[union-attr]
         q = Element("{%s}query" % INFO, {"node": node} if node else {})
-        if node and node != f"{CAPS_NODE}#{self._caps_feature(None).attrs['ver']}":
+        if node and node != f"{CAPS_NODE}#{self._caps()[0]}":
             handled = self.server.hooks.fire("disco-info-node/host", ev, node, q)
             if handled is None:
                 raise StanzaError("item-not-found")

@@ -58,7 +58,8 @@ class ClientStateModule(Module):
     }
 
     def setup(self) -> None:
-        self.api.add_stream_feature("post-auth", lambda s: Element("{%s}csi" % NS))
+        csi = Element("{%s}csi" % NS).to_bytes("")
+        self.api.add_stream_feature("post-auth", lambda s: csi)
         self.api.add_stream_handler("{%s}inactive" % NS, self._inactive)
         self.api.add_stream_handler("{%s}active" % NS, self._active)
         self.api.add_bind2_inline(NS, self._bind2)

@@ -52,8 +52,10 @@ class RosterModule(Module):
         self.subscriptions = Subscriptions(self)
         self._ids = itertools.count(1)
         if self.opts["versioning"]:
-            self.api.add_stream_feature("post-auth", lambda s: Element(VER_FEATURE))
-        self.api.add_stream_feature("post-auth", lambda s: Element(PREAPPROVAL_FEATURE))
+            ver = Element(VER_FEATURE).to_bytes("")
+            self.api.add_stream_feature("post-auth", lambda s: ver)
+        sub = Element(PREAPPROVAL_FEATURE).to_bytes("")
+        self.api.add_stream_feature("post-auth", lambda s: sub)
         self.broadcast.setup(self.api)
         self.subscriptions.setup(self.api)
         roster_commands.install(self)
