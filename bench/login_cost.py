@@ -51,7 +51,7 @@ from sqlalchemy import insert
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from hotpath import HEADER, run  # noqa: E402
+from hotpath import HEADER, FakeTransport, run  # noqa: E402
 
 from xmppd.c2s.listener import C2SConnection  # noqa: E402
 from xmppd.cli import tune_gc  # noqa: E402
@@ -70,42 +70,21 @@ BIND_DONE = re.compile(rb"<iq[^>]*id=['\"]bind1['\"][^>]*>")
 PING_DONE = re.compile(rb"<iq[^>]*id=['\"]ping1['\"]")
 
 
-class LoginTransport:
+class LoginTransport(FakeTransport):
     """Collects what the server writes; wakes the client waiting for it."""
 
-    __slots__ = ("buf", "waiter", "closing")
+    __slots__ = ("buf", "waiter")
 
     def __init__(self) -> None:
+        super().__init__()
         self.buf = bytearray()
         self.waiter: Optional[asyncio.Future[None]] = None
-        self.closing = False
 
     def write(self, data: bytes) -> None:
         self.buf += data
         w = self.waiter
         if w is not None and not w.done():
             w.set_result(None)
-
-    def is_closing(self) -> bool:
-        return self.closing
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return ("127.0.0.1", 40000) if name == "peername" else default
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self) -> None:
-        self.closing = True
-
-    def abort(self) -> None:
-        self.closing = True
 
     async def expect(self, pattern: re.Pattern[bytes]) -> re.Match[bytes]:
         while True:
