@@ -187,7 +187,7 @@ async def main_async(args: argparse.Namespace) -> None:
 
 async def run_logins(server: Server, names: list[str], salted: bytes,
                      concurrency: int) -> float:
-    """Log ``users`` in, ``concurrency`` at a time; the process CPU seconds it took."""
+    """Log ``names`` in, ``concurrency`` at a time; the process CPU seconds it took."""
     todo = iter(names)
 
     async def worker() -> None:
