@@ -153,8 +153,10 @@ async def main_async(args: argparse.Namespace) -> None:
         # costs the server does not depend on the salt)
         creds = make_credentials(PASSWORD, args.iterations)
         rows = [_row_values("localhost", n, creds) for n in names]
-        server.db.run_sync(lambda conn: [conn.execute(insert(users), rows[i:i + 1000])
-                                         for i in range(0, len(rows), 1000)])
+        db = server.db
+        assert db is not None
+        db.run_sync(lambda conn: [conn.execute(insert(users), rows[i:i + 1000])
+                                  for i in range(0, len(rows), 1000)])
         salted = hashlib.pbkdf2_hmac("sha1", PASSWORD.encode(), creds.sha1.salt,
                                      creds.sha1.iterations)
         tune_gc()  # as xmppd run does once started
