@@ -173,9 +173,7 @@ def test_stanza_before_bind(server: XmppdServer) -> None:
     async def main() -> None:
         c = await RawClient(server.c2s_tls, tls=True).connect()
         await c.open()
-        assert local((await c.auth_scram("alice", "secret")).tag) == "success"
-        c._new_parser()
-        await c.open()
+        await c.restarted_after_auth("alice", "secret")
         await c.send("<message to='bob@localhost'><body>sneaky</body></message>")
         assert await c.stream_error() == "not-authorized"
     run(main())
@@ -187,9 +185,7 @@ def test_the_caps_the_features_advertise_answer_disco_info(server: XmppdServer) 
     async def main() -> None:
         c = await RawClient(server.c2s_tls, tls=True).connect()
         await c.open()
-        assert local((await c.auth_scram("dave", "secret")).tag) == "success"
-        c._new_parser()
-        feats = await c.open()
+        feats = await c.restarted_after_auth("dave", "secret")
         assert feats.find(f"{{{BIND}}}bind") is not None
         caps = feats.find("{http://jabber.org/protocol/caps}c")
         assert caps is not None and caps.get("hash") == "sha-1" and caps.get("ver")
@@ -199,7 +195,7 @@ def test_the_caps_the_features_advertise_answer_disco_info(server: XmppdServer) 
                                   f"{caps.get('node')}#not-the-hash")):
             await c.send(f"<iq type='get' id='caps{n}' to='localhost'>"
                          f"<query xmlns='{info}' node='{node}'/></iq>")
-            res = await c.recv_until(lambda e: e.get("id") == f"caps{n}")
+            res = await c.recv_until(lambda e, want=f"caps{n}": e.get("id") == want)
             if n == 0:
                 assert res.get("type") == "result"
                 assert res.find(f"{{{info}}}query/{{{info}}}feature") is not None
@@ -216,9 +212,7 @@ def test_the_answer_to_binding_escapes_the_id_and_the_jid(server: XmppdServer) -
     async def main() -> None:
         c = await RawClient(server.c2s_tls, tls=True).connect()
         await c.open()
-        assert local((await c.auth_scram("erin", "secret")).tag) == "success"
-        c._new_parser()
-        await c.open()
+        await c.restarted_after_auth("erin", "secret")
         await c.send(f"<iq type='set' id=\"b'&amp;&quot;&lt;1\"><bind xmlns='{BIND}'>"
                      "<resource>desk &amp; &lt;chair&gt; 'x'</resource></bind></iq>")
         res = await c.recv()

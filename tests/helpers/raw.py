@@ -208,6 +208,14 @@ class RawClient:
         self.jid = jid.text
         return jid.text
 
+    async def restarted_after_auth(self, user: str, password: str) -> ET.Element:
+        """SCRAM on an opened stream, then the restart: the features after it (nothing
+        bound yet)."""
+        res = await self.auth_scram(user, password)
+        assert local(res.tag) == "success", ET.tostring(res)
+        self._new_parser()
+        return await self.open()
+
     async def login(self, user: str, password: str, resource: Optional[str] = "raw",
                     presence: bool = True) -> str:
         if self.reader is None:
@@ -215,10 +223,7 @@ class RawClient:
         await self.open()
         if not self.direct_tls:
             await self.starttls()
-        res = await self.auth_scram(user, password)
-        assert local(res.tag) == "success", ET.tostring(res)
-        self._new_parser()
-        await self.open()
+        await self.restarted_after_auth(user, password)
         jid = await self.bind(resource)
         if presence:
             await self.send("<presence/>")

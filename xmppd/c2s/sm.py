@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 
 NS = "urn:xmpp:sm:3"
 MOD = 1 << 32
-_SM_FEATURE = b"<sm xmlns='%s'/>" % NS.encode()
+_SM_FEATURE = Element("{%s}sm" % NS).to_bytes("")  # (the stream feature, made once)
 
 
 def _nonza(name: str, attrs: Optional[dict[str, str]] = None, *children: Element) -> bytes:
