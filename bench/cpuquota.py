@@ -7,7 +7,7 @@ generator (``bench/workers.py --cpu-quota``). The kernel's CFS bandwidth control
 the limiting: in every ``period`` the group's processes together run for at most
 ``cores x period``, then wait for the next period. Children (the workers and the Redis
 that ``xmppd run --workers N`` starts) stay in the group of the process that forks
-them.
+them, unless :meth:`CpuQuota.split` gives each worker a group of its own inside.
 
 Needs a writable cgroup file system (cgroup v2 with the ``cpu`` controller, or the
 v1 ``cpu`` hierarchy), as root in a container or on a machine of one's own.
@@ -58,15 +58,47 @@ class CpuQuota:
         self.version = version
         self.path = root / name
         self.path.mkdir(exist_ok=True)
+        self.subgroups: list[Path] = []
         quota = max(1000, int(cores * PERIOD_US))
         if version == 1:
             (self.path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
             (self.path / "cpu.cfs_quota_us").write_text(str(quota))
         else:
-            subtree = root / "cgroup.subtree_control"
+            subtree = self.path.parent / "cgroup.subtree_control"
             if "cpu" not in subtree.read_text().split():
                 subtree.write_text("+cpu")
             (self.path / "cpu.max").write_text("%d %d" % (quota, PERIOD_US))
+
+    def split(self, pids: list[int], cores: float) -> None:
+        """Give each of ``pids`` (with its threads) a group of ``cores`` CPUs of its own
+        inside this one, which still limits all of them together: a core each, as on a
+        machine with a core per worker, instead of a pool they share (where one worker can
+        run on into the other's share while the other waits). The processes left here
+        (the master, Redis) run within the whole group's limit."""
+        if self.version == 2:
+            # cgroup v2 has no processes in a group whose children the cpu controller
+            # divides: the others move to a leaf of their own first
+            rest = self.path / "rest"
+            rest.mkdir(exist_ok=True)
+            self.subgroups.append(rest)
+            for other in (self.path / "cgroup.procs").read_text().split():
+                (rest / "cgroup.procs").write_text(other)
+        for i, pid in enumerate(pids):
+            sub = CpuQuota("%s/w%d" % (self.path.name, i), cores, self.path.parent,
+                           self.version)
+            (sub.path / "cgroup.procs").write_text(str(pid))
+            self.subgroups.append(sub.path)
+
+    def unsplit(self) -> None:
+        """Undo :meth:`split` once the processes have ended, so that the next server starts
+        in this group again."""
+        for path in self.subgroups[::-1]:
+            _rmdir(path)
+        self.subgroups = []
+        if self.version == 2:
+            subtree = self.path / "cgroup.subtree_control"
+            if "cpu" in subtree.read_text().split():
+                subtree.write_text("-cpu")
 
     def prefix(self) -> list[str]:
         """A command prefix: the command runs (and forks) inside the group."""
@@ -81,12 +113,18 @@ class CpuQuota:
         return int(stat.get("throttled_usec", 0)) / 1e6
 
     def remove(self) -> None:
-        """Remove the group (once its processes have ended)."""
-        for _ in range(50):
-            try:
-                self.path.rmdir()
-                return
-            except FileNotFoundError:
-                return
-            except OSError:
-                time.sleep(0.1)  # processes still leaving
+        """Remove the group and those inside it (once their processes have ended)."""
+        for path in self.subgroups[::-1] + [self.path]:
+            _rmdir(path)
+        self.subgroups = []
+
+
+def _rmdir(path: Path) -> None:
+    for _ in range(50):
+        try:
+            path.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:
+            time.sleep(0.1)  # processes still leaving

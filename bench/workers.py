@@ -31,7 +31,10 @@ machine the ratio understates what two workers do with two cores of their own.
 ``--cpu-quota Q`` shows the scaling as throughput on such a machine: a server
 with N workers runs in a cgroup that gives all its processes (master, workers,
 Redis) N x Q CPUs (:mod:`cpuquota`), so one worker gets a core of Q CPUs and two
-workers two such cores, and the load generator keeps the rest of the machine::
+workers two such cores, and the load generator keeps the rest of the machine. Each
+worker also gets a group of Q CPUs of its own inside (a core each, as on a machine with
+a core per worker); ``--shared-quota`` leaves them one pool of N x Q instead, which lets
+one worker run on into the other's share while the other waits for the next period::
 
     .venv/bin/python bench/workers.py --cpu-quota 0.5 --start-rate 6000 --factor 1.2 --refine 3
 
@@ -55,6 +58,7 @@ from typing import Any, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import compare  # noqa: E402
 import cpuquota  # noqa: E402
+import loadgen  # noqa: E402
 
 PAIR = "xmppd-1x2"
 
@@ -89,6 +93,26 @@ class Workers(compare.Xmppd):
         # the master: the load generator counts its children (workers, Redis) too
         self.pid = self.proc.pid
         time.sleep(1.0)  # the workers find each other through Redis
+        if self.quota is not None and self.workers > 1 and not self.args.shared_quota:
+            self.quota.split(worker_pids(self.pid), self.args.cpu_quota)
+
+    def stop(self) -> None:
+        super().stop()
+        if self.quota is not None:
+            self.quota.unsplit()
+
+
+def worker_pids(master: int) -> list[int]:
+    """The worker processes ``xmppd run --workers N`` forked (not its Redis)."""
+    out = []
+    for pid in loadgen.children(master):
+        try:
+            cmdline = Path("/proc/%d/cmdline" % pid).read_bytes()
+        except FileNotFoundError:
+            continue
+        if b"redis" not in cmdline:
+            out.append(pid)
+    return out
 
 
 def cpu_per_delivery(res: dict[str, Any]) -> Optional[float]:
@@ -124,6 +148,7 @@ def run_one(srv: Workers, args: argparse.Namespace) -> dict[str, Any]:
            else compare.run_phase(srv, args, args.phase))
     if srv.quota is not None:
         res["cpu_quota_cores"] = srv.quota.cores
+        res["quota_per_worker"] = srv.workers > 1 and not args.shared_quota
         res["throttled_s"] = round(srv.quota.throttled_seconds() - waited, 1)
     return res
 
@@ -229,6 +254,9 @@ def main() -> None:
     ap.add_argument("--cpu-quota", type=float, default=None, metavar="Q",
                     help="run a server of N workers in a cgroup of N x Q CPUs (all its "
                          "processes): cores of Q CPUs, the rest for the load generator")
+    ap.add_argument("--shared-quota", action="store_true",
+                    help="with --cpu-quota: the workers share the N x Q CPUs as one pool "
+                         "(by default each gets Q of its own)")
     ap.add_argument("--p99-bound-ms", type=float, default=None,
                     help="the latency bound of a step that holds (default: the load "
                          "generator's, 200 ms)")
