@@ -94,7 +94,12 @@ class Workers(compare.Xmppd):
         self.pid = self.proc.pid
         time.sleep(1.0)  # the workers find each other through Redis
         if self.quota is not None and self.workers > 1 and not self.args.shared_quota:
-            self.quota.split(worker_pids(self.pid), self.args.cpu_quota)
+            pids = worker_pids(self.pid)
+            if len(pids) != self.workers:
+                self.stop()
+                raise RuntimeError("%s: %d worker processes, not %d: cannot give each a core"
+                                   % (self.name, len(pids), self.workers))
+            self.quota.split(pids, self.args.cpu_quota)
 
     def stop(self) -> None:
         super().stop()
