@@ -16,7 +16,8 @@ from helpers.raw import C
 MODULES = {"mod_disco": {}, "mod_roster": {}, "mod_client_state": {}}
 INACTIVE = "<inactive xmlns='urn:xmpp:csi:0'/>"
 ACTIVE = "<active xmlns='urn:xmpp:csi:0'/>"
-USERS = ["romeo", "juliet", "mercutio", "nurse", "paris", "friar", "john"]
+USERS = ["romeo", "juliet", "mercutio", "nurse", "paris", "friar", "john", "tybalt",
+         "benvolio"]
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,50 @@ def test_inactive_client_gets_presence_and_chat_states_later(server: XmppdServer
         assert show(pres) == "chat"
         for p in (romeo, juliet, merc):
             await p.close()
+    run(main())
+
+
+def test_under_overload_presence_is_shed_and_messages_still_arrive(server: XmppdServer) -> None:
+    """At the forced top load level (xmppd/overload.py): presence for an inactive client
+    stays held, chat states and read markers sent alone are dropped, a message with a body
+    and its receipt go through at once; the held presence arrives when the client is
+    active, and at normal load chat states flow again."""
+    async def main() -> None:
+        tybalt = await Peer(server.c2s, "tybalt").login()
+        benvolio = await Peer(server.c2s, "benvolio").login()
+        await befriend(tybalt, benvolio)
+        await benvolio.send(INACTIVE)
+        assert "shedding presence-inactive, chat-states, last-seen, markers" in \
+            server.ctl("set_load", "4").stdout
+        try:
+            await tybalt.send("<presence><show>away</show></presence>")
+            await tybalt.send("<message to='benvolio@localhost' type='chat'>"
+                              "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
+                              "</message>")
+            await tybalt.send("<message to='benvolio@localhost' type='chat'><displayed "
+                              "xmlns='urn:xmpp:chat-markers:0' id='m0'/></message>")
+            await tybalt.send("<message to='benvolio@localhost' type='chat' id='m1'>"
+                              "<body>Peace? I hate the word</body>"
+                              "<request xmlns='urn:xmpp:receipts'/></message>")
+            got = await drain(benvolio)
+            assert [(e.tag, e.findtext(C + "body")) for e in got] == \
+                [(C + "message", "Peace? I hate the word")]
+            await benvolio.send(f"<message to='{tybalt.jid}'><received "
+                                "xmlns='urn:xmpp:receipts' id='m1'/></message>")
+            receipt = await tybalt.expect(is_message(benvolio.jid), timeout=2)
+            assert receipt.find("{urn:xmpp:receipts}received") is not None
+        finally:
+            server.ctl("set_load", "auto")
+        await benvolio.send(ACTIVE)
+        got = await drain(benvolio)
+        assert [(e.tag, e.get("from"), show(e)) for e in got] == \
+            [(C + "presence", tybalt.jid, "away")]
+        await tybalt.send("<message to='benvolio@localhost' type='chat'>"
+                          "<composing xmlns='http://jabber.org/protocol/chatstates'/></message>")
+        state = await benvolio.expect(is_message(tybalt.jid), timeout=2)
+        assert state.find("{http://jabber.org/protocol/chatstates}composing") is not None
+        await tybalt.close()
+        await benvolio.close()
     run(main())
 
 

@@ -19,7 +19,8 @@ MODULES = {"mod_disco": {}, "mod_ping": {}, "mod_roster": {}, "mod_client_state"
            "mod_last": {"online_threshold": THRESHOLD, "flush_interval": 1}}
 LAST = "{jabber:iq:last}query"
 IDLE = "{urn:xmpp:idle:1}idle"
-USERS = ["romeo", "juliet", "nurse", "tybalt", "paris", "peter", "friar", "john", "anne", "watch"]
+USERS = ["romeo", "juliet", "nurse", "tybalt", "paris", "peter", "friar", "john", "anne", "watch",
+         "balthasar", "abram"]
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,32 @@ def test_what_counts_as_activity(server: XmppdServer) -> None:
         assert await seconds(romeo, "romeo@localhost") == 0
         await romeo.close()
         await juliet.close()
+    run(main())
+
+
+def test_activity_is_not_written_down_while_last_seen_is_shed(server: XmppdServer) -> None:
+    """Load level 3 sheds last-seen updates (xmppd/overload.py): messages still arrive,
+    but the sender's last activity stays where it was until the load is normal again."""
+    async def main() -> None:
+        balthasar = await Peer(server.c2s, "balthasar").login()
+        abram = await Peer(server.c2s, "abram").login()
+        await befriend(balthasar, abram)
+        await asyncio.sleep(THRESHOLD + 1)
+        assert "shedding presence-inactive, chat-states, last-seen (forced" in \
+            server.ctl("set_load", "3").stdout
+        try:
+            await balthasar.send("<message to='abram@localhost' type='chat'><body>Do you bite "
+                                 "your thumb at us, sir?</body></message>")
+            await abram.expect(lambda el: el.tag.endswith("message"))
+            assert await seconds(abram, "balthasar@localhost") >= THRESHOLD + 1
+        finally:
+            server.ctl("set_load", "auto")
+        await balthasar.send("<message to='abram@localhost' type='chat'><body>I do bite my "
+                             "thumb, sir</body></message>")
+        await abram.expect(lambda el: el.tag.endswith("message"))
+        assert await seconds(abram, "balthasar@localhost") == 0
+        await balthasar.close()
+        await abram.close()
     run(main())
 
 

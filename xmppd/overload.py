@@ -7,28 +7,58 @@ the high-water mark the level rises one step per interval; below the
 low-water mark it falls back one step at a time. Level N sheds the first N
 kinds of work in :data:`SHED_ORDER`:
 
-1. ``presence-inactive``: presence fan-out to clients that said they are inactive (CSI);
-2. ``chat-states``: typing notifications (XEP-0085);
-3. ``last-seen``: last-activity bookkeeping;
-4. ``markers``: read markers (XEP-0333 displayed/acknowledged).
+1. ``presence-inactive``: presence fan-out to clients that said they are inactive (CSI):
+   it stays held, newest of each contact, until the client says it is active, instead of
+   going out ahead of every message with a body (``xmppd/presence/csi.py``);
+2. ``chat-states``: typing notifications (XEP-0085) sent alone are dropped (here);
+3. ``last-seen``: last-activity bookkeeping of messages and presence (``mod_last``);
+4. ``markers``: read markers (XEP-0333 displayed/acknowledged) sent alone are dropped
+   (here).
 
-Messages, receipts and logins are never shed.
+Messages, receipts and logins are never shed. The message hook that drops chat states and
+markers is registered only while the level sheds them: at normal load it costs nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
+
+from .stanza import BODY, StanzaEvent
 
 if TYPE_CHECKING:
     from .server import Server
+    from .xml import Element
 
 log = logging.getLogger("xmppd.load")
 
 SHED_ORDER = ("presence-inactive", "chat-states", "last-seen", "markers")
 LEVEL_NAMES = ("normal",) + tuple(f"shedding {', '.join(SHED_ORDER[:i])}"
                                   for i in range(1, len(SHED_ORDER) + 1))
+
+CHAT_STATES = "{http://jabber.org/protocol/chatstates}"
+READ_MARKERS = ("{urn:xmpp:chat-markers:0}displayed", "{urn:xmpp:chat-markers:0}acknowledged")
+# what may come with a chat state or a marker without making the message more than that
+_NEUTRAL = ("{jabber:client}thread", "{urn:xmpp:hints}", "{urn:xmpp:sid:0}")
+_DESTINATIONS = ("bare", "full", "remote", "component")
+
+
+def _droppable(el: Element, chat_states: bool, markers: bool) -> bool:
+    """A message that carries nothing but what is shed now (a chat state, a read marker)."""
+    if el.attrs.get("type") == "error":
+        return False
+    shed = False
+    for c in el.elements():
+        tag = c.tag
+        if tag == BODY:
+            return False
+        if chat_states and tag.startswith(CHAT_STATES) or markers and tag in READ_MARKERS:
+            shed = True
+        elif not tag.startswith(_NEUTRAL):
+            return False
+    return shed
 
 
 def _rss() -> int:
@@ -55,6 +85,7 @@ class LoadMonitor:
         self.rss = 0
         self.send_queue = 0
         self._calm = 0
+        self._unhook: list[Callable[[], None]] = []
 
     def shed(self, kind: str) -> bool:
         """True when work of ``kind`` (one of SHED_ORDER) should be skipped now."""
@@ -91,7 +122,21 @@ class LoadMonitor:
         self.server.overload = level > 0
         (log.warning if level > old else log.info)(
             "load: %s -> %s", LEVEL_NAMES[old], LEVEL_NAMES[level])
+        self._hook_messages()
         self.server.hooks.fire_all("server/load", self.server, level)
+
+    def _hook_messages(self) -> None:
+        for remove in self._unhook:
+            remove()
+        self._unhook = []
+        if self.shed("chat-states"):
+            for dest in _DESTINATIONS:
+                self._unhook.append(self.server.hooks.add(f"pre-message/{dest}",
+                                                          self._drop, priority=1000))
+
+    def _drop(self, ev: StanzaEvent) -> Optional[bool]:
+        """Before routing: True (the message goes no further) for what is shed now."""
+        return _droppable(ev.stanza, self.shed("chat-states"), self.shed("markers")) or None
 
     def _pressure(self) -> bool:
         return (self.lag > self.lag_high or self.rss > self.max_memory

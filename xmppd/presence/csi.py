@@ -6,7 +6,9 @@ stanzas are de-duplicated (only the newest presence of each sender, the
 newest chat state of each conversation, the newest item of each PEP node is
 kept) and delivered, in order, when the client becomes ``<active/>`` again or
 when an urgent stanza arrives (a message with a body, a receipt, a chat
-marker): the held ones go first, so the client sees them in order.
+marker): the held ones go first, so the client sees them in order. While the server sheds
+presence to inactive clients (``xmppd/overload.py``), urgent stanzas go out alone and the
+held ones wait for ``<active/>`` (or the queue limit).
 
 The module works through ``session.filters``; it fires ``csi/inactive`` and
 ``csi/active`` (session) so that other modules can react (mod_last tells
@@ -141,7 +143,9 @@ class ClientStateModule(Module):
         if key is PASS:
             return el
         if key is URGENT:
-            self._flush(session, held)
+            # under overload (xmppd/overload.py) the held presence waits for <active/>
+            if not (self.server.overload and self.server.load.shed("presence-inactive")):
+                self._flush(session, held)
             return el
         held.stanzas.pop(key, None)
         held.stanzas[key] = el

@@ -117,8 +117,12 @@ class LastModule(Module):
         self._dirty.add(user)
 
     def _message(self, ev: StanzaEvent) -> None:
-        if counts_as_activity(ev.stanza):
+        if counts_as_activity(ev.stanza) and not (self.server.overload and self._shed()):
             self.touch(ev.from_jid.bare)
+
+    def _shed(self) -> bool:
+        """Under overload (xmppd/overload.py) activity is not written down; logouts are."""
+        return self.server.load.shed("last-seen")
 
     def _subscription(self, ev: StanzaEvent) -> None:
         if ev.type in ("subscribe", "subscribed", "unsubscribe", "unsubscribed"):
@@ -128,7 +132,8 @@ class LastModule(Module):
     def _presence(self, ev: StanzaEvent) -> None:
         user = ev.from_jid.bare
         if ev.type == "available":
-            if ev.stanza.find(IDLE) is None:   # a client announcing idleness is not activity
+            # a client announcing idleness is not activity
+            if ev.stanza.find(IDLE) is None and not (self.server.overload and self._shed()):
                 self.touch(user)
         elif ev.type == "unavailable":
             self.touch(user)
