@@ -114,9 +114,8 @@ class CpuQuota:
 
     def remove(self) -> None:
         """Remove the group and those inside it (once their processes have ended)."""
-        for path in self.subgroups[::-1] + [self.path]:
-            _rmdir(path)
-        self.subgroups = []
+        self.unsplit()
+        _rmdir(self.path)
 
 
 def _rmdir(path: Path) -> None:

@@ -382,21 +382,21 @@ def test_monitor_escalates_in_order_and_recovers() -> None:
 
 
 def test_what_the_message_hook_drops_at_each_level() -> None:
-    """Only messages that carry nothing but a chat state (level 2) or a read marker
+    """Only messages that carry nothing but a chat state (level 2 on) or a read marker
     (level 4) are dropped; a body, a receipt, a received marker or an error never are."""
     def msg(inner: str, type_: str = "chat") -> Any:
         return parse_stanza(("<message xmlns='jabber:client' type='%s' to='a@b'>%s</message>"
                              % (type_, inner)).encode())
     cs = "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
     shown = "<displayed xmlns='urn:xmpp:chat-markers:0' id='1'/>"
-    assert _droppable(msg(cs + "<thread>t</thread>"), True, False)
-    assert not _droppable(msg(cs + "<body>hi</body>"), True, True)
-    assert not _droppable(msg(cs, "error"), True, True)
-    assert not _droppable(msg(shown), True, False)
-    assert _droppable(msg(shown + "<store xmlns='urn:xmpp:hints'/>"), True, True)
-    assert not _droppable(msg("<received xmlns='urn:xmpp:chat-markers:0' id='1'/>"), True, True)
-    assert not _droppable(msg("<received xmlns='urn:xmpp:receipts' id='1'/>" + cs), True, True)
-    assert not _droppable(msg(""), True, True)
+    assert _droppable(msg(cs + "<thread>t</thread>"), False)
+    assert not _droppable(msg(cs + "<body>hi</body>"), True)
+    assert not _droppable(msg(cs, "error"), True)
+    assert not _droppable(msg(shown), False)
+    assert _droppable(msg(shown + "<store xmlns='urn:xmpp:hints'/>"), True)
+    assert not _droppable(msg("<received xmlns='urn:xmpp:chat-markers:0' id='1'/>"), True)
+    assert not _droppable(msg("<received xmlns='urn:xmpp:receipts' id='1'/>" + cs), True)
+    assert not _droppable(msg(""), True)
     fake = _FakeServer()
     mon = LoadMonitor(fake)  # type: ignore[arg-type]
     for level, hooked in ((1, False), (2, True), (4, True), (0, False)):

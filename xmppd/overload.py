@@ -26,6 +26,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Optional
 
+from .receipts.common import CHATSTATES_NS, HINTS_NS, MARKERS_NS, SID_NS, THREAD
 from .stanza import BODY, StanzaEvent
 
 if TYPE_CHECKING:
@@ -38,15 +39,16 @@ SHED_ORDER = ("presence-inactive", "chat-states", "last-seen", "markers")
 LEVEL_NAMES = ("normal",) + tuple(f"shedding {', '.join(SHED_ORDER[:i])}"
                                   for i in range(1, len(SHED_ORDER) + 1))
 
-CHAT_STATES = "{http://jabber.org/protocol/chatstates}"
-READ_MARKERS = ("{urn:xmpp:chat-markers:0}displayed", "{urn:xmpp:chat-markers:0}acknowledged")
+CHAT_STATES = "{%s}" % CHATSTATES_NS
+READ_MARKERS = ("{%s}displayed" % MARKERS_NS, "{%s}acknowledged" % MARKERS_NS)
 # what may come with a chat state or a marker without making the message more than that
-_NEUTRAL = ("{jabber:client}thread", "{urn:xmpp:hints}", "{urn:xmpp:sid:0}")
+_NEUTRAL = (THREAD, "{%s}" % HINTS_NS, "{%s}" % SID_NS)
 _DESTINATIONS = ("bare", "full", "remote", "component")
 
 
-def _droppable(el: Element, chat_states: bool, markers: bool) -> bool:
-    """A message that carries nothing but what is shed now (a chat state, a read marker)."""
+def _droppable(el: Element, markers: bool) -> bool:
+    """A message that carries nothing but what is shed now: a chat state (the hook is
+    there only while chat states are shed) or, with ``markers``, a read marker."""
     if el.attrs.get("type") == "error":
         return False
     shed = False
@@ -54,7 +56,7 @@ def _droppable(el: Element, chat_states: bool, markers: bool) -> bool:
         tag = c.tag
         if tag == BODY:
             return False
-        if chat_states and tag.startswith(CHAT_STATES) or markers and tag in READ_MARKERS:
+        if tag.startswith(CHAT_STATES) or markers and tag in READ_MARKERS:
             shed = True
         elif not tag.startswith(_NEUTRAL):
             return False
@@ -136,7 +138,7 @@ class LoadMonitor:
 
     def _drop(self, ev: StanzaEvent) -> Optional[bool]:
         """Before routing: True (the message goes no further) for what is shed now."""
-        return _droppable(ev.stanza, self.shed("chat-states"), self.shed("markers")) or None
+        return _droppable(ev.stanza, self.shed("markers")) or None
 
     def _pressure(self) -> bool:
         return (self.lag > self.lag_high or self.rss > self.max_memory
